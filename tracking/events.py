@@ -1,0 +1,163 @@
+"""Location events (PROTOCOL 1): parse and validate one body; no Django import.
+
+A device sends one UTF-8 JSON object per event, PascalCase keys::
+
+    {"Id": "<uuid>", "Lat": 60.17, "Lng": 24.94, "Ts": "2026-11-26T11:12:40.1234567Z"}
+
+``parse_event`` returns a ``LocationEvent`` or raises ``InvalidEvent`` with a
+reason an operator can act on. Latitude and longitude are named everywhere and
+never passed by position.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import orjson
+
+from tracking.grid import normalize_longitude
+
+# ISO-8601 as devices and .NET write it: a date, a time with up to seven
+# fractional digits, and an explicit offset or Z. Anything vaguer is refused
+# rather than guessed at.
+_TIMESTAMP = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}:\d{2})"
+    r"(?:\.(?P<fraction>\d{1,7}))?(?P<offset>Z|z|[+-]\d{2}:\d{2})\Z"
+)
+_UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
+
+
+class InvalidEvent(ValueError):
+    """An event body that breaks a rule of the contract; ``str()`` is the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class LocationEvent:
+    tracker_id: uuid.UUID
+    latitude: float
+    longitude: float
+    timestamp: datetime
+    speed: float | None = None
+    heading: float | None = None
+    accuracy: float | None = None
+
+    @property
+    def timestamp_ms(self) -> int:
+        """Unix milliseconds of ``timestamp``, as the hub sends it."""
+        return unix_ms(self.timestamp)
+
+
+def unix_ms(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def parse_event(
+    body: bytes | str, *, now: datetime, max_future: timedelta, max_bytes: int = 16384
+) -> LocationEvent:
+    """Parse one event body, or raise ``InvalidEvent`` saying what is wrong.
+
+    ``now`` is timezone-aware; events stamped later than ``now + max_future``
+    are refused, since a device clock that far ahead would pin the tracker's
+    latest position in the future.
+    """
+    if len(body) > max_bytes:
+        raise InvalidEvent(f"body is {len(body)} bytes, over the limit of {max_bytes}")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidEvent(f"body is not UTF-8 JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidEvent(f"body is a JSON {_json_type(data)}, not an object")
+
+    tracker_id = _tracker_id(data.get("Id", _MISSING))
+    latitude = _number(data, "Lat", low=-90.0, high=90.0, required=True)
+    longitude = _number(data, "Lng", low=-180.0, high=180.0, required=True)
+    assert latitude is not None and longitude is not None
+    timestamp = _timestamp(data.get("Ts", _MISSING))
+    if timestamp > now + max_future:
+        raise InvalidEvent(
+            f"Ts {data['Ts']} is more than {int(max_future.total_seconds())} s in the future"
+        )
+    heading = _number(data, "Heading", low=0.0, high=360.0)
+    return LocationEvent(
+        tracker_id=tracker_id,
+        latitude=latitude,
+        longitude=normalize_longitude(longitude),
+        timestamp=timestamp,
+        speed=_number(data, "Speed", low=0.0, high=math.inf),
+        heading=None if heading is None else heading % 360.0,
+        accuracy=_number(data, "Accuracy", low=0.0, high=math.inf),
+    )
+
+
+_MISSING = object()
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _tracker_id(value: object) -> uuid.UUID:
+    if value is _MISSING:
+        raise InvalidEvent("Id is missing")
+    if not isinstance(value, str):
+        raise InvalidEvent(f"Id must be a string, got a {_json_type(value)}")
+    if not _UUID.match(value):
+        raise InvalidEvent(f"Id {value[:64]!r} is not a UUID")
+    return uuid.UUID(value)
+
+
+def _number(
+    data: dict[str, object], key: str, *, low: float, high: float, required: bool = False
+) -> float | None:
+    value = data.get(key, _MISSING)
+    if value is _MISSING or (value is None and not required):
+        if required:
+            raise InvalidEvent(f"{key} is missing")
+        return None
+    # bool is an int in Python, but true is not a coordinate.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidEvent(f"{key} must be a number, got a {_json_type(value)}")
+    number = float(value)
+    if not low <= number <= high:
+        raise InvalidEvent(f"{key} {value} is out of range [{low:g}, {high:g}]")
+    return number
+
+
+def _timestamp(value: object) -> datetime:
+    if value is _MISSING:
+        raise InvalidEvent("Ts is missing")
+    if not isinstance(value, str):
+        raise InvalidEvent(f"Ts must be a string, got a {_json_type(value)}")
+    match = _TIMESTAMP.match(value)
+    if match is None:
+        raise InvalidEvent(
+            f"Ts {value[:64]!r} is not ISO-8601 with an offset or Z "
+            "(like 2026-11-26T11:12:40.1234567Z)"
+        )
+    # Python keeps microseconds: a seventh digit (100 ns) is dropped.
+    fraction = (match["fraction"] or "")[:6].ljust(6, "0")
+    offset = "+00:00" if match["offset"] in ("Z", "z") else match["offset"]
+    try:
+        moment = datetime.fromisoformat(f"{match['date']}T{match['time']}.{fraction}{offset}")
+    except ValueError as exc:
+        raise InvalidEvent(f"Ts {value[:64]!r} is not a valid date and time: {exc}") from None
+    return moment.astimezone(timezone.utc)

@@ -1,0 +1,101 @@
+"""The map grid (PROTOCOL 2): pure functions, no Django import.
+
+A cell is numbered ``(x, y) = (floor(lng / size), floor(lat / size))``,
+longitude first. Every connection joins the channel-layer groups of the cells
+that cover its viewport, and every update goes to the group of the cell its
+tracker is in now.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+
+class Cell(NamedTuple):
+    """A grid cell; ``x`` counts longitude, ``y`` latitude (longitude first)."""
+
+    x: int
+    y: int
+
+
+class Grid(NamedTuple):
+    """A grid of square cells of ``size`` degrees; ``size`` divides 180 and 360."""
+
+    size: float
+
+    @property
+    def columns(self) -> int:
+        return round(360 / self.size)
+
+    @property
+    def rows(self) -> int:
+        return round(180 / self.size)
+
+    @property
+    def min_x(self) -> int:
+        return -self.columns // 2
+
+    @property
+    def min_y(self) -> int:
+        return -self.rows // 2
+
+    def contains(self, cell: Cell) -> bool:
+        """Whether ``cell`` is a valid cell number of this grid."""
+        return (
+            self.min_x <= cell.x < self.min_x + self.columns
+            and self.min_y <= cell.y < self.min_y + self.rows
+        )
+
+    def cell_of(self, *, latitude: float, longitude: float) -> Cell:
+        """The cell holding a point. Longitude 180 is -180; latitude 90 is the top row."""
+        x = math.floor(normalize_longitude(longitude) / self.size)
+        y = math.floor(latitude / self.size)
+        return Cell(self.wrap_x(x), min(max(y, self.min_y), self.min_y + self.rows - 1))
+
+    def wrap_x(self, x: int) -> int:
+        """Fold a column number into the grid, across the antimeridian."""
+        return (x - self.min_x) % self.columns + self.min_x
+
+    def cells_covering(
+        self, *, west: float, south: float, east: float, north: float
+    ) -> list[Cell]:
+        """The cells that cover a viewport, as the browser computes them.
+
+        West and south round down, east and north round up, the ends are
+        excluded; ``east`` may exceed 180 (or ``west`` fall below -180) when a
+        viewport crosses the antimeridian, and the columns wrap. A viewport
+        wider than the world covers every column once.
+        """
+        south, north = max(south, -90.0), min(north, 90.0)
+        first_x = math.floor(west / self.size)
+        last_x = math.ceil(east / self.size)
+        if last_x - first_x >= self.columns:
+            first_x, last_x = self.min_x, self.min_x + self.columns
+        first_y = max(math.floor(south / self.size), self.min_y)
+        last_y = min(math.ceil(north / self.size), self.min_y + self.rows)
+        return [
+            Cell(self.wrap_x(x), y)
+            for x in range(first_x, last_x)
+            for y in range(first_y, last_y)
+        ]
+
+
+def normalize_longitude(longitude: float) -> float:
+    """Fold a longitude into [-180, 180): 180 becomes -180, 190 becomes -170."""
+    if -180.0 <= longitude < 180.0:
+        return longitude
+    return (longitude + 180.0) % 360.0 - 180.0
+
+
+def group_name(cell: Cell) -> str:
+    """The channel-layer group of a cell: letters, digits, ``_`` and ``.`` only.
+
+    A negative number is written with an ``m`` (``cell.m12.60``) so the name is
+    valid for every channel layer and cannot be mistaken for a separator.
+    """
+    return f"cell.{_signed(cell.x)}.{_signed(cell.y)}"
+
+
+def _signed(number: int) -> str:
+    return f"m{-number}" if number < 0 else str(number)

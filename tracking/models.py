@@ -1,0 +1,101 @@
+"""Trackers, their position history, and the event bodies the pipeline refused."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class TrackerStatus(models.TextChoices):
+    ONLINE = "online", "Online"
+    STALE = "stale", "Stale"
+    OFFLINE = "offline", "Offline"
+    NEVER_SEEN = "never", "Never seen"
+
+
+class Tracker(models.Model):
+    """A device, keyed by the UUID it sends, with its latest known position.
+
+    The latest position only moves forward in time (see ``services``); the
+    cell is the grid cell of that position, stored so a map connection can
+    read the trackers of its cells with one indexed query.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, verbose_name="device id")
+    name = models.CharField(max_length=100, blank=True)
+    is_active = models.BooleanField(
+        "active", default=True, help_text="Events from inactive trackers are rejected."
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    latitude = models.FloatField(null=True, blank=True, editable=False)
+    longitude = models.FloatField(null=True, blank=True, editable=False)
+    position_at = models.DateTimeField(
+        "last seen", null=True, blank=True, editable=False, db_index=True
+    )
+    cell_x = models.IntegerField(null=True, blank=True, editable=False)
+    cell_y = models.IntegerField(null=True, blank=True, editable=False)
+    speed = models.FloatField("speed (km/h)", null=True, blank=True, editable=False)
+    heading = models.FloatField("heading (°)", null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["name", "id"]
+        indexes = [models.Index(fields=["cell_x", "cell_y"], name="tracker_cell_idx")]
+
+    def __str__(self) -> str:
+        return self.name or str(self.id)
+
+    def status(self, *, now: datetime | None = None) -> TrackerStatus:
+        """Online, stale or offline by the age of the latest position."""
+        if self.position_at is None:
+            return TrackerStatus.NEVER_SEEN
+        age = (now or timezone.now()) - self.position_at
+        if age <= timedelta(seconds=settings.TRACKING_ONLINE_SECONDS):
+            return TrackerStatus.ONLINE
+        if age <= timedelta(seconds=settings.TRACKING_OFFLINE_SECONDS):
+            return TrackerStatus.STALE
+        return TrackerStatus.OFFLINE
+
+
+class Position(models.Model):
+    """One reported location of a tracker; unique per tracker and time."""
+
+    tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="positions")
+    timestamp = models.DateTimeField()
+    latitude = models.FloatField()
+    longitude = models.FloatField()
+    speed = models.FloatField("speed (km/h)", null=True, blank=True)
+    heading = models.FloatField("heading (°)", null=True, blank=True)
+    accuracy = models.FloatField("accuracy (m)", null=True, blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-timestamp"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tracker", "timestamp"], name="position_unique_per_tracker_and_time"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tracker_id} at {self.timestamp.isoformat()}"
+
+
+class RejectedEvent(models.Model):
+    """An event body the pipeline refused, kept so an operator can see why."""
+
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    source = models.CharField(max_length=200, help_text="Where the body came from.")
+    reason = models.CharField(max_length=500)
+    body = models.TextField(help_text="The raw body, truncated.")
+    body_bytes = models.PositiveIntegerField("body size (bytes)")
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.reason}"
