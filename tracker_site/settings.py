@@ -134,6 +134,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CHANNEL_LAYER_CAPACITY = _env_number("CHANNEL_LAYER_CAPACITY", 1000, minimum=10)
+CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(
@@ -211,12 +212,16 @@ except ValueError:
         f"MAP_CENTER must be 'latitude,longitude', got {','.join(_center)!r}"
     ) from None
 if not (-90 <= MAP_CENTER_LATITUDE <= 90 and -180 <= MAP_CENTER_LONGITUDE <= 180):
-    raise ImproperlyConfigured("MAP_CENTER must be 'latitude,longitude' within [-90, 90] and [-180, 180]")
+    raise ImproperlyConfigured(
+        "MAP_CENTER must be 'latitude,longitude' within [-90, 90] and [-180, 180]"
+    )
 MAP_ZOOM: int = _env_number("MAP_ZOOM", 13, minimum=0)
 
 # --- Tracking domain -------------------------------------------------------
 
-TRACKING_GRID_DEGREES: float = _env_number("TRACKING_GRID_DEGREES", 1.0, minimum=0.01, integer=False)
+TRACKING_GRID_DEGREES: float = _env_number(
+    "TRACKING_GRID_DEGREES", 1.0, minimum=0.01, integer=False
+)
 for _span in (180.0, 360.0):
     _cells = _span / TRACKING_GRID_DEGREES
     if abs(_cells - round(_cells)) > 1e-9:
@@ -234,7 +239,9 @@ TRACKING_REJECTED_KEEP: int = _env_number("TRACKING_REJECTED_KEEP", 100_000, min
 TRACKING_ONLINE_SECONDS: int = _env_number("TRACKING_ONLINE_SECONDS", 60, minimum=1)
 TRACKING_OFFLINE_SECONDS: int = _env_number("TRACKING_OFFLINE_SECONDS", 900, minimum=1)
 if TRACKING_OFFLINE_SECONDS < TRACKING_ONLINE_SECONDS:
-    raise ImproperlyConfigured("TRACKING_OFFLINE_SECONDS must not be less than TRACKING_ONLINE_SECONDS")
+    raise ImproperlyConfigured(
+        "TRACKING_OFFLINE_SECONDS must not be less than TRACKING_ONLINE_SECONDS"
+    )
 TRACKING_BATCH_SIZE: int = _env_number("TRACKING_BATCH_SIZE", 1000, minimum=1)
 TRACKING_BATCH_WAIT_MS: int = _env_number("TRACKING_BATCH_WAIT_MS", 200, minimum=0)
 TRACKING_PROGRESS_SECONDS: float = _env_number(

@@ -15,7 +15,7 @@ import math
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -56,7 +56,7 @@ def unix_ms(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_event(
@@ -69,7 +69,7 @@ def parse_event(
     latest position in the future.
     """
     if len(body) > max_bytes:
-        raise InvalidEvent(f"body is {len(body)} bytes, over the limit of {max_bytes}")
+        raise InvalidEvent(f"body is longer than the limit of {max_bytes} bytes")
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -126,7 +126,12 @@ def _tracker_id(value: object) -> uuid.UUID:
 
 
 def _number(
-    data: dict[str, object], key: str, *, low: float, high: float, required: bool = False
+    data: dict[str, object],
+    key: str,
+    *,
+    low: float,
+    high: float,
+    required: bool = False,
 ) -> float | None:
     value = data.get(key, _MISSING)
     if value is _MISSING or (value is None and not required):
@@ -160,4 +165,4 @@ def _timestamp(value: object) -> datetime:
         moment = datetime.fromisoformat(f"{match['date']}T{match['time']}.{fraction}{offset}")
     except ValueError as exc:
         raise InvalidEvent(f"Ts {value[:64]!r} is not a valid date and time: {exc}") from None
-    return moment.astimezone(timezone.utc)
+    return moment.astimezone(UTC)

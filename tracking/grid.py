@@ -57,9 +57,7 @@ class Grid(NamedTuple):
         """Fold a column number into the grid, across the antimeridian."""
         return (x - self.min_x) % self.columns + self.min_x
 
-    def cells_covering(
-        self, *, west: float, south: float, east: float, north: float
-    ) -> list[Cell]:
+    def cells_covering(self, *, west: float, south: float, east: float, north: float) -> list[Cell]:
         """The cells that cover a viewport, as the browser computes them.
 
         West and south round down, east and north round up, the ends are
@@ -75,9 +73,7 @@ class Grid(NamedTuple):
         first_y = max(math.floor(south / self.size), self.min_y)
         last_y = min(math.ceil(north / self.size), self.min_y + self.rows)
         return [
-            Cell(self.wrap_x(x), y)
-            for x in range(first_x, last_x)
-            for y in range(first_y, last_y)
+            Cell(self.wrap_x(x), y) for x in range(first_x, last_x) for y in range(first_y, last_y)
         ]
 
 
@@ -99,3 +95,39 @@ def group_name(cell: Cell) -> str:
 
 def _signed(number: int) -> str:
     return f"m{-number}" if number < 0 else str(number)
+
+
+class InvalidCells(ValueError):
+    """Grid numbers from a client that are not a list of valid cells."""
+
+
+class TooManyCells(InvalidCells):
+    """More cells than one connection may join."""
+
+
+def parse_cells(value: object, *, grid: Grid, name: str, max_count: int) -> list[Cell]:
+    """Read ``[[x, y], ...]`` from a client: integer pairs inside the grid.
+
+    Duplicates are dropped, order kept. More than ``max_count`` distinct cells
+    is refused as a whole, so a client never holds part of what it asked for.
+    """
+    if not isinstance(value, list):
+        raise InvalidCells(f"{name} must be an array of [longitude, latitude] cell pairs")
+    cells: dict[Cell, None] = {}
+    for item in value:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or not all(isinstance(n, int) and not isinstance(n, bool) for n in item)
+        ):
+            raise InvalidCells(f"{name} must hold [longitude, latitude] pairs of integers")
+        cell = Cell(item[0], item[1])
+        if not grid.contains(cell):
+            raise InvalidCells(f"{name} holds [{cell.x}, {cell.y}], which is outside the grid")
+        cells[cell] = None
+    if len(cells) > max_count:
+        raise TooManyCells(
+            f"{name} asks for {len(cells)} cells, more than the {max_count} "
+            "a connection may join; zoom in"
+        )
+    return list(cells)

@@ -77,7 +77,8 @@ class Position(models.Model):
         ordering = ["-timestamp"]
         constraints = [
             models.UniqueConstraint(
-                fields=["tracker", "timestamp"], name="position_unique_per_tracker_and_time"
+                fields=["tracker", "timestamp"],
+                name="position_unique_per_tracker_and_time",
             )
         ]
 

@@ -1,3 +1,7 @@
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from tracking.consumers import HubConsumer
+
+websocket_urlpatterns = [path("api/signalr", HubConsumer.as_asgi())]

@@ -1,3 +1,12 @@
 from __future__ import annotations
 
-urlpatterns: list = []
+from django.urls import path
+
+from tracking import views
+
+app_name = "tracking"
+urlpatterns = [
+    path("signalr/negotiate", views.negotiate, name="negotiate"),
+    path("trackers", views.tracker_list, name="tracker-list"),
+    path("trackers/<uuid:tracker_id>", views.tracker_detail, name="tracker-detail"),
+]

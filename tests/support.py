@@ -1,0 +1,214 @@
+"""Helpers for tests that need real services or other processes.
+
+Redis: the one at ``TEST_REDIS_URL`` or ``REDIS_URL`` or 127.0.0.1:6379 if it
+answers, else a private ``redis-server`` on a free port. PostgreSQL: the
+server of ``DATABASE_URL`` when that is PostgreSQL, else ``TEST_POSTGRES_URL``
+or 127.0.0.1:5432 as user postgres. Where a service cannot be found a test
+skips and says why; with ``TRACKER_TEST_REQUIRE_SERVICES=1`` (CI) it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+ARTIFACTS = ROOT / "test-artifacts"
+DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+
+
+def require_services() -> bool:
+    return os.environ.get("TRACKER_TEST_REQUIRE_SERVICES", "") in {"1", "true", "yes"}
+
+
+def unavailable(reason: str) -> None:
+    """Skip the test for a missing service, or fail it where every service is required."""
+    if require_services():
+        pytest.fail(f"{reason} (TRACKER_TEST_REQUIRE_SERVICES is set, so this fails)")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(
+    host: str, port: int, *, timeout: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_answers(host, port):
+            return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(
+                f"process exited with {process.returncode} before listening on {port}"
+            )
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listened on {host}:{port} within {timeout} s")
+
+
+# --- Redis ------------------------------------------------------------------------
+
+
+def redis_answers(url: str) -> bool:
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        return bool(client.ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def running_redis() -> Iterator[str | None]:
+    """A Redis URL that answers: an existing server, or a private one started here."""
+    for url in (
+        os.environ.get("TEST_REDIS_URL"),
+        os.environ.get("REDIS_URL"),
+        "redis://127.0.0.1:6379/0",
+    ):
+        if url and redis_answers(url):
+            yield url
+            return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None
+        return
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port("127.0.0.1", port, timeout=10, process=process)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+# --- PostgreSQL ---------------------------------------------------------------------
+
+
+def postgres_server_url() -> str:
+    """A URL of a PostgreSQL server to create databases on (its own database is left alone)."""
+    configured = os.environ.get("DATABASE_URL", "")
+    if configured.startswith(("postgres://", "postgresql://")):
+        return configured
+    return os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+def _admin_connection(url: str):
+    import psycopg
+
+    parts = urlsplit(url)
+    return psycopg.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        user=parts.username or "postgres",
+        password=parts.password,
+        dbname="postgres",
+        autocommit=True,
+        connect_timeout=3,
+    )
+
+
+def postgres_answers(url: str) -> bool:
+    try:
+        with _admin_connection(url):
+            return True
+    except Exception:
+        return False
+
+
+@contextlib.contextmanager
+def scratch_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for other processes; dropped afterwards."""
+    server = postgres_server_url()
+    if not postgres_answers(server):
+        unavailable(f"PostgreSQL does not answer at {server} (set TEST_POSTGRES_URL)")
+    name = f"tracker_test_{uuid.uuid4().hex[:12]}"
+    with _admin_connection(server) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    parts = urlsplit(server)
+    try:
+        yield parts._replace(path=f"/{name}").geturl()
+    finally:
+        with _admin_connection(server) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# --- Processes --------------------------------------------------------------------------
+
+
+def manage(
+    args: Sequence[str], *, env: dict[str, str], timeout: float = 60, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kwargs,  # type: ignore[call-overload]
+    )
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    """The environment for a child process: this one's, minus our settings, plus ``overrides``."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
+    }
+    env.update({"PYTHONUNBUFFERED": "1", "DEBUG": "1", "LOG_LEVEL": "INFO"})
+    env.update(overrides)
+    return env
+
+
+@contextlib.contextmanager
+def background(
+    args: Sequence[str], *, env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a process for the duration of the block; stop it with SIGTERM, then SIGKILL."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            list(args), cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()

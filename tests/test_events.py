@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from tracking.events import InvalidEvent, LocationEvent, parse_event
+
+TRACKER = "6f1c2a4e-3b0d-4c7e-9a51-0e2d8f7b9c10"
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+
+def parse(body: object) -> LocationEvent:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return parse_event(raw, now=NOW, max_future=timedelta(minutes=5))
+
+
+def valid(**changes: object) -> dict[str, object]:
+    body: dict[str, object] = {
+        "Id": TRACKER,
+        "Lat": 60.170218,
+        "Lng": 24.940806,
+        "Ts": "2026-11-26T11:12:40.1234567Z",
+    }
+    body.update(changes)
+    return {key: value for key, value in body.items() if value is not ...}
+
+
+def test_it_reads_the_protocol_example_keeping_latitude_and_longitude_apart() -> None:
+    event = parse(valid())
+    assert event.tracker_id == uuid.UUID(TRACKER)
+    assert event.latitude == 60.170218
+    assert event.longitude == 24.940806
+    assert event.timestamp == datetime(2026, 11, 26, 11, 12, 40, 123456, tzinfo=UTC)
+    assert event.speed is None and event.heading is None and event.accuracy is None
+
+
+def test_it_does_not_swap_coordinates_when_latitude_is_out_of_range_for_a_longitude() -> None:
+    # Lng 150 is a fine longitude but would be an impossible latitude.
+    event = parse(valid(Lat=-33.86, Lng=151.21))
+    assert (event.latitude, event.longitude) == (-33.86, 151.21)
+    with pytest.raises(InvalidEvent, match=r"Lat 151\.21 is out of range"):
+        parse(valid(Lat=151.21, Lng=-33.86))
+
+
+def test_it_reports_the_timestamp_in_unix_milliseconds() -> None:
+    event = parse(valid(Ts="1970-01-01T00:00:01.5Z"))
+    assert event.timestamp_ms == 1500
+
+
+def test_it_accepts_an_explicit_offset_and_converts_to_utc() -> None:
+    event = parse(valid(Ts="2026-11-26T13:12:40+02:00"))
+    assert event.timestamp == datetime(2026, 11, 26, 11, 12, 40, tzinfo=UTC)
+
+
+def test_it_normalises_longitude_180_to_minus_180() -> None:
+    assert parse(valid(Lng=180)).longitude == -180.0
+    assert parse(valid(Lng=-180)).longitude == -180.0
+
+
+def test_it_accepts_the_poles_and_integer_coordinates() -> None:
+    assert parse(valid(Lat=90, Lng=0)).latitude == 90.0
+    assert parse(valid(Lat=-90, Lng=0)).latitude == -90.0
+
+
+def test_it_keeps_optional_speed_heading_and_accuracy() -> None:
+    event = parse(valid(Speed=48.5, Heading=360, Accuracy=4))
+    assert (event.speed, event.heading, event.accuracy) == (48.5, 0.0, 4.0)
+    assert parse(valid(Speed=None)).speed is None
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "not UTF-8 JSON"),
+        (b"\xff\xfe{}", "not UTF-8 JSON"),
+        (b"[1, 2]", "JSON array, not an object"),
+        (b'"text"', "JSON string, not an object"),
+        (b'{"Lat": NaN}', "not UTF-8 JSON"),
+        (valid(Id=...), "Id is missing"),
+        (valid(Id=42), "Id must be a string"),
+        (valid(Id="tracker-1"), "is not a UUID"),
+        (valid(Lat=...), "Lat is missing"),
+        (valid(Lng=...), "Lng is missing"),
+        (valid(Lat="60.1"), "Lat must be a number, got a string"),
+        (valid(Lat=True), "Lat must be a number, got a boolean"),
+        (valid(Lat=None), "Lat must be a number, got a null"),
+        (valid(Lat=90.0001), "Lat 90.0001 is out of range"),
+        (valid(Lat=-91), "Lat -91 is out of range"),
+        (valid(Lng=180.5), "Lng 180.5 is out of range"),
+        (valid(Lng=-181), "Lng -181 is out of range"),
+        (valid(Ts=...), "Ts is missing"),
+        (valid(Ts=1764155560), "Ts must be a string"),
+        (valid(Ts="2026-11-26T11:12:40"), "with an offset or Z"),
+        (valid(Ts="2026-11-26"), "with an offset or Z"),
+        (valid(Ts="2026-11-26T11:12:40.12345678Z"), "with an offset or Z"),
+        (valid(Ts="2026-02-30T11:12:40Z"), "not a valid date"),
+        (valid(Ts="2026-11-26T12:06:00Z"), "in the future"),
+        (valid(Speed=-1), "Speed -1 is out of range"),
+        (valid(Heading=361), "Heading 361 is out of range"),
+        (valid(Accuracy="good"), "Accuracy must be a number"),
+    ],
+)
+def test_it_rejects_a_body_that_breaks_a_rule_with_a_reason(body: object, reason: str) -> None:
+    with pytest.raises(InvalidEvent, match=reason):
+        parse(body)
+
+
+def test_it_accepts_a_timestamp_just_inside_the_future_limit() -> None:
+    assert parse(valid(Ts="2026-11-26T12:04:59Z")).timestamp.minute == 4
+
+
+def test_it_rejects_an_oversized_body_without_parsing_it() -> None:
+    body = orjson.dumps(valid(Padding="x" * 100))
+    with pytest.raises(InvalidEvent, match="longer than the limit of 64 bytes"):
+        parse_event(body, now=NOW, max_future=timedelta(minutes=5), max_bytes=64)
+
+
+def test_it_ignores_unknown_keys_for_forward_compatibility() -> None:
+    assert parse(valid(Battery=87)).latitude == 60.170218

@@ -1,0 +1,114 @@
+"""``python manage.py consume_events --source jsonl|simulator``: run the ingestion pipeline.
+
+SIGINT or SIGTERM finish the batch in hand, commit it and exit 0; a second
+signal exits at once. A finite source (a file) ends with a summary line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from tracking.layers import log_channel_layer
+from tracking.management.simulator_options import (
+    add_simulator_arguments,
+    fleet_from_options,
+)
+from tracking.pipeline import Pipeline, consume
+from tracking.services import register_trackers
+from tracking.sources import EventSource
+from tracking.sources.jsonl import JsonlSource
+from tracking.sources.simulator import SimulatorSource
+
+logger = logging.getLogger("tracking.consume_events")
+
+
+class Command(BaseCommand):
+    help = "Consume location events in batches: store them, track latest positions, push to maps."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--source", choices=["jsonl", "simulator"], required=True)
+        parser.add_argument("--path", help="jsonl: file of one event body per line; - for stdin")
+        add_simulator_arguments(parser)
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=settings.TRACKING_BATCH_SIZE,
+            help="most events per batch",
+        )
+        parser.add_argument(
+            "--progress-seconds",
+            type=float,
+            default=settings.TRACKING_PROGRESS_SECONDS,
+            help="seconds between progress lines",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["batch_size"] < 1:
+            raise CommandError("--batch-size must be at least 1")
+        source = self._source(options)
+        log_channel_layer(role="consume_events")
+        logger.info("consuming from %s", source.description)
+        progress = asyncio.run(self._run(source, options["progress_seconds"]))
+        verb = "finished" if source.finite else "stopped"
+        self.stdout.write(f"consume_events {verb}: {progress.summary_line()}")
+
+    def _source(self, options: dict[str, Any]) -> EventSource:
+        if options["source"] == "jsonl":
+            if not options["path"]:
+                raise CommandError(
+                    "--source jsonl needs --path FILE (or --path - for standard input)"
+                )
+            source = JsonlSource(
+                path=options["path"],
+                batch_size=options["batch_size"],
+                max_line_bytes=settings.TRACKING_MAX_EVENT_BYTES,
+            )
+            try:
+                if options["path"] != "-":
+                    source.open().close()
+            except OSError as exc:
+                raise CommandError(
+                    f"cannot read --path {options['path']}: {exc.strerror}"
+                ) from None
+            return source
+        fleet = fleet_from_options(options, start=timezone.now())
+        register_trackers(
+            trackers=[(tracker.tracker_id, tracker.name) for tracker in fleet.trackers]
+        )
+        return SimulatorSource(
+            fleet=fleet,
+            batch_size=options["batch_size"],
+            batch_wait=settings.TRACKING_BATCH_WAIT_MS / 1000,
+        )
+
+    async def _run(self, source: EventSource, progress_seconds: float) -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            if stop.is_set():
+                logger.warning("second %s: exiting now", signal.Signals(signum).name)
+                os._exit(1)
+            logger.info("%s: finishing the current batch", signal.Signals(signum).name)
+            stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, on_signal, signum)
+        pipeline = Pipeline()
+        try:
+            return await consume(
+                source=source,
+                pipeline=pipeline,
+                stop=stop,
+                progress_seconds=progress_seconds,
+            )
+        finally:
+            await pipeline.close()

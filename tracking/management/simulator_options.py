@@ -1,0 +1,47 @@
+"""The simulator's command-line options, shared by consume_events, simulate and demo."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.core.management.base import CommandError, CommandParser
+
+from tracking.simulation import Fleet, load_routes
+
+
+def add_simulator_arguments(parser: CommandParser, *, trackers: int = 100) -> None:
+    group = parser.add_argument_group("simulated fleet")
+    group.add_argument(
+        "--trackers",
+        type=int,
+        default=trackers,
+        help=f"how many trackers (default {trackers})",
+    )
+    group.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds between a tracker's reports (default 1)",
+    )
+    group.add_argument(
+        "--speed", type=float, default=50.0, help="km/h along the route (default 50)"
+    )
+    group.add_argument("--seed", type=int, default=None, help="the same seed drives the same fleet")
+
+
+def fleet_from_options(options: dict[str, Any], *, start: datetime) -> Fleet:
+    if options["trackers"] < 1:
+        raise CommandError("--trackers must be at least 1")
+    if not options["interval"] > 0:
+        raise CommandError("--interval must be more than 0 seconds")
+    if not options["speed"] >= 0:
+        raise CommandError("--speed must be 0 km/h or more")
+    return Fleet(
+        routes=load_routes(),
+        trackers=options["trackers"],
+        speed_kmh=options["speed"],
+        interval=options["interval"],
+        seed=options["seed"],
+        start=start,
+    )

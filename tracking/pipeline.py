@@ -1,0 +1,172 @@
+"""The ingestion pipeline every source feeds: store a batch, then publish it.
+
+A source hands ``Pipeline.process`` one batch at a time. The batch is stored in
+one transaction on a dedicated database thread (so the event loop keeps
+serving sockets), then what moved is published. A database that is down is
+waited out with backoff: the batch is retried, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+)
+from django.utils import timezone
+
+from tracking.publishing import publish_locations
+from tracking.services import BatchResult, LatestPosition, RawEvent, ingest_batch
+from tracking.sources import EventSource
+
+logger = logging.getLogger(__name__)
+
+Publisher = Callable[[Sequence[LatestPosition]], Awaitable[object]]
+
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
+# Lag figures are kept for at most this many events per progress interval.
+MAX_LAG_SAMPLES = 200_000
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``values`` (nearest rank); NaN for none."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+@dataclass
+class Progress:
+    """Counts for the whole run and for the current progress interval."""
+
+    accepted: int = 0
+    rejected: int = 0
+    started: float = field(default_factory=time.monotonic)
+    interval_started: float = field(default_factory=time.monotonic)
+    interval_accepted: int = 0
+    interval_rejected: int = 0
+    lags: list[float] = field(default_factory=list)
+
+    def record(self, result: BatchResult, *, now: datetime) -> None:
+        self.accepted += result.accepted
+        self.rejected += result.rejected
+        self.interval_accepted += result.accepted
+        self.interval_rejected += result.rejected
+        room = MAX_LAG_SAMPLES - len(self.lags)
+        if room > 0:
+            self.lags.extend((now - moment).total_seconds() for moment in result.event_times[:room])
+
+    def interval_line(self) -> str:
+        """One progress line for the interval just ended; starts the next interval."""
+        now = time.monotonic()
+        seconds = max(now - self.interval_started, 1e-9)
+        events = self.interval_accepted + self.interval_rejected
+        line = (
+            f"{events / seconds:.0f} events/s ({self.interval_accepted} accepted, "
+            f"{self.interval_rejected} rejected in {seconds:.1f} s); "
+            f"lag median {_seconds(percentile(self.lags, 0.5))}, "
+            f"p99 {_seconds(percentile(self.lags, 0.99))}; "
+            f"total {self.accepted} accepted, {self.rejected} rejected"
+        )
+        self.interval_started = now
+        self.interval_accepted = self.interval_rejected = 0
+        self.lags = []
+        return line
+
+    def summary_line(self) -> str:
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        total = self.accepted + self.rejected
+        return (
+            f"{self.accepted} accepted, {self.rejected} rejected "
+            f"({total} events in {seconds:.1f} s, {total / seconds:.0f} events/s)"
+        )
+
+
+def _seconds(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f} s"
+
+
+class Pipeline:
+    """Store batches on one database thread, publish after each commit."""
+
+    def __init__(self, *, publish: Publisher = publish_locations) -> None:
+        self._publish = publish
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-db")
+        self.progress = Progress()
+
+    async def process(self, events: Sequence[RawEvent]) -> BatchResult:
+        """Store and publish one batch. Returns once it is committed and published."""
+        batch = list(events)
+        loop = asyncio.get_running_loop()
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                result = await loop.run_in_executor(self._executor, _ingest, batch)
+                break
+            except (OperationalError, InterfaceError) as exc:
+                logger.error(
+                    "database unavailable, retrying the batch of %d events in %.1f s: %s",
+                    len(batch),
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+        await self._publish(result.moved)
+        self.progress.record(result, now=timezone.now())
+        return result
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, _close_connection)
+        self._executor.shutdown(wait=True)
+
+
+def _close_connection() -> None:
+    # Looked up here, on the database thread: each thread has its own connection.
+    connection.close()
+
+
+def _ingest(batch: list[RawEvent]) -> BatchResult:
+    close_old_connections()
+    try:
+        return ingest_batch(events=batch)
+    except (OperationalError, InterfaceError):
+        connection.close()  # reconnect on the next try
+        raise
+
+
+async def consume(
+    *,
+    source: EventSource,
+    pipeline: Pipeline,
+    stop: asyncio.Event,
+    progress_seconds: float,
+) -> Progress:
+    """Feed ``source`` through ``pipeline`` until it ends or ``stop`` is set.
+
+    Logs a progress line every ``progress_seconds``. Returns the run's counts.
+    """
+    reporter = asyncio.create_task(_report_progress(pipeline.progress, progress_seconds))
+    try:
+        await source.run(pipeline.process, stop)
+    finally:
+        reporter.cancel()
+    return pipeline.progress
+
+
+async def _report_progress(progress: Progress, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        logger.info("progress: %s", progress.interval_line())

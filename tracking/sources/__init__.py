@@ -1,0 +1,26 @@
+"""Event sources: where bodies come from, apart from what is done with them.
+
+A source reads bodies from its origin and hands them to ``deliver`` one batch
+at a time, awaiting each before reading on; it stops between batches once
+``stop`` is set. ``deliver`` returns once the batch is stored and published,
+which is when a source that can acknowledge (a checkpoint) may do so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from tracking.services import BatchResult, RawEvent
+
+Deliver = Callable[[Sequence[RawEvent]], Awaitable[BatchResult]]
+
+
+class EventSource(Protocol):
+    #: Said in log lines, e.g. "jsonl file events.jsonl".
+    description: str
+    #: Whether the source ends on its own (a file) or runs until stopped.
+    finite: bool
+
+    async def run(self, deliver: Deliver, stop: asyncio.Event) -> None: ...

@@ -1,0 +1,93 @@
+"""HTTP endpoints: SignalR negotiate and a small read-only tracker API."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET, require_POST
+
+from tracking.connections import new_connection
+from tracking.events import unix_ms
+from tracking.models import Tracker
+from tracking.selectors import trackers_by_id
+
+# The most ids one request to the tracker list may ask for.
+MAX_IDS_PER_REQUEST = 500
+
+
+def _login_required_error(request: HttpRequest) -> JsonResponse | None:
+    if settings.MAP_LOGIN_REQUIRED and not request.user.is_authenticated:
+        return JsonResponse({"error": "Sign in to see the map."}, status=401)
+    return None
+
+
+@csrf_exempt  # SignalR clients post no CSRF token; negotiate changes nothing.
+@require_POST
+def negotiate(request: HttpRequest) -> JsonResponse:
+    """``POST /api/signalr/negotiate``: where and how to connect (TransportProtocols.md)."""
+    if (refusal := _login_required_error(request)) is not None:
+        return refusal
+    try:
+        version = int(request.GET.get("negotiateVersion", "0"))
+    except ValueError:
+        return JsonResponse({"error": "negotiateVersion must be an integer."}, status=400)
+    connection_id, connection_token = new_connection()
+    body: dict[str, Any] = {
+        "connectionId": connection_id,
+        "availableTransports": [{"transport": "WebSockets", "transferFormats": ["Text"]}],
+    }
+    if version >= 1:
+        body = {"negotiateVersion": 1, "connectionToken": connection_token, **body}
+    else:
+        # Version 0 clients send the connection id as ``id``: give them the token there.
+        body["connectionId"] = connection_token
+    return JsonResponse(body)
+
+
+def tracker_json(tracker: Tracker) -> dict[str, Any]:
+    """A tracker for the API; latitude and longitude by name, time in Unix ms."""
+    return {
+        "id": str(tracker.id),
+        "name": tracker.name,
+        "latitude": tracker.latitude,
+        "longitude": tracker.longitude,
+        "timestamp": unix_ms(tracker.position_at) if tracker.position_at else None,
+        "speed": tracker.speed,
+        "heading": tracker.heading,
+        "status": tracker.status().value,
+    }
+
+
+@require_GET
+def tracker_list(request: HttpRequest) -> JsonResponse:
+    """``GET /api/trackers?id=UUID&id=UUID``: the named trackers (active ones only)."""
+    if (refusal := _login_required_error(request)) is not None:
+        return refusal
+    raw_ids = request.GET.getlist("id")
+    if not raw_ids:
+        return JsonResponse({"error": "Name the trackers with ?id=UUID (repeatable)."}, status=400)
+    if len(raw_ids) > MAX_IDS_PER_REQUEST:
+        return JsonResponse(
+            {"error": f"At most {MAX_IDS_PER_REQUEST} ids per request, got {len(raw_ids)}."},
+            status=400,
+        )
+    try:
+        ids = [uuid.UUID(raw) for raw in raw_ids]
+    except ValueError:
+        return JsonResponse({"error": "Every id must be a UUID."}, status=400)
+    trackers = [tracker for tracker in trackers_by_id(ids=ids) if tracker.is_active]
+    return JsonResponse({"trackers": [tracker_json(tracker) for tracker in trackers]})
+
+
+@require_GET
+def tracker_detail(request: HttpRequest, tracker_id: uuid.UUID) -> JsonResponse:
+    if (refusal := _login_required_error(request)) is not None:
+        return refusal
+    tracker = Tracker.objects.filter(id=tracker_id, is_active=True).first()
+    if tracker is None:
+        return JsonResponse({"error": f"No active tracker {tracker_id}."}, status=404)
+    return JsonResponse(tracker_json(tracker))
