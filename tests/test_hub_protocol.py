@@ -24,8 +24,10 @@ def decode(text: str) -> list[dict[str, object]]:
     return [orjson.loads(part) for part in text.split(RS)[:-1]]
 
 
-def test_a_json_version_1_handshake_is_accepted() -> None:
+def test_a_json_handshake_of_any_version_up_to_2_is_accepted() -> None:
     assert parse_handshake('{"protocol":"json","version":1}').version == 1
+    assert parse_handshake('{"protocol":"json","version":2}').version == 2
+    assert parse_handshake('{"protocol":"json","version":0}').version == 0
     assert hub_protocol.HANDSHAKE_OK == "{}" + RS
 
 

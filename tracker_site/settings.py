@@ -175,7 +175,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", "") or BASE_DIR / "staticfiles")
+# collectstatic writes here; under DEBUG the files are served from the apps
+# instead, so the folder is only used when it exists.
+_static_root = Path(os.environ.get("STATIC_ROOT", "") or BASE_DIR / "staticfiles")
+STATIC_ROOT = _static_root if not DEBUG or _static_root.is_dir() else None
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -19,9 +19,10 @@ import orjson
 
 RECORD_SEPARATOR = "\x1e"
 PROTOCOL_NAME = "json"
-# Version 2 only adds messages for stateful reconnect, which the hub never
-# negotiates, so a client asking for it speaks version 1 with us.
-SUPPORTED_VERSIONS = frozenset({1, 2})
+# As in ASP.NET Core, any version up to the newest is accepted: version 2 only
+# adds messages for stateful reconnect, which this hub never negotiates, and
+# some clients (signalrcore) announce version 0.
+SUPPORTED_VERSIONS = frozenset({0, 1, 2})
 
 
 class MessageType(IntEnum):

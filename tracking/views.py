@@ -32,16 +32,21 @@ def negotiate(request: HttpRequest) -> JsonResponse:
     if (refusal := _login_required_error(request)) is not None:
         return refusal
     try:
-        version = int(request.GET.get("negotiateVersion", "0"))
+        requested = int(request.GET.get("negotiateVersion", "0"))
     except ValueError:
-        return JsonResponse({"error": "negotiateVersion must be an integer."}, status=400)
+        requested = -1
+    if requested < 0:
+        return JsonResponse({"error": "negotiateVersion must be 0 or more."}, status=400)
+    # Version 1 is the newest there is: a client asking for more gets 1.
+    version = min(requested, 1)
     connection_id, connection_token = new_connection()
     body: dict[str, Any] = {
+        "negotiateVersion": version,
         "connectionId": connection_id,
         "availableTransports": [{"transport": "WebSockets", "transferFormats": ["Text"]}],
     }
-    if version >= 1:
-        body = {"negotiateVersion": 1, "connectionToken": connection_token, **body}
+    if version == 1:
+        body["connectionToken"] = connection_token
     else:
         # Version 0 clients send the connection id as ``id``: give them the token there.
         body["connectionId"] = connection_token

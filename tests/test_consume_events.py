@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import io
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from tests import support
+from tests.conftest import event_body
+from tracking.models import Position, RejectedEvent, Tracker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def write_lines(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_a_file_mixing_valid_and_malformed_bodies_stores_every_valid_one(
+    tmp_path: Path, now: datetime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trackers = [uuid.uuid4() for _ in range(3)]
+    valid = [
+        event_body(
+            tracker_id=tracker,
+            latitude=60 + n / 100,
+            longitude=24 + n / 100,
+            at=now - timedelta(seconds=n),
+        )
+        for n, tracker in enumerate(trackers * 3)
+    ]
+    malformed = [
+        b"{oops",
+        b'{"Id": "x", "Lat": 1, "Lng": 2, "Ts": "2026-11-26T11:12:40Z"}',
+        b"\xc3\x28",
+        b"[]",
+    ]
+    lines = valid[:4] + malformed[:2] + [b"", b"   "] + valid[4:] + malformed[2:]
+    path = write_lines(tmp_path / "events.jsonl", lines)
+
+    call_command("consume_events", "--source", "jsonl", "--path", str(path), "--batch-size", "4")
+
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith("consume_events finished: 9 accepted, 4 rejected")
+    assert Position.objects.count() == 9
+    assert Tracker.objects.count() == 3
+    assert sorted(RejectedEvent.objects.values_list("source", flat=True)) == [
+        f"{path}:14",
+        f"{path}:15",
+        f"{path}:5",
+        f"{path}:6",
+    ]
+
+
+def test_an_overlong_line_is_rejected_and_the_next_line_still_read(
+    tmp_path: Path, now: datetime
+) -> None:
+    tracker = uuid.uuid4()
+    huge = b'{"Id": "' + b"x" * 100_000 + b'"}'
+    path = write_lines(
+        tmp_path / "events.jsonl",
+        [huge, event_body(tracker_id=tracker, latitude=1, longitude=2, at=now)],
+    )
+
+    call_command("consume_events", "--source", "jsonl", "--path", str(path))
+
+    assert Position.objects.get().tracker_id == tracker
+    rejected = RejectedEvent.objects.get()
+    assert "longer than the limit" in rejected.reason and rejected.source.endswith(":1")
+
+
+def test_events_can_come_from_standard_input(
+    monkeypatch: pytest.MonkeyPatch, now: datetime
+) -> None:
+    tracker = uuid.uuid4()
+    stdin = io.TextIOWrapper(
+        io.BytesIO(event_body(tracker_id=tracker, latitude=1, longitude=2, at=now) + b"\n")
+    )
+    monkeypatch.setattr(sys, "stdin", stdin)
+    call_command("consume_events", "--source", "jsonl", "--path", "-")
+    assert Position.objects.get().tracker_id == tracker
+
+
+def test_a_missing_file_is_a_clear_error() -> None:
+    with pytest.raises(CommandError, match="cannot read --path /no/such/file"):
+        call_command("consume_events", "--source", "jsonl", "--path", "/no/such/file")
+
+
+def test_the_jsonl_source_needs_a_path() -> None:
+    with pytest.raises(CommandError, match="needs --path"):
+        call_command("consume_events", "--source", "jsonl")
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_batch_commits_and_exits_0(tmp_path: Path) -> None:
+    env = support.base_env(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", TRACKING_PROGRESS_SECONDS="0.5"
+    )
+    assert support.manage(["migrate", "-v0"], env=env).returncode == 0
+    process = subprocess.Popen(
+        [
+            support.PYTHON,
+            "manage.py",
+            "consume_events",
+            "--source",
+            "simulator",
+            "--trackers",
+            "20",
+            "--seed",
+            "3",
+        ],
+        cwd=support.ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(3)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+
+    assert process.returncode == 0, output
+    assert "SIGTERM: finishing the current batch" in output
+    assert "events/s" in output and "lag median" in output  # the progress line
+    summary = [line for line in output.splitlines() if line.startswith("consume_events stopped:")]
+    assert summary, output
+    accepted = int(summary[0].split()[2])
+    assert accepted > 0
+    count = support.manage(
+        [
+            "shell",
+            "-v0",
+            "-c",
+            "from tracking.models import Position; print(Position.objects.count())",
+        ],
+        env=env,
+    )
+    assert int(count.stdout.strip()) == accepted

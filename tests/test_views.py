@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+
+import pytest
+from django.test import Client, override_settings
+
+from tests.conftest import event_body
+from tracking.connections import connection_id_from_token
+from tracking.services import RawEvent, ingest_batch
+
+
+def test_negotiate_offers_websockets_with_a_connection_token(client: Client) -> None:
+    response = client.post("/api/signalr/negotiate?negotiateVersion=1")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["negotiateVersion"] == 1
+    assert body["availableTransports"] == [{"transport": "WebSockets", "transferFormats": ["Text"]}]
+    assert connection_id_from_token(body["connectionToken"]) == body["connectionId"]
+
+
+def test_negotiate_version_0_gives_the_token_as_the_connection_id(client: Client) -> None:
+    body = client.post("/api/signalr/negotiate").json()
+    assert body["negotiateVersion"] == 0 and "connectionToken" not in body
+    assert connection_id_from_token(body["connectionId"]) is not None
+
+
+def test_negotiate_needs_a_post(client: Client) -> None:
+    assert client.get("/api/signalr/negotiate").status_code == 405
+
+
+def test_negotiate_refuses_a_bad_version(client: Client) -> None:
+    for bad in ("x", "-1"):
+        response = client.post(f"/api/signalr/negotiate?negotiateVersion={bad}")
+        assert response.status_code == 400 and "negotiateVersion" in response.json()["error"]
+
+
+def test_negotiate_answers_a_newer_version_with_version_1(client: Client) -> None:
+    assert client.post("/api/signalr/negotiate?negotiateVersion=7").json()["negotiateVersion"] == 1
+
+
+@override_settings(MAP_LOGIN_REQUIRED=True)
+def test_negotiate_asks_anonymous_clients_to_sign_in_when_login_is_required(client: Client) -> None:
+    assert client.post("/api/signalr/negotiate?negotiateVersion=1").status_code == 401
+
+
+@pytest.mark.django_db
+def test_the_tracker_api_names_latitude_and_longitude(client: Client, now: datetime) -> None:
+    tracker_id = uuid.uuid4()
+    body = event_body(tracker_id=tracker_id, latitude=60.17, longitude=24.94, at=now, Speed=30.0)
+    ingest_batch(events=[RawEvent(body=body, origin="t")], now=now)
+
+    listed = client.get(f"/api/trackers?id={tracker_id}&id={uuid.uuid4()}").json()["trackers"]
+    assert listed == [
+        {
+            "id": str(tracker_id),
+            "name": "",
+            "latitude": 60.17,
+            "longitude": 24.94,
+            "timestamp": int(now.timestamp() * 1000),
+            "speed": 30.0,
+            "heading": None,
+            "status": "online",
+        }
+    ]
+    assert client.get(f"/api/trackers/{tracker_id}").json()["latitude"] == 60.17
+
+
+@pytest.mark.django_db
+def test_the_tracker_api_explains_bad_requests(client: Client) -> None:
+    assert "UUID" in client.get("/api/trackers?id=nope").json()["error"]
+    assert client.get("/api/trackers").status_code == 400
+    too_many = "&".join(f"id={uuid.uuid4()}" for _ in range(501))
+    assert "At most 500" in client.get(f"/api/trackers?{too_many}").json()["error"]
+    assert client.get(f"/api/trackers/{uuid.uuid4()}").status_code == 404
+    assert client.get("/api/trackers/not-a-uuid").status_code == 404
+
+
+def test_the_map_page_carries_its_settings(client: Client) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    start = html.index('<script id="map-config" type="application/json">') + len(
+        '<script id="map-config" type="application/json">'
+    )
+    config = json.loads(html[start : html.index("</script>", start)])
+    assert config["hubUrl"] == "/api/signalr"
+    assert config["gridDegrees"] == 1.0 and config["maxCells"] == 50
+    assert config["tileUrl"].startswith("https://tile.openstreetmap.org/")
+
+
+@override_settings(MAP_TILE_URL="", MAP_TILE_ATTRIBUTION="")
+def test_the_map_page_can_run_without_tiles(client: Client) -> None:
+    assert '"tileUrl": ""' in client.get("/").content.decode()
+
+
+@pytest.mark.django_db
+@override_settings(MAP_LOGIN_REQUIRED=True)
+def test_the_map_page_sends_anonymous_visitors_to_sign_in(client: Client) -> None:
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
+
+
+def test_the_vendored_scripts_are_served(client: Client) -> None:
+    for path in (
+        "/static/vendor/leaflet/leaflet.js",
+        "/static/vendor/signalr/signalr.min.js",
+        "/static/vendor/world-atlas/land-110m.json",
+        "/static/maps/map.js",
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        b"".join(response.streaming_content)  # type: ignore[attr-defined]
