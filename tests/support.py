@@ -188,7 +188,10 @@ def base_env(**overrides: str) -> dict[str, str]:
         for key, value in os.environ.items()
         if key not in {"DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE"}
     }
-    env.update({"PYTHONUNBUFFERED": "1", "DEBUG": "1", "LOG_LEVEL": "INFO"})
+    # ENV_FILE=/dev/null: a developer's .env must not point a test at real data.
+    env.update(
+        {"PYTHONUNBUFFERED": "1", "DEBUG": "1", "LOG_LEVEL": "INFO", "ENV_FILE": "/dev/null"}
+    )
     env.update(overrides)
     return env
 

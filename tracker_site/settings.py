@@ -19,6 +19,29 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+
+def _load_dotenv(path: Path) -> None:
+    """Read ``KEY=VALUE`` lines from ``.env`` into the environment, which wins.
+
+    Blank lines and ``#`` comments are skipped; a value may be quoted.
+    """
+    if not path.is_file():
+        return
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, separator, value = line.removeprefix("export ").partition("=")
+        if not separator or not key.strip():
+            raise ImproperlyConfigured(f"{path}:{number}: expected KEY=VALUE, got {line!r}")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        os.environ.setdefault(key.strip(), value)
+
+
+_load_dotenv(Path(os.environ.get("ENV_FILE", "") or BASE_DIR / ".env"))
+
 # A key that is fine on a laptop and refused in production (see the check below).
 _DEVELOPMENT_SECRET_KEY = "development-only-insecure-key-do-not-use-in-production"
 
@@ -115,7 +138,11 @@ ASGI_APPLICATION = "tracker_site.asgi.application"
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "") or f"sqlite:///{BASE_DIR / 'db.sqlite3'}"
 try:
-    _database = dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)
+    _database = dj_database_url.parse(
+        DATABASE_URL,
+        conn_max_age=_env_number("DATABASE_CONN_MAX_AGE", 600, minimum=0),
+        conn_health_checks=True,
+    )
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL Django knows: {exc}") from None
 if _database["ENGINE"] == "django.db.backends.sqlite3":

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.db import (
     InterfaceError,
     OperationalError,
@@ -26,7 +27,13 @@ from django.db import (
 from django.utils import timezone
 
 from tracking.publishing import publish_locations
-from tracking.services import BatchResult, LatestPosition, RawEvent, ingest_batch
+from tracking.services import (
+    BatchResult,
+    LatestPosition,
+    RawEvent,
+    ingest_batch,
+    prune_rejected,
+)
 from tracking.sources import EventSource
 
 logger = logging.getLogger(__name__)
@@ -35,6 +42,8 @@ Publisher = Callable[[Sequence[LatestPosition]], Awaitable[object]]
 
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
+# Rejected events beyond TRACKING_REJECTED_KEEP are deleted at most this often.
+PRUNE_EVERY_SECONDS = 60.0
 # Lag figures are kept for at most this many events per progress interval.
 MAX_LAG_SAMPLES = 200_000
 
@@ -105,6 +114,7 @@ class Pipeline:
         self._publish = publish
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-db")
         self.progress = Progress()
+        self._pruned_at = -math.inf
 
     async def process(self, events: Sequence[RawEvent]) -> BatchResult:
         """Store and publish one batch. Returns once it is committed and published."""
@@ -126,6 +136,9 @@ class Pipeline:
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
         await self._publish(result.moved)
         self.progress.record(result, now=timezone.now())
+        if result.rejected and time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
+            self._pruned_at = time.monotonic()
+            await loop.run_in_executor(self._executor, _prune_rejected)
         return result
 
     async def close(self) -> None:
@@ -136,6 +149,16 @@ class Pipeline:
 def _close_connection() -> None:
     # Looked up here, on the database thread: each thread has its own connection.
     connection.close()
+
+
+def _prune_rejected() -> None:
+    try:
+        deleted = prune_rejected(keep=settings.TRACKING_REJECTED_KEEP)
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("could not prune rejected events: %s", exc)
+        return
+    if deleted:
+        logger.info("pruned %d old rejected events (TRACKING_REJECTED_KEEP)", deleted)
 
 
 def _ingest(batch: list[RawEvent]) -> BatchResult:

@@ -13,9 +13,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from tracking.events import InvalidEvent, LocationEvent, parse_event
@@ -84,24 +85,24 @@ def ingest_batch(*, events: Sequence[RawEvent], now: datetime | None = None) -> 
 
     result = BatchResult()
     with transaction.atomic():
-        trackers = _lock_trackers({event.tracker_id for _, event in valid})
+        active = _batch_trackers({event.tracker_id for _, event in valid})
         accepted: list[LocationEvent] = []
         for raw, event in valid:
-            tracker = trackers.get(event.tracker_id)
-            if tracker is None:
+            is_active = active.get(event.tracker_id)
+            if is_active is None:
                 refused.append(
                     (
                         raw,
                         f"unknown tracker {event.tracker_id} (TRACKING_AUTO_REGISTER is off)",
                     )
                 )
-            elif not tracker.is_active:
+            elif not is_active:
                 refused.append((raw, f"tracker {event.tracker_id} is inactive"))
             else:
                 accepted.append(event)
         if accepted:
             _insert_history(accepted, received_at=now)
-            result.moved = _move_latest(accepted, trackers)
+            result.moved = _move_latest(accepted)
         if refused:
             _store_rejected(refused, received_at=now)
     result.accepted = len(accepted)
@@ -112,8 +113,8 @@ def ingest_batch(*, events: Sequence[RawEvent], now: datetime | None = None) -> 
     return result
 
 
-def _lock_trackers(ids: set[uuid.UUID]) -> dict[uuid.UUID, Tracker]:
-    """The trackers of a batch, row-locked in id order so concurrent batches queue.
+def _batch_trackers(ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
+    """Whether each tracker of a batch is active; unknown ids are absent.
 
     Unknown ids are registered first when ``TRACKING_AUTO_REGISTER`` is on.
     """
@@ -123,13 +124,7 @@ def _lock_trackers(ids: set[uuid.UUID]) -> dict[uuid.UUID, Tracker]:
         Tracker.objects.bulk_create(
             [Tracker(id=tracker_id) for tracker_id in ids], ignore_conflicts=True
         )
-    rows = (
-        Tracker.objects.select_for_update()
-        .filter(id__in=ids)
-        .order_by("id")
-        .only("id", "is_active", "position_at")
-    )
-    return {tracker.id: tracker for tracker in rows}
+    return dict(Tracker.objects.filter(id__in=ids).values_list("id", "is_active"))
 
 
 def _insert_history(events: Sequence[LocationEvent], *, received_at: datetime) -> None:
@@ -153,54 +148,93 @@ def _insert_history(events: Sequence[LocationEvent], *, received_at: datetime) -
     )
 
 
-def _move_latest(
-    events: Iterable[LocationEvent], trackers: dict[uuid.UUID, Tracker]
-) -> list[LatestPosition]:
-    """Move each tracker to its newest event of the batch, if that is newer."""
+# Rows per UPDATE statement: 8 parameters each stays far below SQLite's limit.
+_UPDATE_CHUNK = 500
+
+
+def _move_latest(events: Iterable[LocationEvent]) -> list[LatestPosition]:
+    """Move each tracker to its newest event of the batch, if that is newer.
+
+    One ``UPDATE ... FROM (VALUES ...)`` per chunk whose ``WHERE`` compares
+    times in the database, so it stays right with several consumers writing
+    at once; ``RETURNING`` says which trackers actually moved.
+    """
     newest: dict[uuid.UUID, LocationEvent] = {}
     for event in events:
         seen = newest.get(event.tracker_id)
         if seen is None or event.timestamp > seen.timestamp:
             newest[event.tracker_id] = event
     grid = current_grid()
-    changed: list[Tracker] = []
-    moved: list[LatestPosition] = []
-    for tracker_id, event in newest.items():
-        tracker = trackers[tracker_id]
-        if tracker.position_at is not None and event.timestamp <= tracker.position_at:
-            continue
-        cell = grid.cell_of(latitude=event.latitude, longitude=event.longitude)
-        tracker.latitude = event.latitude
-        tracker.longitude = event.longitude
-        tracker.position_at = event.timestamp
-        tracker.cell_x, tracker.cell_y = cell
-        tracker.speed = event.speed
-        tracker.heading = event.heading
-        changed.append(tracker)
-        moved.append(
-            LatestPosition(
-                tracker_id=tracker_id,
-                latitude=event.latitude,
-                longitude=event.longitude,
-                timestamp=event.timestamp,
-                cell=cell,
-            )
+    cells = {
+        tracker_id: grid.cell_of(latitude=event.latitude, longitude=event.longitude)
+        for tracker_id, event in newest.items()
+    }
+    moved_ids: set[uuid.UUID] = set()
+    items = sorted(newest.items())
+    for start in range(0, len(items), _UPDATE_CHUNK):
+        moved_ids |= _update_latest(items[start : start + _UPDATE_CHUNK], cells)
+    return [
+        LatestPosition(
+            tracker_id=tracker_id,
+            latitude=event.latitude,
+            longitude=event.longitude,
+            timestamp=event.timestamp,
+            cell=cells[tracker_id],
         )
-    if changed:
-        Tracker.objects.bulk_update(
-            changed,
-            [
-                "latitude",
-                "longitude",
-                "position_at",
-                "cell_x",
-                "cell_y",
-                "speed",
-                "heading",
-            ],
-            batch_size=500,
-        )
-    return moved
+        for tracker_id, event in items
+        if tracker_id in moved_ids
+    ]
+
+
+_LATEST_COLUMNS = (
+    "id",
+    "latitude",
+    "longitude",
+    "position_at",
+    "cell_x",
+    "cell_y",
+    "speed",
+    "heading",
+)
+# PostgreSQL needs the types of a VALUES list spelled out; SQLite compares the
+# stored text forms, which sort as the times do.
+_POSTGRES_ROW = (
+    "(%s::uuid, %s::float8, %s::float8, %s::timestamptz, %s::int, %s::int, %s::float8, %s::float8)"
+)
+_PLAIN_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s)"
+
+
+def _update_latest(
+    items: Sequence[tuple[uuid.UUID, LocationEvent]], cells: dict[uuid.UUID, Cell]
+) -> set[uuid.UUID]:
+    table = connection.ops.quote_name(Tracker._meta.db_table)
+    row = _POSTGRES_ROW if connection.vendor == "postgresql" else _PLAIN_ROW
+    assignments = ", ".join(f"{column} = v.{column}" for column in _LATEST_COLUMNS[1:])
+    sql = (
+        f"WITH v({', '.join(_LATEST_COLUMNS)}) AS (VALUES {', '.join([row] * len(items))}) "
+        f"UPDATE {table} SET {assignments} FROM v "
+        f"WHERE {table}.id = v.id AND {table}.is_active "
+        f"AND ({table}.position_at IS NULL OR {table}.position_at < v.position_at) "
+        f"RETURNING {table}.id"
+    )
+    id_field = Tracker._meta.get_field("id")
+    time_field = Tracker._meta.get_field("position_at")
+    params: list[Any] = []
+    for tracker_id, event in items:
+        cell = cells[tracker_id]
+        params += [
+            id_field.get_db_prep_value(tracker_id, connection),
+            event.latitude,
+            event.longitude,
+            time_field.get_db_prep_value(event.timestamp, connection),
+            cell.x,
+            cell.y,
+            event.speed,
+            event.heading,
+        ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {id_field.to_python(moved_id) for (moved_id,) in cursor.fetchall()}
 
 
 def _store_rejected(refused: Sequence[tuple[RawEvent, str]], *, received_at: datetime) -> None:

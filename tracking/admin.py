@@ -1,0 +1,565 @@
+"""The operators' admin: trackers, their position history, and refused event bodies.
+
+History is big, so nothing here loads it whole: the tracker page reads the 20
+newest positions, the history list skips the unfiltered count and reads one
+tracker's history through the (tracker, timestamp) index, and deleting a
+tracker counts its history instead of listing it.
+Everything shown from the database goes through ``format_html`` (escaped).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, cast
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin import widgets
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.db import transaction
+from django.db.models import Count, Q, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import formats, timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator, smart_split, unescape_string_literal
+from django.utils.translation import ngettext
+
+from tracking.models import Position, RejectedEvent, Tracker, TrackerStatus
+
+admin.site.site_header = "Tracker map administration"
+admin.site.site_title = "Tracker map administration"
+admin.site.index_title = "Trackers, their history, and refused events"
+
+RECENT_POSITIONS = 20
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+# Background colours of the status badges; white text reads on each, light or dark theme.
+_STATUS_COLOURS = {
+    TrackerStatus.ONLINE: "#2e7d32",
+    TrackerStatus.STALE: "#b26a00",
+    TrackerStatus.OFFLINE: "#c62828",
+    TrackerStatus.NEVER_SEEN: "#616161",
+}
+
+
+# --- Helpers ------------------------------------------------------------------------------------
+
+
+def uuid_prefix_range(text: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The lowest and highest UUID starting with ``text``, or None if it is no UUID prefix.
+
+    Hyphens and case are ignored, so a full UUID, its hex, or its first few
+    characters all work. A range compares the stored UUID as it is, so it uses
+    the primary-key index and never casts: a partial UUID cannot fail as a
+    UUID value would on PostgreSQL.
+    """
+    digits = text.strip().lower().replace("-", "")
+    if not digits or len(digits) > 32 or not set(digits) <= _HEX_DIGITS:
+        return None
+    return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
+
+
+def tracker_search(search_term: str, *, name: str, tracker_id: str) -> Q:
+    """Every word must be in the tracker's name or start its device id.
+
+    Words split like the admin's own search: quoted phrases stay together.
+    """
+    condition = Q()
+    for word in smart_split(search_term):
+        if word[:1] in {'"', "'"} and word[-1:] == word[0] and len(word) > 1:
+            word = unescape_string_literal(word)
+        matches = Q(**{f"{name}__icontains": word})
+        id_range = uuid_prefix_range(word)
+        if id_range is not None:
+            matches |= Q(**{f"{tracker_id}__range": id_range})
+        condition &= matches
+    return condition
+
+
+def status_condition(status: str, *, now: datetime) -> Q | None:
+    """The database condition for ``Tracker.status() == status``, or None if unknown."""
+    online_since = now - timedelta(seconds=settings.TRACKING_ONLINE_SECONDS)
+    offline_before = now - timedelta(seconds=settings.TRACKING_OFFLINE_SECONDS)
+    conditions = {
+        TrackerStatus.ONLINE: Q(position_at__gte=online_since),
+        TrackerStatus.STALE: Q(position_at__lt=online_since, position_at__gte=offline_before),
+        TrackerStatus.OFFLINE: Q(position_at__lt=offline_before),
+        TrackerStatus.NEVER_SEEN: Q(position_at__isnull=True),
+    }
+    return conditions.get(TrackerStatus(status)) if status in TrackerStatus.values else None
+
+
+def ago(moment: datetime, *, now: datetime) -> str:
+    """A short human age: "just now", "42 s ago", "3 min ago", "5 h ago", "2 d ago"."""
+    seconds = int((now - moment).total_seconds())
+    if seconds < 0:
+        return "in the future"
+    if seconds < 1:
+        return "just now"
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{seconds} s ago"
+
+
+def fixed(value: float | None, digits: int) -> str | None:
+    """A number with ``digits`` decimals, None (the admin's "-") when unknown."""
+    return None if value is None else f"{value:.{digits}f}"
+
+
+def when(moment: datetime) -> str:
+    """A moment to the second, in the site's time zone (UTC): positions can be seconds apart."""
+    return formats.date_format(timezone.localtime(moment), "Y-m-d H:i:s T")
+
+
+def device_id(value: uuid.UUID) -> str:
+    return format_html('<code style="white-space: nowrap;">{}</code>', value)
+
+
+def position_history_url(tracker_id: uuid.UUID) -> str:
+    query = urlencode({TrackerHistoryFilter.parameter_name: str(tracker_id)})
+    return f"{reverse('admin:tracking_position_changelist')}?{query}"
+
+
+# --- Trackers -----------------------------------------------------------------------------------
+
+
+class StatusFilter(admin.SimpleListFilter):
+    """Online / stale / offline / never seen, by ``position_at`` in the database."""
+
+    title = "status"
+    parameter_name = "status"
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
+        return [(str(value), str(label)) for value, label in TrackerStatus.choices]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value is None:
+            return queryset
+        condition = status_condition(value, now=timezone.now())
+        return queryset.none() if condition is None else queryset.filter(condition)
+
+
+@admin.register(Tracker)
+class TrackerAdmin(admin.ModelAdmin):
+    list_display = [
+        "display_name",
+        "device_id",
+        "is_active",
+        "status_badge",
+        "last_seen",
+        "latitude_display",
+        "longitude_display",
+        "cell",
+        "speed_display",
+        "heading_display",
+    ]
+    list_filter = ["is_active", StatusFilter, ("created_at", admin.DateFieldListFilter)]
+    # The search box needs a field; ``get_search_results`` adds the device id.
+    search_fields = ["name"]
+    search_help_text = "Name, or device id (whole, or its first characters)."
+    actions = ["activate", "deactivate"]
+
+    _latest_position = [
+        "status_badge",
+        "last_seen",
+        "latitude_display",
+        "longitude_display",
+        "cell",
+        "speed_display",
+        "heading_display",
+    ]
+
+    # --- Columns and read-only fields ---
+
+    @admin.display(description="tracker", ordering="name")
+    def display_name(self, tracker: Tracker) -> str:
+        return str(tracker)
+
+    @admin.display(description="device id", ordering="id")
+    def device_id(self, tracker: Tracker) -> str:
+        return device_id(tracker.pk)
+
+    @admin.display(description="status", ordering="position_at")
+    def status_badge(self, tracker: Tracker) -> str:
+        status = tracker.status()
+        return format_html(
+            '<span style="background: {}; color: #fff; border-radius: 0.6em; '
+            'padding: 0.1em 0.6em; white-space: nowrap;">{}</span>',
+            _STATUS_COLOURS[status],
+            status.label,
+        )
+
+    @admin.display(description="last seen", ordering="position_at")
+    def last_seen(self, tracker: Tracker) -> str | None:
+        if tracker.position_at is None:
+            return None
+        return format_html(
+            '{}<br><span class="quiet" style="white-space: nowrap;">{}</span>',
+            ago(tracker.position_at, now=timezone.now()),
+            when(tracker.position_at),
+        )
+
+    @admin.display(description="created")
+    def created(self, tracker: Tracker) -> str:
+        return when(tracker.created_at)
+
+    @admin.display(description="latitude", ordering="latitude")
+    def latitude_display(self, tracker: Tracker) -> str | None:
+        return fixed(tracker.latitude, 6)
+
+    @admin.display(description="longitude", ordering="longitude")
+    def longitude_display(self, tracker: Tracker) -> str | None:
+        return fixed(tracker.longitude, 6)
+
+    @admin.display(description="cell")
+    def cell(self, tracker: Tracker) -> str | None:
+        if tracker.cell_x is None or tracker.cell_y is None:
+            return None
+        return f"{tracker.cell_x}, {tracker.cell_y}"
+
+    @admin.display(description="speed (km/h)", ordering="speed")
+    def speed_display(self, tracker: Tracker) -> str | None:
+        return fixed(tracker.speed, 1)
+
+    @admin.display(description="heading (°)", ordering="heading")
+    def heading_display(self, tracker: Tracker) -> str | None:
+        return fixed(tracker.heading, 0)
+
+    @admin.display(description="recent positions")
+    def recent_positions(self, tracker: Tracker) -> str:
+        # The (tracker, timestamp) unique index serves this: 20 rows, never the history.
+        positions = list(tracker.positions.order_by("-timestamp")[:RECENT_POSITIONS])
+        if not positions:
+            return "No positions yet."
+        rows = format_html_join(
+            "\n",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td>'
+            "<td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    reverse("admin:tracking_position_change", args=[position.pk]),
+                    when(position.timestamp),
+                    fixed(position.latitude, 6),
+                    fixed(position.longitude, 6),
+                    fixed(position.speed, 1) or "-",
+                    fixed(position.heading, 0) or "-",
+                    fixed(position.accuracy, 0) or "-",
+                    when(position.received_at),
+                )
+                for position in positions
+            ),
+        )
+        return format_html(
+            '<table class="recent-positions"><thead><tr><th>timestamp</th><th>latitude</th>'
+            "<th>longitude</th><th>speed (km/h)</th><th>heading (°)</th><th>accuracy (m)</th>"
+            "<th>received</th></tr></thead><tbody>{}</tbody></table>"
+            '<p><a href="{}">Full history</a></p>',
+            rows,
+            position_history_url(tracker.pk),
+        )
+
+    # --- Forms ---
+
+    def get_fieldsets(self, request: HttpRequest, obj: Tracker | None = None) -> Any:
+        if obj is None:
+            return [(None, {"fields": ["id", "name", "is_active"]})]
+        return [
+            (None, {"fields": ["id", "name", "is_active", "created"]}),
+            ("Latest position", {"fields": self._latest_position}),
+            (
+                "Recent positions",
+                {
+                    "fields": ["recent_positions"],
+                    "description": f"The {RECENT_POSITIONS} newest, newest first.",
+                },
+            ),
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Tracker | None = None) -> list[str]:
+        # The id is what the device sends: set once, when an operator registers it.
+        fixed_once = [] if obj is None else ["id"]
+        return [*fixed_once, "created", *self._latest_position, "recent_positions"]
+
+    def get_form(
+        self, request: HttpRequest, obj: Tracker | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        if obj is None:
+            kwargs["widgets"] = {
+                "id": widgets.AdminUUIDInputWidget(
+                    attrs={"style": "width: 24em; font-family: var(--font-family-monospace);"}
+                )
+            }
+            kwargs["help_texts"] = {
+                "id": "The UUID the device sends. Register a device before it reports "
+                "by entering its UUID; it cannot be changed later."
+            }
+        return super().get_form(request, obj, change, **kwargs)
+
+    # --- Search ---
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Tracker], bool]:
+        condition = tracker_search(search_term, name="name", tracker_id="id")
+        return queryset.filter(condition), False
+
+    # --- Actions ---
+
+    @admin.action(description="Activate selected trackers", permissions=["change"])
+    def activate(self, request: HttpRequest, queryset: QuerySet[Tracker]) -> None:
+        self._set_active(request, queryset, active=True)
+
+    @admin.action(description="Deactivate selected trackers", permissions=["change"])
+    def deactivate(self, request: HttpRequest, queryset: QuerySet[Tracker]) -> None:
+        self._set_active(request, queryset, active=False)
+
+    def _set_active(
+        self, request: HttpRequest, queryset: QuerySet[Tracker], *, active: bool
+    ) -> None:
+        with transaction.atomic():
+            pending = queryset.filter(is_active=not active)
+            changed = list(pending.only("id", "name"))
+            pending.update(is_active=active)
+            LogEntry.objects.log_actions(
+                # Actions run for a signed-in staff user, who has a pk.
+                user_id=cast(int, request.user.pk),
+                queryset=changed,
+                action_flag=CHANGE,
+                change_message=[{"changed": {"fields": ["Active"]}}],
+            )
+        verb = "activated" if active else "deactivated"
+        self.message_user(
+            request,
+            ngettext("%(count)d tracker %(verb)s.", "%(count)d trackers %(verb)s.", len(changed))
+            % {"count": len(changed), "verb": verb},
+            messages.SUCCESS if changed else messages.INFO,
+        )
+
+    # --- Deletion ---
+
+    def get_deleted_objects(
+        self, objs: Sequence[Tracker] | QuerySet[Tracker], request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[str]]:
+        """Count each tracker's positions instead of listing them: history can be millions.
+
+        Falls back to Django's full listing if Tracker ever gains another dependent.
+        """
+        dependents = {relation.related_model for relation in Tracker._meta.related_objects}
+        if dependents != {Position}:
+            return super().get_deleted_objects(objs, request)
+        trackers = list(objs)
+        counts = dict(
+            Position.objects.filter(tracker__in=[tracker.pk for tracker in trackers])
+            .order_by()
+            .values_list("tracker")
+            .annotate(count=Count("id"))
+            .values_list("tracker", "count")
+        )
+        to_delete: list[Any] = []
+        for tracker in trackers:
+            to_delete.append(
+                format_html(
+                    'Tracker: <a href="{}">{}</a>',
+                    reverse("admin:tracking_tracker_change", args=[tracker.pk]),
+                    tracker,
+                )
+            )
+            if counts.get(tracker.pk):
+                to_delete.append([_count_of_positions(counts[tracker.pk])])
+        perms_needed: set[str] = set()
+        if not all(self.has_delete_permission(request, tracker) for tracker in trackers):
+            perms_needed.add(str(Tracker._meta.verbose_name))
+        total = sum(counts.values())
+        position_admin = self.admin_site.get_model_admin(Position)
+        if total and not position_admin.has_delete_permission(request):
+            perms_needed.add(str(Position._meta.verbose_name))
+        model_count = {str(Tracker._meta.verbose_name_plural): len(trackers)}
+        if total:
+            model_count[str(Position._meta.verbose_name_plural)] = total
+        return to_delete, model_count, perms_needed, []
+
+
+def _count_of_positions(count: int) -> str:
+    return ngettext("%(count)d position", "%(count)d positions", count) % {"count": count}
+
+
+# --- Position history ---------------------------------------------------------------------------
+
+
+class TrackerHistoryFilter(admin.SimpleListFilter):
+    """The history of one tracker (``?tracker=<uuid>``), linked from its page.
+
+    It lists only the chosen tracker, so the sidebar never loads every tracker;
+    it is hidden until one is chosen. Django applies a filter only while it
+    lists something, so an unknown or malformed id is listed too, and matches
+    nothing.
+    """
+
+    title = "tracker"
+    parameter_name = "tracker"
+
+    def _tracker_id(self) -> uuid.UUID | None:
+        try:
+            return uuid.UUID(self.value() or "")
+        except ValueError:
+            return None
+
+    def lookups(
+        self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
+    ) -> list[tuple[str, str]]:
+        value = self.value()
+        if value is None:
+            return []
+        tracker_id = self._tracker_id()
+        tracker = None if tracker_id is None else Tracker.objects.filter(pk=tracker_id).first()
+        return [(value, str(tracker) if tracker else f"{value} (no such tracker)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() is None:
+            return queryset
+        tracker_id = self._tracker_id()
+        return queryset.none() if tracker_id is None else queryset.filter(tracker_id=tracker_id)
+
+
+@admin.register(Position)
+class PositionAdmin(admin.ModelAdmin):
+    list_display = [
+        "tracker_history",
+        "timestamp_display",
+        "latitude_display",
+        "longitude_display",
+        "speed_display",
+        "heading_display",
+        "accuracy_display",
+        "received",
+    ]
+    list_display_links = ["timestamp_display"]
+    list_select_related = ["tracker"]
+    # date_hierarchy would scan the whole history for its dates; a date filter does not.
+    list_filter = [TrackerHistoryFilter, ("timestamp", admin.DateFieldListFilter)]
+    search_fields = ["tracker__name"]
+    search_help_text = "Tracker name, or device id (whole, or its first characters)."
+    raw_id_fields = ["tracker"]
+    show_full_result_count = False
+    fields = [
+        "tracker",
+        "timestamp_display",
+        "latitude",
+        "longitude",
+        "speed",
+        "heading",
+        "accuracy",
+        "received",
+    ]
+    readonly_fields = ["timestamp_display", "received"]
+
+    @admin.display(description="tracker")
+    def tracker_history(self, position: Position) -> str:
+        return format_html(
+            '<a href="{}" title="Only this tracker">{}</a>',
+            position_history_url(position.tracker_id),
+            position.tracker,
+        )
+
+    @admin.display(description="timestamp", ordering="timestamp")
+    def timestamp_display(self, position: Position) -> str:
+        return when(position.timestamp)
+
+    @admin.display(description="received", ordering="received_at")
+    def received(self, position: Position) -> str:
+        return when(position.received_at)
+
+    @admin.display(description="latitude", ordering="latitude")
+    def latitude_display(self, position: Position) -> str | None:
+        return fixed(position.latitude, 6)
+
+    @admin.display(description="longitude", ordering="longitude")
+    def longitude_display(self, position: Position) -> str | None:
+        return fixed(position.longitude, 6)
+
+    @admin.display(description="speed (km/h)", ordering="speed")
+    def speed_display(self, position: Position) -> str | None:
+        return fixed(position.speed, 1)
+
+    @admin.display(description="heading (°)", ordering="heading")
+    def heading_display(self, position: Position) -> str | None:
+        return fixed(position.heading, 0)
+
+    @admin.display(description="accuracy (m)", ordering="accuracy")
+    def accuracy_display(self, position: Position) -> str | None:
+        return fixed(position.accuracy, 0)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Position], bool]:
+        condition = tracker_search(search_term, name="tracker__name", tracker_id="tracker__id")
+        return queryset.filter(condition), False
+
+    # History is what the devices reported: it is read, never written here.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Position | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Position | None = None) -> bool:
+        return request.user.is_superuser and super().has_delete_permission(request, obj)
+
+
+# --- Rejected events ----------------------------------------------------------------------------
+
+
+@admin.register(RejectedEvent)
+class RejectedEventAdmin(admin.ModelAdmin):
+    list_display = ["received", "source", "reason", "body_bytes", "preview"]
+    list_filter = [("received_at", admin.DateFieldListFilter)]
+    search_fields = ["reason", "source", "body"]
+    search_help_text = "Words in the reason, the source or the body."
+    show_full_result_count = False
+    fields = ["received", "source", "reason", "body_bytes", "full_body"]
+    readonly_fields = ["received", "full_body"]
+
+    @admin.display(description="received", ordering="received_at")
+    def received(self, event: RejectedEvent) -> str:
+        return when(event.received_at)
+
+    @admin.display(description="body")
+    def preview(self, event: RejectedEvent) -> str:
+        one_line = " ".join(event.body.split())
+        return format_html(
+            '<code style="overflow-wrap: anywhere;">{}</code>', Truncator(one_line).chars(80)
+        )
+
+    @admin.display(description="body")
+    def full_body(self, event: RejectedEvent) -> str:
+        # Re-encoding never yields fewer bytes than were decoded, so fewer means cut.
+        stored_bytes = len(event.body.encode("utf-8"))
+        note = (
+            format_html(
+                '<p class="quiet">Truncated: the first {} characters of {} bytes are stored.</p>',
+                len(event.body),
+                event.body_bytes,
+            )
+            if stored_bytes < event.body_bytes
+            else ""
+        )
+        return format_html(
+            '<pre style="white-space: pre-wrap; overflow-wrap: anywhere; margin: 0;">{}</pre>{}',
+            event.body,
+            note,
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: RejectedEvent | None = None) -> bool:
+        return False
