@@ -22,7 +22,10 @@ def index(request: HttpRequest) -> HttpResponse:
         "maxCells": settings.TRACKING_MAX_CELLS_PER_CONNECTION,
         "onlineSeconds": settings.TRACKING_ONLINE_SECONDS,
         "offlineSeconds": settings.TRACKING_OFFLINE_SECONDS,
-        "center": {"latitude": settings.MAP_CENTER_LATITUDE, "longitude": settings.MAP_CENTER_LONGITUDE},
+        "center": {
+            "latitude": settings.MAP_CENTER_LATITUDE,
+            "longitude": settings.MAP_CENTER_LONGITUDE,
+        },
         "zoom": settings.MAP_ZOOM,
     }
     return render(request, "maps/index.html", {"map_config": config})

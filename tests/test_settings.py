@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,17 @@ def test_a_malformed_dotenv_line_is_reported_with_its_line_number(tmp_path: Path
     env_file.write_text("DEBUG=1\nthis is not a setting\n")
     result = support.manage(["check"], env=support.base_env(ENV_FILE=str(env_file)))
     assert result.returncode != 0 and f"{env_file}:2: expected KEY=VALUE" in result.stderr
+
+
+def test_production_static_files_collect_with_hashed_module_imports(tmp_path: Path) -> None:
+    env = support.base_env(DEBUG="0", SECRET_KEY=GOOD_KEY, STATIC_ROOT=str(tmp_path))
+    result = support.manage(["collectstatic", "--noinput", "-v0"], env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    manifest = (tmp_path / "staticfiles.json").read_text()
+    hashed_map = json.loads(manifest)["paths"]["maps/map.js"]
+    # The page's entry module imports its siblings by their hashed names.
+    imports = (tmp_path / hashed_map).read_text()
+    hashed_grid = json.loads(manifest)["paths"]["maps/grid.js"].rsplit("/", 1)[-1]
+    assert hashed_grid in imports
+    # Whitenoise serves the compressed copies it made.
+    assert any(tmp_path.glob("vendor/leaflet/leaflet.*.js.gz"))

@@ -1,0 +1,264 @@
+// One canvas for every tracker marker: a Leaflet layer that stamps every
+// marker from a small cache of pre-drawn sprites (one per style and 5° of
+// heading) and answers "which marker is under this point?". DOM markers, or
+// thousands of vector paths per frame, would not keep up with 5,000 trackers
+// moving every second.
+
+import { nearestLongitude } from "./geo.js";
+import { freshness } from "./trackers.js";
+
+const L = window.L;
+
+const STYLES = {
+  live: { fill: "#0f7b74", stroke: "#ffffff", alpha: 1 },
+  stale: { fill: "#8d949e", stroke: "#ffffff", alpha: 0.9 },
+  offline: { fill: "#9aa1aa", stroke: "#ffffff", alpha: 0.35 },
+};
+const DRAW_ORDER = ["offline", "stale", "live"];
+const ARROW = [
+  [0, -9],
+  [6.5, 7],
+  [0, 3.5],
+  [-6.5, 7],
+];
+const DOT_RADIUS = 5;
+const SPRITE_CSS_PIXELS = 24;
+const HEADING_STEPS = 72;
+const FLASH_COLOUR = "#e08a1e";
+/** How long a geofence flash lasts, in ms. */
+export const FLASH_MS = 1500;
+
+export const TrackerLayer = L.Layer.extend({
+  options: {
+    pane: "trackers",
+    /** Canvas margin around the view, as a fraction of its size, so a short pan shows markers before moveend. */
+    padding: 0.1,
+  },
+
+  /**
+   * @param {object} source
+   * @param {() => Iterable<import("./trackers.js").Tracker>} source.trackers
+   * @param {(tracker) => number|null} source.headingOf
+   * @param {{onlineSeconds: number, offlineSeconds: number}} source.ages
+   */
+  initialize(source, options) {
+    L.setOptions(this, options);
+    this._source = source;
+    this._hoveredId = null;
+    this._drawn = { ids: [], xs: new Float32Array(0), ys: new Float32Array(0), count: 0 };
+    this._visibleCount = 0;
+  },
+
+  onAdd(map) {
+    if (!map.getPane(this.options.pane)) map.createPane(this.options.pane);
+    this._canvas = L.DomUtil.create("canvas", "tracker-canvas leaflet-zoom-animated");
+    this._canvas.setAttribute("aria-hidden", "true");
+    this._context = this._canvas.getContext("2d");
+    this.getPane().appendChild(this._canvas);
+    this._reset();
+  },
+
+  onRemove() {
+    L.DomUtil.remove(this._canvas);
+    this._canvas = null;
+  },
+
+  getEvents() {
+    const events = { viewreset: this._reset, moveend: this._reset, resize: this._reset };
+    if (this._zoomAnimated) events.zoomanim = this._animateZoom;
+    return events;
+  },
+
+  /** Size and place the canvas over the view (plus padding), then draw. */
+  _reset() {
+    const map = this._map;
+    const size = map.getSize();
+    const padding = size.multiplyBy(this.options.padding).round();
+    const origin = map.containerPointToLayerPoint(padding.multiplyBy(-1)).round();
+    const width = size.x + 2 * padding.x;
+    const height = size.y + 2 * padding.y;
+    const ratio = window.devicePixelRatio || 1;
+    if (!this._sprites || this._sprites.ratio !== ratio) this._sprites = new MarkerSprites(ratio);
+    this._origin = origin;
+    this._originLatLng = map.layerPointToLatLng(origin);
+    this._zoom = map.getZoom();
+    this._padding = padding;
+    this._width = width;
+    this._height = height;
+    this._ratio = ratio;
+    L.DomUtil.setPosition(this._canvas, origin);
+    this._canvas.width = Math.round(width * ratio);
+    this._canvas.height = Math.round(height * ratio);
+    this._canvas.style.width = `${width}px`;
+    this._canvas.style.height = `${height}px`;
+    this.redraw();
+  },
+
+  _animateZoom(event) {
+    const scale = this._map.getZoomScale(event.zoom, this._zoom);
+    const offset = this._map._latLngToNewLayerPoint(this._originLatLng, event.zoom, event.center);
+    L.DomUtil.setTransform(this._canvas, offset, scale);
+  },
+
+  setHovered(id) {
+    if (id === this._hoveredId) return;
+    this._hoveredId = id;
+    this.redraw();
+  },
+
+  /** How many markers the last drawing put inside the view. */
+  visibleCount() {
+    return this._visibleCount;
+  },
+
+  /**
+   * Draw every marker now. Returns true while something animates (a geofence
+   * flash), so the caller asks for another frame.
+   */
+  redraw() {
+    if (!this._map || !this._canvas) return false;
+    const map = this._map;
+    const ctx = this._context;
+    const nowMs = Date.now();
+    const nowFrame = performance.now();
+    const centerLng = map.getCenter().lng;
+    const { ages, headingOf } = this._source;
+    const buckets = { live: [], stale: [], offline: [] };
+    const flashes = [];
+    let hovered = null;
+
+    const trackers = Array.from(this._source.trackers());
+    const ids = new Array(trackers.length);
+    const xs = new Float32Array(trackers.length);
+    const ys = new Float32Array(trackers.length);
+    let count = 0;
+    let visible = 0;
+    const margin = 12;
+    const viewLeft = this._padding.x;
+    const viewTop = this._padding.y;
+    const viewRight = this._width - this._padding.x;
+    const viewBottom = this._height - this._padding.y;
+
+    for (const tracker of trackers) {
+      const lng = nearestLongitude(tracker.longitude, centerLng);
+      const point = map.latLngToLayerPoint([tracker.latitude, lng]);
+      const x = point.x - this._origin.x;
+      const y = point.y - this._origin.y;
+      if (x < -margin || y < -margin || x > this._width + margin || y > this._height + margin) continue;
+      const marker = { x, y, heading: headingOf(tracker), tracker };
+      buckets[freshness(tracker.timestamp, nowMs, ages)].push(marker);
+      if (tracker.flashUntil > nowFrame) flashes.push(marker);
+      if (tracker.id === this._hoveredId) hovered = marker;
+      ids[count] = tracker.id;
+      xs[count] = x;
+      ys[count] = y;
+      count += 1;
+      if (x >= viewLeft && x <= viewRight && y >= viewTop && y <= viewBottom) visible += 1;
+    }
+    this._drawn = { ids, xs, ys, count };
+    this._visibleCount = visible;
+
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.clearRect(0, 0, this._canvas.width, this._canvas.height);
+    for (const name of DRAW_ORDER) stampBucket(ctx, buckets[name], name, this._sprites);
+    ctx.setTransform(this._ratio, 0, 0, this._ratio, 0, 0);
+    for (const marker of flashes) drawFlash(ctx, marker, (marker.tracker.flashUntil - nowFrame) / FLASH_MS);
+    if (hovered) drawHover(ctx, hovered);
+    return flashes.length > 0;
+  },
+
+  /** The id of the marker nearest to a container point, within `maxPixels`; null if none. */
+  nearest(containerPoint, maxPixels = 10) {
+    if (!this._map || !this._origin) return null;
+    const layerPoint = this._map.containerPointToLayerPoint(containerPoint);
+    const x = layerPoint.x - this._origin.x;
+    const y = layerPoint.y - this._origin.y;
+    const { ids, xs, ys, count } = this._drawn;
+    let best = null;
+    let bestDistance = maxPixels * maxPixels;
+    for (let i = 0; i < count; i += 1) {
+      const dx = xs[i] - x;
+      const dy = ys[i] - y;
+      const distance = dx * dx + dy * dy;
+      if (distance <= bestDistance) {
+        best = ids[i];
+        bestDistance = distance;
+      }
+    }
+    return best;
+  },
+});
+
+function stampBucket(ctx, markers, styleName, sprites) {
+  const ratio = sprites.ratio;
+  for (const { x, y, heading } of markers) {
+    const sprite = sprites.get(styleName, heading);
+    const half = sprite.width / 2;
+    ctx.drawImage(sprite, Math.round(x * ratio - half), Math.round(y * ratio - half));
+  }
+}
+
+/** Pre-drawn markers at the screen's pixel ratio: a dot, and an arrow every 360/HEADING_STEPS degrees. */
+class MarkerSprites {
+  constructor(ratio) {
+    this.ratio = ratio;
+    this._cache = new Map();
+  }
+
+  get(styleName, heading) {
+    const step = heading === null || heading === undefined ? -1 : Math.round((heading / 360) * HEADING_STEPS) % HEADING_STEPS;
+    const key = `${styleName}:${step}`;
+    let sprite = this._cache.get(key);
+    if (!sprite) {
+      sprite = this._draw(STYLES[styleName], step);
+      this._cache.set(key, sprite);
+    }
+    return sprite;
+  }
+
+  _draw(style, step) {
+    const size = Math.ceil(SPRITE_CSS_PIXELS * this.ratio / 2) * 2;
+    const canvas = document.createElement("canvas");
+    canvas.width = size;
+    canvas.height = size;
+    const ctx = canvas.getContext("2d");
+    ctx.scale(this.ratio, this.ratio);
+    ctx.translate(SPRITE_CSS_PIXELS / 2, SPRITE_CSS_PIXELS / 2);
+    ctx.beginPath();
+    if (step < 0) {
+      ctx.arc(0, 0, DOT_RADIUS, 0, Math.PI * 2);
+    } else {
+      // Headings are clockwise from north; canvas angles are clockwise too (y points down).
+      ctx.rotate((step * 2 * Math.PI) / HEADING_STEPS);
+      ARROW.forEach(([x, y], index) => (index === 0 ? ctx.moveTo(x, y) : ctx.lineTo(x, y)));
+      ctx.closePath();
+    }
+    ctx.globalAlpha = style.alpha;
+    ctx.lineJoin = "round";
+    ctx.lineWidth = 1.5;
+    ctx.strokeStyle = style.stroke;
+    ctx.fillStyle = style.fill;
+    ctx.stroke();
+    ctx.fill();
+    return canvas;
+  }
+}
+
+function drawFlash(ctx, { x, y }, remaining) {
+  const progress = 1 - Math.max(0, Math.min(1, remaining));
+  ctx.globalAlpha = 1 - progress;
+  ctx.strokeStyle = FLASH_COLOUR;
+  ctx.lineWidth = 3;
+  ctx.beginPath();
+  ctx.arc(x, y, 9 + progress * 16, 0, Math.PI * 2);
+  ctx.stroke();
+  ctx.globalAlpha = 1;
+}
+
+function drawHover(ctx, { x, y }) {
+  ctx.strokeStyle = "#1d2733";
+  ctx.lineWidth = 2;
+  ctx.beginPath();
+  ctx.arc(x, y, 12, 0, Math.PI * 2);
+  ctx.stroke();
+}
