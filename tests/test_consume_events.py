@@ -144,3 +144,31 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(tmp_path: Path) -> None:
         env=env,
     )
     assert int(count.stdout.strip()) == accepted
+
+
+def test_what_simulate_writes_is_consumed_without_a_rejection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "fleet.jsonl"
+    call_command(
+        "simulate",
+        "--to",
+        "jsonl",
+        "--path",
+        str(path),
+        "--trackers",
+        "12",
+        "--duration",
+        "5",
+        "--seed",
+        "2",
+    )
+    lines = path.read_bytes().splitlines()
+    assert len(lines) >= 12 * 4
+
+    call_command("consume_events", "--source", "jsonl", "--path", str(path))
+
+    assert f"finished: {len(lines)} accepted, 0 rejected" in capsys.readouterr().out
+    assert Position.objects.count() == len(lines)
+    assert Tracker.objects.count() == 12
+    assert not RejectedEvent.objects.exists()

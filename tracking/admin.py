@@ -21,6 +21,7 @@ from django.contrib.admin import widgets
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
 from django.db.models import Count, Q, QuerySet
+from django.db.models.expressions import Combinable
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import formats, timezone
@@ -503,6 +504,11 @@ class PositionAdmin(admin.ModelAdmin):
     ) -> tuple[QuerySet[Position], bool]:
         condition = tracker_search(search_term, name="tracker__name", tracker_id="tracker__id")
         return queryset.filter(condition), False
+
+    def get_ordering(self, request: HttpRequest) -> list[str | Combinable]:
+        """Newest first, by what an index can serve: one tracker's history by
+        (tracker, timestamp), all of it by insertion order."""
+        return ["-timestamp"] if request.GET.get("tracker") else ["-id"]
 
     # History is what the devices reported: it is read, never written here.
     def has_add_permission(self, request: HttpRequest) -> bool:

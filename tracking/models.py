@@ -74,7 +74,8 @@ class Position(models.Model):
     received_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        ordering = ["-timestamp"]
+        # No default ordering: history is the largest table, and a sort nobody
+        # asked for is a full scan. Order where it is read.
         constraints = [
             models.UniqueConstraint(
                 fields=["tracker", "timestamp"],
