@@ -278,6 +278,29 @@ TRACKING_PROGRESS_SECONDS: float = _env_number(
     "TRACKING_PROGRESS_SECONDS", 10.0, minimum=0.1, integer=False
 )
 
+# --- Azure Event Hubs (consume_events --source eventhub, simulate --to eventhub) ---
+
+# A connection string, or a namespace (mynamespace.servicebus.windows.net) to
+# sign in to with azure-identity's default credential (a managed identity).
+EVENTHUB_CONNECTION_STRING = os.environ.get("EVENTHUB_CONNECTION_STRING", "")
+EVENTHUB_NAMESPACE = os.environ.get("EVENTHUB_NAMESPACE", "")
+# Optional when the connection string has EntityPath=.
+EVENTHUB_NAME = os.environ.get("EVENTHUB_NAME", "")
+EVENTHUB_CONSUMER_GROUP = os.environ.get("EVENTHUB_CONSUMER_GROUP", "$Default")
+# Where a partition without a checkpoint starts: earliest or latest.
+EVENTHUB_STARTING_POSITION = os.environ.get("EVENTHUB_STARTING_POSITION", "earliest")
+EVENTHUB_BATCH_SIZE: int = _env_number("EVENTHUB_BATCH_SIZE", 500, minimum=1)
+EVENTHUB_MAX_WAIT_SECONDS: float = _env_number(
+    "EVENTHUB_MAX_WAIT_SECONDS", 1.0, minimum=0.01, integer=False
+)
+EVENTHUB_PREFETCH: int = _env_number("EVENTHUB_PREFETCH", 1000, minimum=1)
+EVENTHUB_LOAD_BALANCING_SECONDS: float = _env_number(
+    "EVENTHUB_LOAD_BALANCING_SECONDS", 10.0, minimum=0.1, integer=False
+)
+EVENTHUB_OWNERSHIP_EXPIRY_SECONDS: float = _env_number(
+    "EVENTHUB_OWNERSHIP_EXPIRY_SECONDS", 60.0, minimum=0.5, integer=False
+)
+
 # --- SignalR hub -------------------------------------------------------------
 
 HUB_PING_SECONDS: float = _env_number("HUB_PING_SECONDS", 15.0, minimum=0.1, integer=False)

@@ -101,3 +101,60 @@ class RejectedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source}: {self.reason}"
+
+
+class EventHubOwnership(models.Model):
+    """Which ``consume_events`` process owns an Event Hub partition.
+
+    Written by the SDK's load balancer through ``checkpoints``: a claim
+    succeeds only if the row's ``etag`` is still the one the claimant read,
+    so of two processes claiming at once exactly one wins. An empty
+    ``owner_id`` means released; an old ``last_modified`` means its owner died.
+    """
+
+    namespace = models.CharField(max_length=255)
+    eventhub = models.CharField(max_length=255)
+    consumer_group = models.CharField(max_length=255)
+    partition_id = models.CharField(max_length=64)
+    owner_id = models.CharField(max_length=255, blank=True)
+    last_modified = models.DateTimeField()
+    etag = models.CharField(max_length=64)
+
+    class Meta:
+        verbose_name = "Event Hub partition ownership"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["namespace", "eventhub", "consumer_group", "partition_id"],
+                name="eventhub_ownership_unique_partition",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.eventhub}/{self.consumer_group}/{self.partition_id}: {self.owner_id or 'released'}"
+
+
+class EventHubCheckpoint(models.Model):
+    """Where a consumer group has read an Event Hub partition up to (inclusive).
+
+    Updated only after the batch holding that event has committed.
+    """
+
+    namespace = models.CharField(max_length=255)
+    eventhub = models.CharField(max_length=255)
+    consumer_group = models.CharField(max_length=255)
+    partition_id = models.CharField(max_length=64)
+    offset = models.CharField(max_length=64)
+    sequence_number = models.BigIntegerField()
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "Event Hub checkpoint"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["namespace", "eventhub", "consumer_group", "partition_id"],
+                name="eventhub_checkpoint_unique_partition",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.eventhub}/{self.consumer_group}/{self.partition_id} @ {self.sequence_number}"

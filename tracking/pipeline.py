@@ -9,6 +9,7 @@ waited out with backoff: the batch is retried, never dropped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -16,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import (
@@ -38,6 +40,7 @@ from tracking.sources import EventSource
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Publisher = Callable[[Sequence[LatestPosition]], Awaitable[object]]
 
 RETRY_FIRST_SECONDS = 0.5
@@ -141,9 +144,25 @@ class Pipeline:
             await loop.run_in_executor(self._executor, _prune_rejected)
         return result
 
+    async def run_in_db(self, function: Callable[..., T], /, **kwargs: Any) -> T:
+        """Run ``function`` on the pipeline's database thread, after any batch in hand."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(_with_connection, function, **kwargs)
+        )
+
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, _close_connection)
         self._executor.shutdown(wait=True)
+
+
+def _with_connection(function: Callable[..., T], **kwargs: Any) -> T:
+    close_old_connections()
+    try:
+        return function(**kwargs)
+    except (OperationalError, InterfaceError):
+        connection.close()  # reconnect on the next call
+        raise
 
 
 def _close_connection() -> None:
@@ -162,12 +181,7 @@ def _prune_rejected() -> None:
 
 
 def _ingest(batch: list[RawEvent]) -> BatchResult:
-    close_old_connections()
-    try:
-        return ingest_batch(events=batch)
-    except (OperationalError, InterfaceError):
-        connection.close()  # reconnect on the next try
-        raise
+    return _with_connection(ingest_batch, events=batch)
 
 
 async def consume(
@@ -181,7 +195,7 @@ async def consume(
 
     Logs a progress line every ``progress_seconds``. Returns the run's counts.
     """
-    reporter = asyncio.create_task(_report_progress(pipeline.progress, progress_seconds))
+    reporter = asyncio.create_task(_report_progress(pipeline.progress, progress_seconds, source))
     try:
         await source.run(pipeline.process, stop)
     finally:
@@ -189,7 +203,10 @@ async def consume(
     return pipeline.progress
 
 
-async def _report_progress(progress: Progress, every: float) -> None:
+async def _report_progress(progress: Progress, every: float, source: EventSource) -> None:
     while True:
         await asyncio.sleep(every)
         logger.info("progress: %s", progress.interval_line())
+        details = source.progress_line()
+        if details:
+            logger.info("progress: %s", details)

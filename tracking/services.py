@@ -32,6 +32,8 @@ class RawEvent:
 
     body: bytes
     origin: str
+    # Set when the source already knows the body cannot be an event.
+    problem: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,9 @@ def ingest_batch(*, events: Sequence[RawEvent], now: datetime | None = None) -> 
     valid: list[tuple[RawEvent, LocationEvent]] = []
     refused: list[tuple[RawEvent, str]] = []
     for raw in events:
+        if raw.problem is not None:
+            refused.append((raw, raw.problem))
+            continue
         try:
             event = parse_event(
                 raw.body,

@@ -14,6 +14,11 @@ from typing import Protocol
 
 from tracking.services import BatchResult, RawEvent
 
+
+class SourceConfigurationError(Exception):
+    """A source cannot start as configured; the message names the setting to fix."""
+
+
 Deliver = Callable[[Sequence[RawEvent]], Awaitable[BatchResult]]
 
 
@@ -24,3 +29,7 @@ class EventSource(Protocol):
     finite: bool
 
     async def run(self, deliver: Deliver, stop: asyncio.Event) -> None: ...
+
+    def progress_line(self) -> str | None:
+        """Source-specific figures for the progress line (per partition, say), or None."""
+        ...

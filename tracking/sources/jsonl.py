@@ -28,6 +28,9 @@ class JsonlSource:
             return sys.stdin.buffer
         return Path(self.path).open("rb")
 
+    def progress_line(self) -> str | None:
+        return None
+
     async def run(self, deliver: Deliver, stop: asyncio.Event) -> None:
         stream = self.open()
         try:

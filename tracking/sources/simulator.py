@@ -21,6 +21,9 @@ class SimulatorSource:
         self.batch_wait = batch_wait
         self.description = f"simulator ({len(fleet.trackers)} trackers)"
 
+    def progress_line(self) -> str | None:
+        return None
+
     async def run(self, deliver: Deliver, stop: asyncio.Event) -> None:
         while not stop.is_set():
             tick = time.monotonic()

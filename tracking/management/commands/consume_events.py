@@ -23,7 +23,7 @@ from tracking.management.simulator_options import (
 )
 from tracking.pipeline import Pipeline, consume
 from tracking.services import register_trackers
-from tracking.sources import EventSource
+from tracking.sources import EventSource, SourceConfigurationError
 from tracking.sources.jsonl import JsonlSource
 from tracking.sources.simulator import SimulatorSource
 
@@ -34,8 +34,13 @@ class Command(BaseCommand):
     help = "Consume location events in batches: store them, track latest positions, push to maps."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--source", choices=["jsonl", "simulator"], required=True)
+        parser.add_argument("--source", choices=["eventhub", "jsonl", "simulator"], required=True)
         parser.add_argument("--path", help="jsonl: file of one event body per line; - for stdin")
+        parser.add_argument(
+            "--consumer-group",
+            default=None,
+            help="eventhub: the consumer group (default EVENTHUB_CONSUMER_GROUP, $Default)",
+        )
         add_simulator_arguments(parser)
         parser.add_argument(
             "--batch-size",
@@ -53,14 +58,27 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1")
-        source = self._source(options)
+        pipeline = Pipeline()
+        source = self._source(options, pipeline)
         log_channel_layer(role="consume_events")
         logger.info("consuming from %s", source.description)
-        progress = asyncio.run(self._run(source, options["progress_seconds"]))
+        try:
+            progress = asyncio.run(self._run(source, pipeline, options["progress_seconds"]))
+        except SourceConfigurationError as exc:
+            raise CommandError(str(exc)) from None
         verb = "finished" if source.finite else "stopped"
         self.stdout.write(f"consume_events {verb}: {progress.summary_line()}")
 
-    def _source(self, options: dict[str, Any]) -> EventSource:
+    def _source(self, options: dict[str, Any], pipeline: Pipeline) -> EventSource:
+        if options["source"] == "eventhub":
+            # Imported here: only this source needs the Azure SDK.
+            from tracking.eventhub import EventHubConfig, EventHubSource
+
+            try:
+                config = EventHubConfig.from_settings(consumer_group=options["consumer_group"])
+            except SourceConfigurationError as exc:
+                raise CommandError(str(exc)) from None
+            return EventHubSource(config=config, run_in_db=pipeline.run_in_db)
         if options["source"] == "jsonl":
             if not options["path"]:
                 raise CommandError(
@@ -89,7 +107,7 @@ class Command(BaseCommand):
             batch_wait=settings.TRACKING_BATCH_WAIT_MS / 1000,
         )
 
-    async def _run(self, source: EventSource, progress_seconds: float) -> Any:
+    async def _run(self, source: EventSource, pipeline: Pipeline, progress_seconds: float) -> Any:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
@@ -102,7 +120,6 @@ class Command(BaseCommand):
 
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, on_signal, signum)
-        pipeline = Pipeline()
         try:
             return await consume(
                 source=source,
