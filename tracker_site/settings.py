@@ -332,5 +332,7 @@ LOGGING = {
         # Daphne logs every HTTP request at INFO; keep the console readable.
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
+        # The Azure SDK narrates every link state change at INFO.
+        "azure": {"level": "WARNING"},
     },
 }

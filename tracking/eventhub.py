@@ -174,6 +174,9 @@ async def check_hub(
             properties = await client.get_eventhub_properties()
             return [str(partition) for partition in properties["partition_ids"]]
         except AuthenticationError as exc:
+            # The service answers a token for a hub that does not exist with "not found".
+            if _is_not_found(exc):
+                raise _missing_hub(config, exc) from None
             raise EventHubConfigError(
                 f"Event Hubs refused the credentials of {config.credential_setting}: {_first_line(exc)}"
             ) from None
@@ -202,7 +205,9 @@ async def check_hub(
 
 def _is_not_found(error: Exception) -> bool:
     text = f"{error} {getattr(error, 'error', '')}".lower()
-    return "not-found" in text or "not found" in text or "notfound" in text
+    return any(
+        marker in text for marker in ("not-found", "not found", "notfound", "could not be found")
+    )
 
 
 def _missing_hub(config: EventHubConfig, error: Exception) -> EventHubConfigError:
