@@ -519,3 +519,24 @@ def test_rejected_events_cannot_be_added_or_changed_but_can_be_deleted(
 def test_the_admin_is_titled_tracker_map_administration(admin_client: Client) -> None:
     content = admin_client.get(reverse("admin:index")).content.decode()
     assert "Tracker map administration" in content
+
+
+@pytest.mark.django_db
+def test_event_hub_partitions_are_listed_read_only(admin_client: Client) -> None:
+    from tracking import checkpoints
+
+    claim = {
+        "fully_qualified_namespace": "ns",
+        "eventhub_name": "fleet",
+        "consumer_group": "$Default",
+        "partition_id": "3",
+        "owner_id": "owner-7",
+    }
+    checkpoints.claim_ownership(claims=[claim])
+    checkpoints.update_checkpoint(checkpoint={**claim, "offset": "4096", "sequence_number": 41})
+
+    ownership_page = admin_client.get("/admin/tracking/eventhubownership/").content.decode()
+    assert "owner-7" in ownership_page
+    checkpoint_page = admin_client.get("/admin/tracking/eventhubcheckpoint/").content.decode()
+    assert "4096" in checkpoint_page and "41" in checkpoint_page
+    assert admin_client.get("/admin/tracking/eventhubcheckpoint/add/").status_code == 403

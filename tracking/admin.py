@@ -29,7 +29,14 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator, smart_split, unescape_string_literal
 from django.utils.translation import ngettext
 
-from tracking.models import Position, RejectedEvent, Tracker, TrackerStatus
+from tracking.models import (
+    EventHubCheckpoint,
+    EventHubOwnership,
+    Position,
+    RejectedEvent,
+    Tracker,
+    TrackerStatus,
+)
 
 admin.site.site_header = "Tracker map administration"
 admin.site.site_title = "Tracker map administration"
@@ -569,3 +576,43 @@ class RejectedEventAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: RejectedEvent | None = None) -> bool:
         return False
+
+
+# --- Event Hub partitions ----------------------------------------------------------------------
+
+
+class EventHubStateAdmin(admin.ModelAdmin):
+    """Read-only: the consumers write these rows; an operator reads them to see
+    which process reads which partition and how far it got. Deleting a
+    checkpoint makes the partition start over from EVENTHUB_STARTING_POSITION."""
+
+    list_filter = ["eventhub", "consumer_group"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(EventHubOwnership)
+class EventHubOwnershipAdmin(EventHubStateAdmin):
+    list_display = ["eventhub", "consumer_group", "partition_id", "owner", "last_modified"]
+    ordering = ["eventhub", "consumer_group", "partition_id"]
+
+    @admin.display(description="owner")
+    def owner(self, ownership: EventHubOwnership) -> str:
+        return ownership.owner_id or "released"
+
+
+@admin.register(EventHubCheckpoint)
+class EventHubCheckpointAdmin(EventHubStateAdmin):
+    list_display = [
+        "eventhub",
+        "consumer_group",
+        "partition_id",
+        "sequence_number",
+        "offset",
+        "updated_at",
+    ]
+    ordering = ["eventhub", "consumer_group", "partition_id"]

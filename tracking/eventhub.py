@@ -138,10 +138,11 @@ def _client_arguments(config: EventHubConfig) -> dict[str, Any]:
 
 
 def consumer_client(
-    config: EventHubConfig, *, checkpoint_store: CheckpointStore | None
+    config: EventHubConfig, *, checkpoint_store: CheckpointStore | None, **extra: Any
 ) -> EventHubConsumerClient:
     arguments = _client_arguments(config)
     options: dict[str, Any] = {
+        **extra,
         "consumer_group": config.consumer_group,
         "checkpoint_store": checkpoint_store,
         "load_balancing_interval": config.load_balancing_seconds,
@@ -159,15 +160,20 @@ def producer_client(config: EventHubConfig, **options: Any) -> EventHubProducerC
     return EventHubProducerClient(**arguments, **options)
 
 
-async def check_hub(
-    client: EventHubConsumerClient | EventHubProducerClient, config: EventHubConfig
-) -> list[str]:
+async def check_hub(config: EventHubConfig) -> list[str]:
     """The hub's partition ids, or ``EventHubConfigError`` naming the setting to fix.
 
-    Unreachable namespaces are retried a few times with backoff (a network
-    blip at start should not stop a deployment); refused credentials and a
-    missing hub are not.
+    Asked on a client of its own that does not retry, so refused credentials
+    and a missing hub are reported at once; an unreachable namespace is tried
+    a few times with backoff (a network blip at start should not stop a
+    deployment).
     """
+    client = consumer_client(config, checkpoint_store=None, retry_total=0)
+    async with client:
+        return await _partition_ids(client, config)
+
+
+async def _partition_ids(client: EventHubConsumerClient, config: EventHubConfig) -> list[str]:
     delay = 1.0
     for attempt in range(1, PREFLIGHT_ATTEMPTS + 1):
         try:
@@ -399,7 +405,7 @@ class EventHubSource:
         )
         self.handler = handler = BatchHandler(deliver=deliver, stop=stop)
         async with client:
-            partition_ids = await check_hub(client, self.config)
+            partition_ids = await check_hub(self.config)
             logger.info(
                 "event hub %r has partitions %s", self.config.eventhub, ", ".join(partition_ids)
             )
@@ -487,7 +493,7 @@ async def send_events(
     )
     sent = 0
     async with producer:
-        await check_hub(producer, config)
+        await check_hub(config)
         async for batch in batches:
             for body in batch:
                 await producer.send_event(EventData(encode(body)), partition_key=str(body["Id"]))

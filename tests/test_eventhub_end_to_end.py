@@ -1,0 +1,300 @@
+"""The real azure-eventhub SDK against the local stand-in, through
+``consume_events --source eventhub`` processes, into PostgreSQL and out to a
+SignalR client over Redis."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from azure.eventhub import EventData, EventHubProducerClient
+
+from tests import support
+from tests.conftest import event_body
+from tests.eventhub_stub import EventHubStub
+from tests.hub_stack import HELSINKI_CELL, Stack, running_stack, watching
+
+pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
+
+PARTITIONS = 4
+# Fast load balancing, so a dead consumer's partitions move within seconds.
+QUICK_BALANCING = {
+    "EVENTHUB_LOAD_BALANCING_SECONDS": "0.5",
+    "EVENTHUB_OWNERSHIP_EXPIRY_SECONDS": "3",
+    "EVENTHUB_MAX_WAIT_SECONDS": "0.2",
+    "TRACKING_PROGRESS_SECONDS": "1",
+}
+
+
+@pytest.fixture
+def hub() -> Iterator[EventHubStub]:
+    with EventHubStub(hub="fleet", partitions=PARTITIONS) as stub:
+        yield stub
+
+
+@pytest.fixture
+def stack(redis_url: str, hub: EventHubStub, tmp_path: Path) -> Iterator[Stack]:
+    with running_stack(
+        redis_url, tmp_path, EVENTHUB_CONNECTION_STRING=hub.connection_string, **QUICK_BALANCING
+    ) as running:
+        yield running
+
+
+def publish(hub: EventHubStub, bodies: list[bytes], keys: list[str]) -> None:
+    """Send bodies with the real producer, each keyed by its tracker."""
+    producer = EventHubProducerClient.from_connection_string(hub.connection_string)
+    with producer:
+        by_key: dict[str, list[bytes]] = {}
+        for body, key in zip(bodies, keys, strict=True):
+            by_key.setdefault(key, []).append(body)
+        for key, group in by_key.items():
+            batch = producer.create_batch(partition_key=key)
+            for body in group:
+                batch.add(EventData(body))
+            producer.send_batch(batch)
+
+
+def fleet_events(
+    trackers: int, per_tracker: int, *, start: datetime
+) -> tuple[list[bytes], list[str]]:
+    ids = [str(uuid.uuid4()) for _ in range(trackers)]
+    bodies, keys = [], []
+    for step in range(per_tracker):
+        for n, tracker_id in enumerate(ids):
+            at = start + timedelta(seconds=step)
+            bodies.append(
+                event_body(tracker_id=tracker_id, latitude=60.1 + n / 1000, longitude=24.9, at=at)
+            )
+            keys.append(tracker_id)
+    return bodies, keys
+
+
+def count(stack: Stack, expression: str) -> int:
+    result = support.manage(
+        ["shell", "-v0", "-c", f"from tracking.models import *; print({expression})"], env=stack.env
+    )
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.strip())
+
+
+def wait_until(predicate: object, *, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def consumer(stack: Stack, name: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [support.PYTHON, "manage.py", "consume_events", "--source", "eventhub"],
+        cwd=support.ROOT,
+        env=stack.env,
+        stdout=(stack.logs / f"{name}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=30)
+
+
+async def test_events_published_to_the_hub_reach_the_database_and_a_signalr_client(
+    stack: Stack, hub: EventHubStub
+) -> None:
+    tracker_id = str(uuid.uuid4())
+    process = consumer(stack, "consumer")
+    try:
+        async with watching(stack.url, [HELSINKI_CELL]) as watcher:
+            body = event_body(
+                tracker_id=tracker_id, latitude=60.17, longitude=24.94, at=datetime.now(UTC)
+            )
+            publish(hub, [body], [tracker_id])
+            update = await watcher.wait_for(tracker_id, timeout=15)
+    finally:
+        assert stop(process) == 0
+    assert update[1:3] == [60.17, 24.94]
+    assert count(stack, "Position.objects.count()") == 1
+    # Shutting down released the partitions and left a checkpoint behind.
+    assert count(stack, "EventHubOwnership.objects.exclude(owner_id='').count()") == 0
+    assert count(stack, "EventHubCheckpoint.objects.count()") == 1
+
+
+def test_a_restarted_consumer_resumes_where_it_stopped_and_loses_nothing(
+    stack: Stack, hub: EventHubStub
+) -> None:
+    start = datetime.now(UTC) - timedelta(minutes=2)
+    first, first_keys = fleet_events(20, 10, start=start)
+    publish(hub, first, first_keys)
+    process = consumer(stack, "first")
+    wait_until(
+        lambda: count(stack, "Position.objects.count()") == 200,
+        timeout=30,
+        what="the first 200 events",
+    )
+    assert stop(process) == 0
+
+    second, second_keys = fleet_events(20, 10, start=start + timedelta(seconds=30))
+    publish(hub, second, second_keys)
+    process = consumer(stack, "second")
+    wait_until(
+        lambda: count(stack, "Position.objects.count()") == 400, timeout=30, what="all 400 events"
+    )
+    assert stop(process) == 0
+
+    # The restart read on from the checkpoints: it did not start over.
+    summary = (stack.logs / "second.log").read_text().splitlines()[-1]
+    assert summary.startswith("consume_events stopped: 200 accepted, 0 rejected"), summary
+    assert count(stack, "RejectedEvent.objects.count()") == 0
+
+
+def test_two_consumers_share_the_partitions_and_one_takes_over_when_the_other_dies(
+    stack: Stack, hub: EventHubStub
+) -> None:
+    start = datetime.now(UTC) - timedelta(minutes=3)
+    a, b = consumer(stack, "a"), consumer(stack, "b")
+    try:
+        wait_until(
+            lambda: (
+                count(stack, "EventHubOwnership.objects.values('owner_id').distinct().count()") == 2
+                and count(stack, "EventHubOwnership.objects.count()") == PARTITIONS
+            ),
+            timeout=30,
+            what="both consumers to own partitions",
+        )
+        bodies, keys = fleet_events(40, 5, start=start)
+        publish(hub, bodies, keys)
+        wait_until(
+            lambda: count(stack, "Position.objects.count()") == 200,
+            timeout=30,
+            what="the first 200",
+        )
+
+        a.kill()  # no goodbye: its ownerships expire
+        a.wait()
+        more, more_keys = fleet_events(40, 5, start=start + timedelta(seconds=60))
+        publish(hub, more, more_keys)
+        wait_until(
+            lambda: count(stack, "Position.objects.count()") == 400,
+            timeout=45,
+            what="the survivor to take over every partition and store all 400",
+        )
+        survivor = count(stack, "EventHubOwnership.objects.values('owner_id').distinct().count()")
+        assert survivor == 1
+    finally:
+        if a.poll() is None:
+            a.kill()
+        assert stop(b) == 0
+    # Every event is in history exactly once (and nothing was refused).
+    assert count(stack, "Position.objects.count()") == 400
+    assert count(stack, "Tracker.objects.count()") == 80
+    assert count(stack, "RejectedEvent.objects.count()") == 0
+
+
+def test_malformed_bodies_in_the_hub_are_rejected_and_the_stream_goes_on(
+    stack: Stack, hub: EventHubStub
+) -> None:
+    tracker_id = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    hub.inject("0", b"{not json", b'{"Id": "x", "Lat": 1}')
+    hub.inject("0", event_body(tracker_id=tracker_id, latitude=1.5, longitude=2.5, at=now))
+    process = consumer(stack, "consumer")
+    try:
+        wait_until(
+            lambda: count(stack, "Position.objects.count()") == 1,
+            timeout=30,
+            what="the valid event",
+        )
+    finally:
+        assert stop(process) == 0
+    assert count(stack, "RejectedEvent.objects.count()") == 2
+    assert (
+        count(
+            stack, "RejectedEvent.objects.filter(source__startswith='eventhub partition 0').count()"
+        )
+        == 2
+    )
+
+
+def test_wrong_credentials_and_a_missing_hub_stop_with_the_setting_to_fix(
+    stack: Stack, hub: EventHubStub
+) -> None:
+    for connection_string, setting in (
+        (hub.connection_string_for(key="wrong"), "EVENTHUB_CONNECTION_STRING"),
+        (hub.connection_string_for(hub="nowhere"), "EVENTHUB_NAME"),
+    ):
+        env = {**stack.env, "EVENTHUB_CONNECTION_STRING": connection_string}
+        result = support.manage(["consume_events", "--source", "eventhub"], env=env, timeout=120)
+        assert result.returncode != 0
+        assert setting in result.stderr, result.stderr
+
+
+def test_a_database_outage_is_waited_out_without_losing_events(
+    stack: Stack, hub: EventHubStub
+) -> None:
+    database = urlsplit(stack.env["DATABASE_URL"])
+    proxy = support.TcpProxy(database.hostname or "127.0.0.1", database.port or 5432)
+    proxied = database._replace(netloc=f"{database.username}@127.0.0.1:{proxy.start()}").geturl()
+    process = subprocess.Popen(
+        [support.PYTHON, "manage.py", "consume_events", "--source", "eventhub"],
+        cwd=support.ROOT,
+        env={**stack.env, "DATABASE_URL": proxied, "DATABASE_CONN_MAX_AGE": "600"},
+        stdout=(stack.logs / "outage.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        start = datetime.now(UTC) - timedelta(minutes=2)
+        before, before_keys = fleet_events(20, 5, start=start)
+        publish(hub, before, before_keys)
+        wait_until(
+            lambda: count(stack, "Position.objects.count()") == 100,
+            timeout=30,
+            what="the first 100",
+        )
+
+        proxy.cut()
+        during, during_keys = fleet_events(20, 5, start=start + timedelta(seconds=30))
+        publish(hub, during, during_keys)
+        time.sleep(5)  # longer than the ownership expiry
+        assert count(stack, "Position.objects.count()") == 100
+        proxy.restore()
+
+        wait_until(
+            lambda: count(stack, "Position.objects.count()") == 200,
+            timeout=60,
+            what="the events sent during the outage",
+        )
+    finally:
+        assert stop(process) == 0
+        proxy.stop()
+    assert "database unavailable, retrying the batch" in (stack.logs / "outage.log").read_text()
+    assert count(stack, "RejectedEvent.objects.count()") == 0
+
+
+def test_an_unreachable_hub_at_start_is_retried_with_a_log_line(
+    stack: Stack, hub: EventHubStub
+) -> None:
+    tracker_id = str(uuid.uuid4())
+    publish(
+        hub,
+        [event_body(tracker_id=tracker_id, latitude=1, longitude=2, at=datetime.now(UTC))],
+        [tracker_id],
+    )
+    hub.fail_next_connections(2)
+    process = consumer(stack, "consumer")
+    try:
+        wait_until(
+            lambda: count(stack, "Position.objects.count()") == 1, timeout=30, what="the event"
+        )
+    finally:
+        assert stop(process) == 0
+    assert "event hub unreachable (attempt 1)" in (stack.logs / "consumer.log").read_text()
