@@ -295,10 +295,10 @@ EVENTHUB_MAX_WAIT_SECONDS: float = _env_number(
 )
 EVENTHUB_PREFETCH: int = _env_number("EVENTHUB_PREFETCH", 1000, minimum=1)
 EVENTHUB_LOAD_BALANCING_SECONDS: float = _env_number(
-    "EVENTHUB_LOAD_BALANCING_SECONDS", 10.0, minimum=0.1, integer=False
+    "EVENTHUB_LOAD_BALANCING_SECONDS", 5.0, minimum=0.1, integer=False
 )
 EVENTHUB_OWNERSHIP_EXPIRY_SECONDS: float = _env_number(
-    "EVENTHUB_OWNERSHIP_EXPIRY_SECONDS", 60.0, minimum=0.5, integer=False
+    "EVENTHUB_OWNERSHIP_EXPIRY_SECONDS", 20.0, minimum=0.5, integer=False
 )
 
 # --- SignalR hub -------------------------------------------------------------

@@ -60,8 +60,8 @@ class EventHubConfig:
     batch_size: int = 500
     max_wait_seconds: float = 1.0
     prefetch: int = 1000
-    load_balancing_seconds: float = 10.0
-    ownership_expiry_seconds: float = 60.0
+    load_balancing_seconds: float = 5.0
+    ownership_expiry_seconds: float = 20.0
 
     @classmethod
     def from_settings(cls, **overrides: Any) -> EventHubConfig:
@@ -147,6 +147,9 @@ def consumer_client(
         "checkpoint_store": checkpoint_store,
         "load_balancing_interval": config.load_balancing_seconds,
         "partition_ownership_expiration_interval": config.ownership_expiry_seconds,
+        # Greedy takes every free partition in one pass, so a dead process's
+        # partitions move at once instead of one per balancing interval.
+        "load_balancing_strategy": "greedy",
     }
     if "conn_str" in arguments:
         return EventHubConsumerClient.from_connection_string(**arguments, **options)
