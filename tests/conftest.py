@@ -21,17 +21,21 @@ def redis_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture
-def redis_layer(redis_url: str) -> Iterator[str]:
-    """The Redis channel layer for this test, under a prefix of its own."""
+REDIS_LAYERS = {
+    "core": ("channels_redis.core.RedisChannelLayer", {"capacity": 1000}),
+    "pubsub": ("channels_redis.pubsub.RedisPubSubChannelLayer", {}),
+}
+
+
+@pytest.fixture(params=sorted(REDIS_LAYERS))
+def redis_layer(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
+    """Each Redis channel layer in turn (core and pub/sub), under a prefix of its own."""
     from channels.layers import channel_layers
 
+    backend, extra = REDIS_LAYERS[request.param]
     prefix = f"test-{uuid.uuid4().hex[:10]}"
     layers = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [redis_url], "prefix": prefix, "capacity": 1000},
-        }
+        "default": {"BACKEND": backend, "CONFIG": {"hosts": [redis_url], "prefix": prefix, **extra}}
     }
     with override_settings(CHANNEL_LAYERS=layers):
         channel_layers.backends.clear()

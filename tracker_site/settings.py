@@ -167,17 +167,23 @@ if REDIS_URL:
         raise ImproperlyConfigured(
             f"REDIS_URL must start with redis://, rediss:// or unix://, got {REDIS_URL!r}"
         )
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [REDIS_URL],
-                "capacity": CHANNEL_LAYER_CAPACITY,
-                "expiry": 30,
-                "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "tracker"),
-            },
-        }
+    # core: channels-redis's list-per-channel layer; pubsub: its Redis pub/sub
+    # layer, one PUBLISH per group and one copy per web process.
+    CHANNEL_LAYER_BACKEND = os.environ.get("CHANNEL_LAYER_BACKEND", "core")
+    _layer_config: dict[str, Any] = {
+        "hosts": [REDIS_URL],
+        "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "tracker"),
     }
+    if CHANNEL_LAYER_BACKEND == "core":
+        _layer_backend = "channels_redis.core.RedisChannelLayer"
+        _layer_config.update(capacity=CHANNEL_LAYER_CAPACITY, expiry=30)
+    elif CHANNEL_LAYER_BACKEND == "pubsub":
+        _layer_backend = "channels_redis.pubsub.RedisPubSubChannelLayer"
+    else:
+        raise ImproperlyConfigured(
+            f"CHANNEL_LAYER_BACKEND must be 'core' or 'pubsub', got {CHANNEL_LAYER_BACKEND!r}"
+        )
+    CHANNEL_LAYERS = {"default": {"BACKEND": _layer_backend, "CONFIG": _layer_config}}
 else:
     CHANNEL_LAYERS = {
         "default": {

@@ -28,6 +28,11 @@ def add_simulator_arguments(parser: CommandParser, *, trackers: int = 100) -> No
         "--speed", type=float, default=50.0, help="km/h along the route (default 50)"
     )
     group.add_argument("--seed", type=int, default=None, help="the same seed drives the same fleet")
+    group.add_argument(
+        "--routes",
+        default="",
+        help="only routes whose name contains one of these words, comma-separated (e.g. helsinki)",
+    )
 
 
 def fleet_from_options(options: dict[str, Any], *, start: datetime) -> Fleet:
@@ -37,8 +42,15 @@ def fleet_from_options(options: dict[str, Any], *, start: datetime) -> Fleet:
         raise CommandError("--interval must be more than 0 seconds")
     if not options["speed"] >= 0:
         raise CommandError("--speed must be 0 km/h or more")
+    routes = load_routes()
+    words = [word.strip().lower() for word in options.get("routes", "").split(",") if word.strip()]
+    if words:
+        routes = [route for route in routes if any(word in route.name.lower() for word in words)]
+        if not routes:
+            names = ", ".join(route.name for route in load_routes())
+            raise CommandError(f"--routes matches none of the routes: {names}")
     return Fleet(
-        routes=load_routes(),
+        routes=routes,
         trackers=options["trackers"],
         speed_kmh=options["speed"],
         interval=options["interval"],
