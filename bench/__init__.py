@@ -1,0 +1,1 @@
+"""Benchmarks: ``make bench`` (quick) or ``make bench-full``; see BENCHMARKS.md."""
