@@ -1,9 +1,7 @@
 from __future__ import annotations
 
-import io
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -77,16 +75,43 @@ def test_an_overlong_line_is_rejected_and_the_next_line_still_read(
     assert "longer than the limit" in rejected.reason and rejected.source.endswith(":1")
 
 
-def test_events_can_come_from_standard_input(
-    monkeypatch: pytest.MonkeyPatch, now: datetime
+@pytest.mark.slow
+def test_a_live_stream_on_standard_input_is_stored_as_it_arrives(
+    tmp_path: Path, now: datetime
 ) -> None:
-    tracker = uuid.uuid4()
-    stdin = io.TextIOWrapper(
-        io.BytesIO(event_body(tracker_id=tracker, latitude=1, longitude=2, at=now) + b"\n")
+    env = support.base_env(DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    assert support.manage(["migrate", "-v0"], env=env).returncode == 0
+    count = [
+        "shell",
+        "-v0",
+        "-c",
+        "from tracking.models import Position; print(Position.objects.count())",
+    ]
+    process = subprocess.Popen(
+        [support.PYTHON, "manage.py", "consume_events", "--source", "jsonl", "--path", "-"],
+        cwd=support.ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
-    monkeypatch.setattr(sys, "stdin", stdin)
-    call_command("consume_events", "--source", "jsonl", "--path", "-")
-    assert Position.objects.get().tracker_id == tracker
+    assert process.stdin is not None
+    first = event_body(tracker_id=uuid.uuid4(), latitude=1, longitude=2, at=now)
+    process.stdin.write(first + b"\n")
+    process.stdin.flush()
+    # The stream is still open, far from a full batch: the event is stored anyway.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and support.manage(count, env=env).stdout.strip() != "1":
+        time.sleep(0.2)
+    assert support.manage(count, env=env).stdout.strip() == "1"
+    process.stdin.write(
+        b"not json\n" + event_body(tracker_id=uuid.uuid4(), latitude=3, longitude=4, at=now)
+    )
+    process.stdin.close()  # the last line has no newline
+    assert process.wait(timeout=30) == 0
+    assert process.stdout is not None
+    output = process.stdout.read()
+    assert b"finished: 2 accepted, 1 rejected" in output
 
 
 def test_a_missing_file_is_a_clear_error() -> None:
@@ -171,4 +196,17 @@ def test_what_simulate_writes_is_consumed_without_a_rejection(
     assert f"finished: {len(lines)} accepted, 0 rejected" in capsys.readouterr().out
     assert Position.objects.count() == len(lines)
     assert Tracker.objects.count() == 12
+    assert not RejectedEvent.objects.exists()
+
+
+def test_windows_line_endings_and_a_last_line_without_newline_are_read(
+    tmp_path: Path, now: datetime
+) -> None:
+    bodies = [
+        event_body(tracker_id=uuid.uuid4(), latitude=n, longitude=n, at=now) for n in range(3)
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(bodies[0] + b"\r\n" + bodies[1] + b"\r\n\r\n" + bodies[2])
+    call_command("consume_events", "--source", "jsonl", "--path", str(path), "--batch-size", "2")
+    assert sorted(Position.objects.values_list("latitude", flat=True)) == [0.0, 1.0, 2.0]
     assert not RejectedEvent.objects.exists()

@@ -112,3 +112,49 @@ async def test_old_rejected_events_are_pruned_to_the_configured_number() -> None
         "3",
         "4",
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_batches_handed_over_together_are_stored_in_one_transaction(
+    now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_ingest = pipeline_module.ingest_batch
+    stored: list[int] = []
+
+    def counting_ingest(**kwargs: object) -> BatchResult:
+        stored.append(len(kwargs["events"]))  # type: ignore[arg-type]
+        return real_ingest(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline_module, "ingest_batch", counting_ingest)
+    pipeline = Pipeline(publish=RecordingPublisher())
+    partitions = [
+        [
+            RawEvent(
+                body=event_body(tracker_id=uuid.uuid4(), latitude=1, longitude=2, at=now),
+                origin=str(n),
+            )
+        ]
+        for n in range(5)
+    ]
+    results = await asyncio.gather(*(pipeline.process(batch) for batch in partitions))
+    await pipeline.close()
+
+    assert stored == [5]
+    assert all(result.accepted == 5 for result in results)
+    assert await asyncio.to_thread(Position.objects.count) == 5
+
+
+async def test_a_failure_reaches_every_batch_stored_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_ingest(**kwargs: object) -> BatchResult:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(pipeline_module, "ingest_batch", broken_ingest)
+    pipeline = Pipeline(publish=RecordingPublisher())
+    outcomes = await asyncio.gather(
+        *(pipeline.process([RawEvent(body=b"{}", origin="t")]) for _ in range(3)),
+        return_exceptions=True,
+    )
+    await pipeline.close()
+    assert [type(outcome) for outcome in outcomes] == [RuntimeError] * 3

@@ -165,3 +165,15 @@ def test_prune_rejected_keeps_the_newest(now: datetime) -> None:
     assert prune_rejected(keep=3) == 7
     assert sorted(RejectedEvent.objects.values_list("source", flat=True)) == ["7", "8", "9"]
     assert prune_rejected(keep=3) == 0
+
+
+def test_history_written_through_the_orm_and_the_pipeline_is_the_same_row(now: datetime) -> None:
+    # The pipeline writes history with plain SQL: its values must be stored
+    # exactly as Django stores them, or the uniqueness check would miss.
+    tracker = Tracker.objects.create()
+    Position.objects.create(tracker=tracker, timestamp=now, latitude=1.0, longitude=2.0)
+    ingest_batch(events=[at(tracker.id, now, 1.0, 2.0)], now=now)
+    assert Position.objects.filter(tracker=tracker).count() == 1
+    ingest_batch(events=[at(tracker.id, now + timedelta(microseconds=1), 1.0, 2.0)], now=now)
+    stored = sorted(Position.objects.filter(tracker=tracker).values_list("timestamp", flat=True))
+    assert stored == [now, now + timedelta(microseconds=1)]

@@ -278,7 +278,7 @@ if TRACKING_OFFLINE_SECONDS < TRACKING_ONLINE_SECONDS:
     raise ImproperlyConfigured(
         "TRACKING_OFFLINE_SECONDS must not be less than TRACKING_ONLINE_SECONDS"
     )
-TRACKING_BATCH_SIZE: int = _env_number("TRACKING_BATCH_SIZE", 1000, minimum=1)
+TRACKING_BATCH_SIZE: int = _env_number("TRACKING_BATCH_SIZE", 5000, minimum=1)
 TRACKING_BATCH_WAIT_MS: int = _env_number("TRACKING_BATCH_WAIT_MS", 200, minimum=0)
 TRACKING_PROGRESS_SECONDS: float = _env_number(
     "TRACKING_PROGRESS_SECONDS", 10.0, minimum=0.1, integer=False

@@ -45,6 +45,8 @@ Publisher = Callable[[Sequence[LatestPosition]], Awaitable[object]]
 
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
+# Batches waiting together are stored as one while they hold at most this many events.
+GROUP_MAX_EVENTS = 20_000
 # Rejected events beyond TRACKING_REJECTED_KEEP are deleted at most this often.
 PRUNE_EVERY_SECONDS = 60.0
 # Lag figures are kept for at most this many events per progress interval.
@@ -111,23 +113,67 @@ def _seconds(value: float) -> str:
 
 
 class Pipeline:
-    """Store batches on one database thread, publish after each commit."""
+    """Store batches on one database thread, publish after each commit.
+
+    Batches handed over while another is being stored (several Event Hub
+    partitions at once, say) wait, then are stored together in one
+    transaction: a commit, and the statements around it, cost the same for
+    a hundred events as for thousands.
+    """
 
     def __init__(self, *, publish: Publisher = publish_locations) -> None:
         self._publish = publish
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-db")
         self.progress = Progress()
         self._pruned_at = -math.inf
+        self._waiting: list[tuple[list[RawEvent], asyncio.Future[BatchResult]]] = []
+        self._worker: asyncio.Task[None] | None = None
 
     async def process(self, events: Sequence[RawEvent]) -> BatchResult:
-        """Store and publish one batch. Returns once it is committed and published."""
-        batch = list(events)
+        """Store and publish a batch; return once it is committed and published.
+
+        The result counts every batch committed together with this one.
+        """
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append((list(events), future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work())
+        return await future
+
+    async def _work(self) -> None:
+        while self._waiting:
+            group = self._next_group()
+            try:
+                result = await self._store([event for events, _ in group for event in events])
+                await self._publish(result.moved)
+                self.progress.record(result, now=timezone.now())
+                await self._prune_now_and_then(result)
+            except Exception as exc:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, future in group:
+                if not future.done():
+                    future.set_result(result)
+
+    def _next_group(self) -> list[tuple[list[RawEvent], asyncio.Future[BatchResult]]]:
+        """The waiting batches to store together: at least one, about a batch's worth."""
+        group: list[tuple[list[RawEvent], asyncio.Future[BatchResult]]] = []
+        size = 0
+        while self._waiting and (not group or size + len(self._waiting[0][0]) <= GROUP_MAX_EVENTS):
+            events, future = self._waiting.pop(0)
+            group.append((events, future))
+            size += len(events)
+        return group
+
+    async def _store(self, batch: list[RawEvent]) -> BatchResult:
+        """Ingest on the database thread; a database that is down is waited out."""
         loop = asyncio.get_running_loop()
         delay = RETRY_FIRST_SECONDS
         while True:
             try:
-                result = await loop.run_in_executor(self._executor, _ingest, batch)
-                break
+                return await loop.run_in_executor(self._executor, _ingest, batch)
             except (OperationalError, InterfaceError) as exc:
                 logger.error(
                     "database unavailable, retrying the batch of %d events in %.1f s: %s",
@@ -137,12 +183,11 @@ class Pipeline:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
-        await self._publish(result.moved)
-        self.progress.record(result, now=timezone.now())
+
+    async def _prune_now_and_then(self, result: BatchResult) -> None:
         if result.rejected and time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
             self._pruned_at = time.monotonic()
-            await loop.run_in_executor(self._executor, _prune_rejected)
-        return result
+            await asyncio.get_running_loop().run_in_executor(self._executor, _prune_rejected)
 
     async def run_in_db(self, function: Callable[..., T], /, **kwargs: Any) -> T:
         """Run ``function`` on the pipeline's database thread, after any batch in hand."""

@@ -13,15 +13,15 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
+from tracking import bulk
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.grid import Cell, Grid
-from tracking.models import Position, RejectedEvent, Tracker
+from tracking.models import RejectedEvent, Tracker
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def ingest_batch(*, events: Sequence[RawEvent], now: datetime | None = None) -> 
             else:
                 accepted.append(event)
         if accepted:
-            _insert_history(accepted, received_at=now)
+            bulk.insert_history(accepted, received_at=now)
             result.moved = _move_latest(accepted)
         if refused:
             _store_rejected(refused, received_at=now)
@@ -123,123 +123,41 @@ def _batch_trackers(ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
 
     Unknown ids are registered first when ``TRACKING_AUTO_REGISTER`` is on.
     """
-    if not ids:
-        return {}
-    if settings.TRACKING_AUTO_REGISTER:
+    known = bulk.tracker_states(ids)
+    unknown = ids - known.keys()
+    if unknown and settings.TRACKING_AUTO_REGISTER:
         Tracker.objects.bulk_create(
-            [Tracker(id=tracker_id) for tracker_id in ids], ignore_conflicts=True
+            [Tracker(id=tracker_id) for tracker_id in unknown], ignore_conflicts=True
         )
-    return dict(Tracker.objects.filter(id__in=ids).values_list("id", "is_active"))
-
-
-def _insert_history(events: Sequence[LocationEvent], *, received_at: datetime) -> None:
-    """Bulk-insert history; an event already there (a replay) is skipped."""
-    Position.objects.bulk_create(
-        [
-            Position(
-                tracker_id=event.tracker_id,
-                timestamp=event.timestamp,
-                latitude=event.latitude,
-                longitude=event.longitude,
-                speed=event.speed,
-                heading=event.heading,
-                accuracy=event.accuracy,
-                received_at=received_at,
-            )
-            for event in events
-        ],
-        ignore_conflicts=True,
-        batch_size=500,
-    )
-
-
-# Rows per UPDATE statement: 8 parameters each stays far below SQLite's limit.
-_UPDATE_CHUNK = 500
+        # Read back: another process may have registered (or deactivated) one meanwhile.
+        known.update(bulk.tracker_states(unknown))
+    return known
 
 
 def _move_latest(events: Iterable[LocationEvent]) -> list[LatestPosition]:
-    """Move each tracker to its newest event of the batch, if that is newer.
-
-    One ``UPDATE ... FROM (VALUES ...)`` per chunk whose ``WHERE`` compares
-    times in the database, so it stays right with several consumers writing
-    at once; ``RETURNING`` says which trackers actually moved.
-    """
+    """Move each tracker to its newest event of the batch, if that is newer."""
     newest: dict[uuid.UUID, LocationEvent] = {}
     for event in events:
         seen = newest.get(event.tracker_id)
         if seen is None or event.timestamp > seen.timestamp:
             newest[event.tracker_id] = event
     grid = current_grid()
-    cells = {
-        tracker_id: grid.cell_of(latitude=event.latitude, longitude=event.longitude)
-        for tracker_id, event in newest.items()
-    }
-    moved_ids: set[uuid.UUID] = set()
-    items = sorted(newest.items())
-    for start in range(0, len(items), _UPDATE_CHUNK):
-        moved_ids |= _update_latest(items[start : start + _UPDATE_CHUNK], cells)
+    items = [
+        (event, grid.cell_of(latitude=event.latitude, longitude=event.longitude))
+        for event in newest.values()
+    ]
+    moved = bulk.update_latest(items)
     return [
         LatestPosition(
-            tracker_id=tracker_id,
+            tracker_id=event.tracker_id,
             latitude=event.latitude,
             longitude=event.longitude,
             timestamp=event.timestamp,
-            cell=cells[tracker_id],
+            cell=cell,
         )
-        for tracker_id, event in items
-        if tracker_id in moved_ids
+        for event, cell in items
+        if event.tracker_id in moved
     ]
-
-
-_LATEST_COLUMNS = (
-    "id",
-    "latitude",
-    "longitude",
-    "position_at",
-    "cell_x",
-    "cell_y",
-    "speed",
-    "heading",
-)
-# PostgreSQL needs the types of a VALUES list spelled out; SQLite compares the
-# stored text forms, which sort as the times do.
-_POSTGRES_ROW = (
-    "(%s::uuid, %s::float8, %s::float8, %s::timestamptz, %s::int, %s::int, %s::float8, %s::float8)"
-)
-_PLAIN_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s)"
-
-
-def _update_latest(
-    items: Sequence[tuple[uuid.UUID, LocationEvent]], cells: dict[uuid.UUID, Cell]
-) -> set[uuid.UUID]:
-    table = connection.ops.quote_name(Tracker._meta.db_table)
-    row = _POSTGRES_ROW if connection.vendor == "postgresql" else _PLAIN_ROW
-    assignments = ", ".join(f"{column} = v.{column}" for column in _LATEST_COLUMNS[1:])
-    sql = (
-        f"WITH v({', '.join(_LATEST_COLUMNS)}) AS (VALUES {', '.join([row] * len(items))}) "
-        f"UPDATE {table} SET {assignments} FROM v "
-        f"WHERE {table}.id = v.id AND {table}.is_active "
-        f"AND ({table}.position_at IS NULL OR {table}.position_at < v.position_at) "
-        f"RETURNING {table}.id"
-    )
-    id_field = Tracker._meta.get_field("id")
-    time_field = Tracker._meta.get_field("position_at")
-    params: list[Any] = []
-    for tracker_id, event in items:
-        cell = cells[tracker_id]
-        params += [
-            id_field.get_db_prep_value(tracker_id, connection),
-            event.latitude,
-            event.longitude,
-            time_field.get_db_prep_value(event.timestamp, connection),
-            cell.x,
-            cell.y,
-            event.speed,
-            event.heading,
-        ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return {id_field.to_python(moved_id) for (moved_id,) in cursor.fetchall()}
 
 
 def _store_rejected(refused: Sequence[tuple[RawEvent, str]], *, received_at: datetime) -> None:

@@ -1,0 +1,219 @@
+"""Set-at-a-time writes for the pipeline, in each database's fastest form.
+
+``services.ingest_batch`` decides what to write; this module writes it. On
+PostgreSQL rows are streamed with ``COPY`` into temporary tables and merged
+with one statement each; elsewhere (SQLite) they go as multi-row statements.
+Both compare times in the database, so the latest position only moves forward
+even with several consumers writing at once.
+
+The ORM is not used here on purpose: building a model instance, or a query
+with thousands of placeholders, per event cost more than the database's whole
+share of the work.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+
+from tracking.events import LocationEvent
+from tracking.grid import Cell
+from tracking.models import Position, Tracker
+
+# Rows per statement on SQLite: well below its limit on parameters.
+ROWS_PER_STATEMENT = 500
+
+_POSITION_COLUMNS = (
+    "tracker_id",
+    "timestamp",
+    "latitude",
+    "longitude",
+    "speed",
+    "heading",
+    "accuracy",
+)
+_LATEST_COLUMNS = (
+    "id",
+    "latitude",
+    "longitude",
+    "position_at",
+    "cell_x",
+    "cell_y",
+    "speed",
+    "heading",
+)
+
+# Per-connection staging tables on PostgreSQL, emptied at every commit.
+_STAGING = f"""
+CREATE TEMP TABLE IF NOT EXISTS tracking_staged_position (
+    tracker_id uuid, "timestamp" timestamptz, latitude float8, longitude float8,
+    speed float8, heading float8, accuracy float8
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS tracking_staged_latest (
+    {", ".join(f"{name} {kind}" for name, kind in zip(_LATEST_COLUMNS, ("uuid", "float8", "float8", "timestamptz", "int4", "int4", "float8", "float8"), strict=True))}
+) ON COMMIT DELETE ROWS;
+"""
+
+
+def _postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def _table(model: type[Position] | type[Tracker]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _uuid_adapter() -> Callable[[uuid.UUID], Any]:
+    """How this database takes a UUID parameter (natively, or as hex on SQLite)."""
+    if connection.features.has_native_uuid_field:
+        return lambda value: value
+    return lambda value: value.hex
+
+
+def tracker_states(ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
+    """``{id: is_active}`` for the trackers that exist among ``ids``."""
+    if not ids:
+        return {}
+    if _postgres():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT id, is_active FROM {_table(Tracker)} WHERE id = ANY(%s)", [list(ids)]
+            )
+            return dict(cursor.fetchall())
+    return dict(Tracker.objects.filter(id__in=ids).values_list("id", "is_active"))
+
+
+def insert_history(events: Sequence[LocationEvent], *, received_at: datetime) -> None:
+    """Add events to history; one already there (a replay) is skipped."""
+    if not events:
+        return
+    if _postgres():
+        _insert_history_postgres(events, received_at=received_at)
+        return
+    uuid_value = _uuid_adapter()
+    time_value = connection.ops.adapt_datetimefield_value
+    received = time_value(received_at)
+    columns = (*_POSITION_COLUMNS, "received_at")
+    row = f"({', '.join(['%s'] * len(columns))})"
+    with connection.cursor() as cursor:
+        for start in range(0, len(events), ROWS_PER_STATEMENT):
+            chunk = events[start : start + ROWS_PER_STATEMENT]
+            params: list[Any] = []
+            for event in chunk:
+                params += (
+                    uuid_value(event.tracker_id),
+                    time_value(event.timestamp),
+                    event.latitude,
+                    event.longitude,
+                    event.speed,
+                    event.heading,
+                    event.accuracy,
+                    received,
+                )
+            cursor.execute(
+                f"INSERT INTO {_table(Position)} ({', '.join(columns)}) "
+                f"VALUES {', '.join([row] * len(chunk))} "
+                "ON CONFLICT (tracker_id, timestamp) DO NOTHING",
+                params,
+            )
+
+
+def _insert_history_postgres(events: Sequence[LocationEvent], *, received_at: datetime) -> None:
+    columns = ", ".join(f'"{name}"' for name in _POSITION_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute(_STAGING)
+        with cursor.cursor.copy(f"COPY tracking_staged_position ({columns}) FROM STDIN") as copy:
+            for event in events:
+                copy.write_row(
+                    (
+                        event.tracker_id,
+                        event.timestamp,
+                        event.latitude,
+                        event.longitude,
+                        event.speed,
+                        event.heading,
+                        event.accuracy,
+                    )
+                )
+        cursor.execute(
+            f"INSERT INTO {_table(Position)} ({columns}, received_at) "
+            f"SELECT {columns}, %s FROM tracking_staged_position "
+            'ON CONFLICT (tracker_id, "timestamp") DO NOTHING',
+            [received_at],
+        )
+
+
+def update_latest(items: Sequence[tuple[LocationEvent, Cell]]) -> set[uuid.UUID]:
+    """Move each tracker to its event if that is newer than its latest position.
+
+    ``items`` holds at most one event per tracker. Returns the trackers that
+    moved. Inactive trackers never move.
+    """
+    if not items:
+        return set()
+    table = _table(Tracker)
+    assignments = ", ".join(f"{column} = v.{column}" for column in _LATEST_COLUMNS[1:])
+    condition = (
+        f"{table}.id = v.id AND {table}.is_active "
+        f"AND ({table}.position_at IS NULL OR {table}.position_at < v.position_at)"
+    )
+    if _postgres():
+        with connection.cursor() as cursor:
+            cursor.execute(_STAGING)
+            with cursor.cursor.copy(
+                f"COPY tracking_staged_latest ({', '.join(_LATEST_COLUMNS)}) FROM STDIN"
+            ) as copy:
+                for event, cell in items:
+                    copy.write_row(
+                        _latest_row(
+                            event,
+                            cell,
+                            uuid_value=lambda value: value,
+                            time_value=lambda value: value,
+                        )
+                    )
+            cursor.execute(
+                f"UPDATE {table} SET {assignments} FROM tracking_staged_latest AS v WHERE {condition} RETURNING {table}.id"
+            )
+            return {moved for (moved,) in cursor.fetchall()}
+    moved: set[uuid.UUID] = set()
+    uuid_value = _uuid_adapter()
+    time_value = connection.ops.adapt_datetimefield_value
+    id_field = Tracker._meta.get_field("id")
+    row = f"({', '.join(['%s'] * len(_LATEST_COLUMNS))})"
+    with connection.cursor() as cursor:
+        for start in range(0, len(items), ROWS_PER_STATEMENT):
+            chunk = items[start : start + ROWS_PER_STATEMENT]
+            params: list[Any] = []
+            for event, cell in chunk:
+                params += _latest_row(event, cell, uuid_value=uuid_value, time_value=time_value)
+            cursor.execute(
+                f"WITH v({', '.join(_LATEST_COLUMNS)}) AS (VALUES {', '.join([row] * len(chunk))}) "
+                f"UPDATE {table} SET {assignments} FROM v WHERE {condition} RETURNING {table}.id",
+                params,
+            )
+            moved |= {id_field.to_python(value) for (value,) in cursor.fetchall()}
+    return moved
+
+
+def _latest_row(
+    event: LocationEvent,
+    cell: Cell,
+    *,
+    uuid_value: Callable[[uuid.UUID], Any],
+    time_value: Callable[[datetime], Any],
+) -> tuple[Any, ...]:
+    return (
+        uuid_value(event.tracker_id),
+        event.latitude,
+        event.longitude,
+        time_value(event.timestamp),
+        cell.x,
+        cell.y,
+        event.speed,
+        event.heading,
+    )
