@@ -18,12 +18,13 @@ PORT ?= 8000
 TRACKERS ?= 200
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format check-system-packages clean help
+.PHONY: run test lint format check-system-packages bench bench-full clean help
 
 help:
 	@echo "make run    - the live map with a simulated fleet at http://127.0.0.1:$(PORT)"
 	@echo "make test   - lint, type-check and run every test"
 	@echo "make format - format the code with ruff"
+	@echo "make bench  - the benchmarks, quick (under 5 minutes); make bench-full: under 20"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -68,6 +69,14 @@ test: $(STAMP) check-system-packages lint
 		echo "== PostgreSQL does not answer at $(TEST_POSTGRES_URL): tests on SQLite, PostgreSQL tests skip"; \
 		DATABASE_URL= $(PY) -m pytest $(PYTEST_ARGS); \
 	fi
+
+# Benchmarks use the same services as the tests (Redis, PostgreSQL, Chromium)
+# and write bench/results/latest.json; BENCHMARKS.md explains the figures.
+bench: $(STAMP) check-system-packages
+	$(PY) -m bench.run
+
+bench-full: $(STAMP) check-system-packages
+	$(PY) -m bench.run --full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts staticfiles
