@@ -191,10 +191,18 @@ export const TrackerLayer = L.Layer.extend({
 
 function stampBucket(ctx, markers, styleName, sprites) {
   const ratio = sprites.ratio;
+  // Stamping a sprite again on the pixel where it already is shows nothing new;
+  // where markers crowd (a city seen from afar) most stamps are such repeats.
+  const stamped = new Set();
   for (const { x, y, heading } of markers) {
     const sprite = sprites.get(styleName, heading);
     const half = sprite.width / 2;
-    ctx.drawImage(sprite, Math.round(x * ratio - half), Math.round(y * ratio - half));
+    const left = Math.round(x * ratio - half);
+    const top = Math.round(y * ratio - half);
+    const key = ((left + 1024) * 65536 + (top + 1024)) * 256 + sprite.index;
+    if (stamped.has(key)) continue;
+    stamped.add(key);
+    ctx.drawImage(sprite, left, top);
   }
 }
 
@@ -211,6 +219,7 @@ class MarkerSprites {
     let sprite = this._cache.get(key);
     if (!sprite) {
       sprite = this._draw(STYLES[styleName], step);
+      sprite.index = this._cache.size;
       this._cache.set(key, sprite);
     }
     return sprite;
