@@ -13,6 +13,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -48,6 +49,19 @@ class HubError(Exception):
 class HubConsumer(AsyncWebsocketConsumer):
     connection_id: str
     cells: set[Cell]
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        """Call the handler of ``message``, without channels' per-message database hop.
+
+        Channels' consumers close stale database connections before every
+        message, a round trip through a worker thread. This consumer reaches
+        the database only through ``database_sync_to_async`` (the snapshot),
+        which does that itself, so the hop would only slow down each update.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         if settings.MAP_LOGIN_REQUIRED and not self.scope["user"].is_authenticated:
