@@ -6,7 +6,8 @@ Scenarios, each on a fresh database:
   in-memory channel layer (the embedded demo's engines).
 - ``jsonl-postgres``: the same on PostgreSQL, publishing through Redis.
 - ``naive-postgres``: one ORM save per event (tracker and history) and one
-  ``group_send`` per event, on PostgreSQL and Redis: the baseline design.
+  channels ``group_send`` per event, on PostgreSQL and Redis (channels-redis's
+  default layer): the baseline design.
 - ``eventhub-postgres``: the real azure-eventhub consumer reading from the
   local stand-in (events published beforehand), on PostgreSQL and Redis, with
   one and with two ``consume_events`` processes sharing the partitions.
@@ -206,9 +207,9 @@ def naive_consume(path: str, count: int) -> None:
 
     from tracking import hub_protocol
     from tracking.events import InvalidEvent, parse_event
+    from tracking.fanout import RECORDS_MESSAGE
     from tracking.grid import group_name
     from tracking.models import Position, Tracker
-    from tracking.publishing import records_message
     from tracking.services import current_grid
 
     layer = get_channel_layer()
@@ -249,7 +250,7 @@ def naive_consume(path: str, count: int) -> None:
                 longitude=event.longitude,
                 timestamp_ms=event.timestamp_ms,
             )
-            send(group_name(cell), records_message(record))
+            send(group_name(cell), {"type": RECORDS_MESSAGE, "records": record})
     seconds = time.monotonic() - started
     print(
         json.dumps(

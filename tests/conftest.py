@@ -21,25 +21,33 @@ def redis_url() -> Iterator[str]:
         yield url
 
 
-REDIS_LAYERS = {
-    "core": ("channels_redis.core.RedisChannelLayer", {"capacity": 1000}),
-    "pubsub": ("channels_redis.pubsub.RedisPubSubChannelLayer", {}),
+# Every way updates can travel between processes over Redis (HUB_FANOUT and the layer).
+REDIS_FANOUTS = {
+    "cells": ("cells", "channels_redis.pubsub.RedisPubSubChannelLayer", {}),
+    "channel-layer-core": (
+        "channel-layer",
+        "channels_redis.core.RedisChannelLayer",
+        {"capacity": 1000},
+    ),
+    "channel-layer-pubsub": ("channel-layer", "channels_redis.pubsub.RedisPubSubChannelLayer", {}),
 }
 
 
-@pytest.fixture(params=sorted(REDIS_LAYERS))
-def redis_layer(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
-    """Each Redis channel layer in turn (core and pub/sub), under a prefix of its own."""
+@pytest.fixture(params=sorted(REDIS_FANOUTS))
+def redis_fanout(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
+    """Each fan-out over Redis in turn, under a key prefix of its own."""
     from channels.layers import channel_layers
 
-    backend, extra = REDIS_LAYERS[request.param]
+    fanout, backend, extra = REDIS_FANOUTS[request.param]
     prefix = f"test-{uuid.uuid4().hex[:10]}"
     layers = {
         "default": {"BACKEND": backend, "CONFIG": {"hosts": [redis_url], "prefix": prefix, **extra}}
     }
-    with override_settings(CHANNEL_LAYERS=layers):
+    with override_settings(
+        REDIS_URL=redis_url, CHANNEL_LAYER_PREFIX=prefix, HUB_FANOUT=fanout, CHANNEL_LAYERS=layers
+    ):
         channel_layers.backends.clear()
-        yield redis_url
+        yield request.param
     channel_layers.backends.clear()
 
 

@@ -410,7 +410,7 @@ async def test_an_anonymous_client_is_refused_when_login_is_required() -> None:
 
 
 @pytest.mark.redis
-async def test_updates_reach_a_client_through_the_redis_layer(redis_layer: str) -> None:
+async def test_updates_reach_a_client_through_redis(redis_fanout: str) -> None:
     communicator, connected = await open_hub()
     assert connected
     hub = Client(communicator)

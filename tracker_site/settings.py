@@ -160,6 +160,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --- Channel layer ---------------------------------------------------------
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Keys and channels in Redis start with this, so deployments can share one Redis.
+CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "tracker")
 CHANNEL_LAYER_CAPACITY = _env_number("CHANNEL_LAYER_CAPACITY", 1000, minimum=10)
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL:
@@ -170,9 +172,11 @@ if REDIS_URL:
     # core: channels-redis's list-per-channel layer; pubsub: its Redis pub/sub
     # layer, one PUBLISH per group and one copy per web process.
     CHANNEL_LAYER_BACKEND = os.environ.get("CHANNEL_LAYER_BACKEND", "core")
+    # redis-py's defaults (5 s reads, 100 connections) drop idle receivers
+    # and refuse bursts of group calls.
     _layer_config: dict[str, Any] = {
-        "hosts": [REDIS_URL],
-        "prefix": os.environ.get("CHANNEL_LAYER_PREFIX", "tracker"),
+        "hosts": [{"address": REDIS_URL, "socket_timeout": 15, "max_connections": 500}],
+        "prefix": CHANNEL_LAYER_PREFIX,
     }
     if CHANNEL_LAYER_BACKEND == "core":
         _layer_backend = "channels_redis.core.RedisChannelLayer"
@@ -317,6 +321,12 @@ HUB_HANDSHAKE_TIMEOUT_SECONDS: float = _env_number(
     "HUB_HANDSHAKE_TIMEOUT_SECONDS", 15.0, minimum=0.1, integer=False
 )
 HUB_MAX_MESSAGE_BYTES: int = _env_number("HUB_MAX_MESSAGE_BYTES", 32768, minimum=1024)
+# How updates reach the web processes: "cells" (one Redis pub/sub channel per
+# cell, or in-process without Redis) or "channel-layer" (a channels group per
+# cell). See tracking/fanout.py and BENCHMARKS.md.
+HUB_FANOUT = os.environ.get("HUB_FANOUT", "cells")
+if HUB_FANOUT not in {"cells", "channel-layer"}:
+    raise ImproperlyConfigured(f"HUB_FANOUT must be 'cells' or 'channel-layer', got {HUB_FANOUT!r}")
 HUB_COALESCE_MS: float = _env_number("HUB_COALESCE_MS", 20.0, minimum=0, integer=False)
 
 # --- Logging -------------------------------------------------------------------

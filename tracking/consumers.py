@@ -8,6 +8,7 @@ grid cells its connection has joined, and forwards the records that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -21,7 +22,8 @@ from django.conf import settings
 from tracking import hub_protocol
 from tracking.connections import connection_id_from_token, new_connection
 from tracking.events import unix_ms
-from tracking.grid import Cell, InvalidCells, group_name, parse_cells
+from tracking.fanout import get_fanout
+from tracking.grid import Cell, InvalidCells, parse_cells
 from tracking.hub_protocol import (
     Close,
     Ignored,
@@ -38,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 # A snapshot of many trackers goes out in messages of at most this many records.
 SNAPSHOT_RECORDS_PER_MESSAGE = 500
-# channels-redis forgets group members after a day; members re-join well before.
+# channels-redis forgets group members after a day; HUB_FANOUT=channel-layer
+# members renew well before.
 GROUP_REFRESH_SECONDS = 6 * 3600
 
 
@@ -83,6 +86,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         self.handshaken = False
         self.closing = False
         self.records = RecordBuffer(max_chars=settings.HUB_MAX_MESSAGE_BYTES)
+        self.fanout = get_fanout()
         self.outbox: list[str] = []
         self.flush_handle: asyncio.TimerHandle | None = None
         now = time.monotonic()
@@ -97,7 +101,8 @@ class HubConsumer(AsyncWebsocketConsumer):
         self.keepalive.cancel()
         if self.flush_handle is not None:
             self.flush_handle.cancel()
-        await self._discard(self.cells)
+        with contextlib.suppress(Exception):
+            await self.fanout.unwatch(self, self.cells)
         self.cells = set()
 
     # --- Incoming -------------------------------------------------------------
@@ -217,19 +222,13 @@ class HubConsumer(AsyncWebsocketConsumer):
                 f"{settings.TRACKING_MAX_CELLS_PER_CONNECTION} a connection may join; zoom in."
             )
         try:
-            await asyncio.gather(
-                *(
-                    self.channel_layer.group_add(group_name(cell), self.channel_name)
-                    for cell in join
-                )
-            )
+            await self.fanout.watch(self, join)
         except Exception as exc:
-            logger.error("hub %s: could not join groups: %r", self.connection_id, exc)
-            await self._discard(join)
+            logger.error("hub %s: could not join cells: %r", self.connection_id, exc)
             raise HubError(
-                "Could not join the map cells: the server's channel layer is unavailable."
+                "Could not join the map cells: the server's message bus is unavailable."
             ) from None
-        await self._discard(leave)
+        await self.fanout.unwatch(self, leave)
         self.cells = holding
         result = {
             "joined": [list(cell) for cell in join],
@@ -257,13 +256,16 @@ class HubConsumer(AsyncWebsocketConsumer):
     # --- From the channel layer --------------------------------------------------
 
     async def hub_records(self, event: dict[str, Any]) -> None:
-        """Records from a cell group; sent on within ``HUB_COALESCE_MS``, several at once."""
+        """Records from a cell group (``HUB_FANOUT=channel-layer``)."""
+        self.deliver(event["records"])
+
+    def deliver(self, records: str) -> None:
+        """Queue records from a watched cell; they go out within ``HUB_COALESCE_MS``,
+        several to a WebSocket message."""
         if self.closing or not self.handshaken:
             return
-        self.outbox.append(event["records"])
-        if settings.HUB_COALESCE_MS <= 0:
-            await self._flush()
-        elif self.flush_handle is None:
+        self.outbox.append(records)
+        if self.flush_handle is None:
             self.flush_handle = asyncio.get_running_loop().call_later(
                 settings.HUB_COALESCE_MS / 1000, self._start_flush
             )
@@ -303,8 +305,7 @@ class HubConsumer(AsyncWebsocketConsumer):
                     await self._send(hub_protocol.PING)
                 if now - self.groups_refreshed >= GROUP_REFRESH_SECONDS and self.cells:
                     self.groups_refreshed = now
-                    for cell in self.cells:
-                        await self.channel_layer.group_add(group_name(cell), self.channel_name)
+                    await self.fanout.refresh(self, self.cells)
                 deadlines = [self.last_received + timeout, self.last_sent + ping]
                 if not self.handshaken:
                     deadlines.append(self.opened_at + settings.HUB_HANDSHAKE_TIMEOUT_SECONDS)
@@ -318,7 +319,12 @@ class HubConsumer(AsyncWebsocketConsumer):
 
     async def _send(self, text: str) -> None:
         self.last_sent = time.monotonic()
-        await self.send(text_data=text)
+        try:
+            await self.send(text_data=text)
+        except OSError:
+            # The client went away mid-send (uvicorn raises ClientDisconnected);
+            # the disconnect that follows cleans up.
+            self.closing = True
 
     async def _close_with_error(self, error: str) -> None:
         logger.info("hub %s: closing: %s", self.connection_id, error)
@@ -329,18 +335,6 @@ class HubConsumer(AsyncWebsocketConsumer):
         if not self.closing:
             self.closing = True
             await self.close()
-
-    async def _discard(self, cells: Any) -> None:
-        results = await asyncio.gather(
-            *(
-                self.channel_layer.group_discard(group_name(cell), self.channel_name)
-                for cell in cells
-            ),
-            return_exceptions=True,
-        )
-        for outcome in results:
-            if isinstance(outcome, BaseException):
-                logger.warning("hub %s: could not leave a group: %r", self.connection_id, outcome)
 
 
 # Hub method names are matched without regard to case, as ASP.NET Core does.
