@@ -76,18 +76,18 @@ async def test_a_batch_is_published_after_it_is_committed(now: datetime) -> None
 async def test_a_database_outage_is_retried_without_losing_the_batch(
     now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_ingest = pipeline_module.ingest_batch
+    real_store = pipeline_module.store_batch
     failures = iter(
         [OperationalError("server closed the connection"), OperationalError("still down")]
     )
 
-    def flaky_ingest(**kwargs: object) -> BatchResult:
+    def flaky_store(**kwargs: object) -> BatchResult:
         failure = next(failures, None)
         if failure is not None:
             raise failure
-        return real_ingest(**kwargs)  # type: ignore[arg-type]
+        return real_store(**kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline_module, "ingest_batch", flaky_ingest)
+    monkeypatch.setattr(pipeline_module, "store_batch", flaky_store)
     monkeypatch.setattr(pipeline_module, "RETRY_FIRST_SECONDS", 0.01)
     publisher = RecordingPublisher()
     pipeline = Pipeline(publish=publisher)
@@ -118,14 +118,14 @@ async def test_old_rejected_events_are_pruned_to_the_configured_number() -> None
 async def test_batches_handed_over_together_are_stored_in_one_transaction(
     now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_ingest = pipeline_module.ingest_batch
+    real_store = pipeline_module.store_batch
     stored: list[int] = []
 
-    def counting_ingest(**kwargs: object) -> BatchResult:
-        stored.append(len(kwargs["events"]))  # type: ignore[arg-type]
-        return real_ingest(**kwargs)  # type: ignore[arg-type]
+    def counting_store(**kwargs: object) -> BatchResult:
+        stored.append(len(kwargs["parsed"]))  # type: ignore[arg-type]
+        return real_store(**kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(pipeline_module, "ingest_batch", counting_ingest)
+    monkeypatch.setattr(pipeline_module, "store_batch", counting_store)
     pipeline = Pipeline(publish=RecordingPublisher())
     partitions = [
         [
@@ -147,10 +147,10 @@ async def test_batches_handed_over_together_are_stored_in_one_transaction(
 async def test_a_failure_reaches_every_batch_stored_with_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def broken_ingest(**kwargs: object) -> BatchResult:
+    def broken_store(**kwargs: object) -> BatchResult:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(pipeline_module, "ingest_batch", broken_ingest)
+    monkeypatch.setattr(pipeline_module, "store_batch", broken_store)
     pipeline = Pipeline(publish=RecordingPublisher())
     outcomes = await asyncio.gather(
         *(pipeline.process([RawEvent(body=b"{}", origin="t")]) for _ in range(3)),

@@ -79,9 +79,11 @@ def tracker_states(ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
     if not ids:
         return {}
     if _postgres():
+        # One array literal as one parameter: a list would be quoted id by id.
+        array = "{" + ",".join(str(tracker_id) for tracker_id in ids) + "}"
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT id, is_active FROM {_table(Tracker)} WHERE id = ANY(%s)", [list(ids)]
+                f"SELECT id, is_active FROM {_table(Tracker)} WHERE id = ANY(%s::uuid[])", [array]
             )
             return dict(cursor.fetchall())
     return dict(Tracker.objects.filter(id__in=ids).values_list("id", "is_active"))

@@ -34,9 +34,9 @@ class Tracker(models.Model):
 
     latitude = models.FloatField(null=True, blank=True, editable=False)
     longitude = models.FloatField(null=True, blank=True, editable=False)
-    position_at = models.DateTimeField(
-        "last seen", null=True, blank=True, editable=False, db_index=True
-    )
+    # Not indexed: moving the latest position must not touch an index, so that
+    # PostgreSQL updates the row in place (a HOT update; see migration 0004).
+    position_at = models.DateTimeField("last seen", null=True, blank=True, editable=False)
     cell_x = models.IntegerField(null=True, blank=True, editable=False)
     cell_y = models.IntegerField(null=True, blank=True, editable=False)
     speed = models.FloatField("speed (km/h)", null=True, blank=True, editable=False)

@@ -32,9 +32,11 @@ from tracking.publishing import publish_locations
 from tracking.services import (
     BatchResult,
     LatestPosition,
+    ParsedBatch,
     RawEvent,
-    ingest_batch,
+    parse_batch,
     prune_rejected,
+    store_batch,
 )
 from tracking.sources import EventSource
 
@@ -126,7 +128,7 @@ class Pipeline:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-db")
         self.progress = Progress()
         self._pruned_at = -math.inf
-        self._waiting: list[tuple[list[RawEvent], asyncio.Future[BatchResult]]] = []
+        self._waiting: list[tuple[ParsedBatch, asyncio.Future[BatchResult]]] = []
         self._worker: asyncio.Task[None] | None = None
 
     async def process(self, events: Sequence[RawEvent]) -> BatchResult:
@@ -134,8 +136,11 @@ class Pipeline:
 
         The result counts every batch committed together with this one.
         """
+        # Parsed here, on the event loop, while the database thread may be
+        # busy storing the batch before: the two overlap.
+        parsed = parse_batch(events=events, now=timezone.now())
         future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append((list(events), future))
+        self._waiting.append((parsed, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work())
         return await future
@@ -144,7 +149,10 @@ class Pipeline:
         while self._waiting:
             group = self._next_group()
             try:
-                result = await self._store([event for events, _ in group for event in events])
+                batch = ParsedBatch()
+                for parsed, _ in group:
+                    batch.extend(parsed)
+                result = await self._store(batch)
                 await self._publish(result.moved)
                 self.progress.record(result, now=timezone.now())
                 await self._prune_now_and_then(result)
@@ -157,17 +165,17 @@ class Pipeline:
                 if not future.done():
                     future.set_result(result)
 
-    def _next_group(self) -> list[tuple[list[RawEvent], asyncio.Future[BatchResult]]]:
+    def _next_group(self) -> list[tuple[ParsedBatch, asyncio.Future[BatchResult]]]:
         """The waiting batches to store together: at least one, about a batch's worth."""
-        group: list[tuple[list[RawEvent], asyncio.Future[BatchResult]]] = []
+        group: list[tuple[ParsedBatch, asyncio.Future[BatchResult]]] = []
         size = 0
         while self._waiting and (not group or size + len(self._waiting[0][0]) <= GROUP_MAX_EVENTS):
-            events, future = self._waiting.pop(0)
-            group.append((events, future))
-            size += len(events)
+            parsed, future = self._waiting.pop(0)
+            group.append((parsed, future))
+            size += len(parsed)
         return group
 
-    async def _store(self, batch: list[RawEvent]) -> BatchResult:
+    async def _store(self, batch: ParsedBatch) -> BatchResult:
         """Ingest on the database thread; a database that is down is waited out."""
         loop = asyncio.get_running_loop()
         delay = RETRY_FIRST_SECONDS
@@ -225,8 +233,8 @@ def _prune_rejected() -> None:
         logger.info("pruned %d old rejected events (TRACKING_REJECTED_KEEP)", deleted)
 
 
-def _ingest(batch: list[RawEvent]) -> BatchResult:
-    return _with_connection(ingest_batch, events=batch)
+def _ingest(batch: ParsedBatch) -> BatchResult:
+    return _with_connection(store_batch, parsed=batch, now=timezone.now())
 
 
 async def consume(

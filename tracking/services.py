@@ -60,6 +60,40 @@ def current_grid() -> Grid:
     return Grid(settings.TRACKING_GRID_DEGREES)
 
 
+@dataclass(slots=True)
+class ParsedBatch:
+    """Bodies read and checked against the contract, before any database work."""
+
+    valid: list[tuple[RawEvent, LocationEvent]] = field(default_factory=list)
+    refused: list[tuple[RawEvent, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.valid) + len(self.refused)
+
+    def extend(self, other: ParsedBatch) -> None:
+        self.valid += other.valid
+        self.refused += other.refused
+
+
+def parse_batch(*, events: Sequence[RawEvent], now: datetime) -> ParsedBatch:
+    """Parse and validate every body (no database): the valid ones, and the
+    refused ones with their reason."""
+    max_future = timedelta(seconds=settings.TRACKING_MAX_FUTURE_SECONDS)
+    max_bytes = settings.TRACKING_MAX_EVENT_BYTES
+    parsed = ParsedBatch()
+    for raw in events:
+        if raw.problem is not None:
+            parsed.refused.append((raw, raw.problem))
+            continue
+        try:
+            event = parse_event(raw.body, now=now, max_future=max_future, max_bytes=max_bytes)
+        except InvalidEvent as exc:
+            parsed.refused.append((raw, str(exc)))
+        else:
+            parsed.valid.append((raw, event))
+    return parsed
+
+
 def ingest_batch(*, events: Sequence[RawEvent], now: datetime | None = None) -> BatchResult:
     """Store a batch of event bodies in one transaction; return what moved.
 
@@ -69,38 +103,21 @@ def ingest_batch(*, events: Sequence[RawEvent], now: datetime | None = None) -> 
     with the reason, and never hold back the valid ones.
     """
     now = now or timezone.now()
-    max_future = timedelta(seconds=settings.TRACKING_MAX_FUTURE_SECONDS)
-    valid: list[tuple[RawEvent, LocationEvent]] = []
-    refused: list[tuple[RawEvent, str]] = []
-    for raw in events:
-        if raw.problem is not None:
-            refused.append((raw, raw.problem))
-            continue
-        try:
-            event = parse_event(
-                raw.body,
-                now=now,
-                max_future=max_future,
-                max_bytes=settings.TRACKING_MAX_EVENT_BYTES,
-            )
-        except InvalidEvent as exc:
-            refused.append((raw, str(exc)))
-        else:
-            valid.append((raw, event))
+    return store_batch(parsed=parse_batch(events=events, now=now), now=now)
 
+
+def store_batch(*, parsed: ParsedBatch, now: datetime) -> BatchResult:
+    """The database half of ``ingest_batch``: one transaction for a parsed batch."""
+    refused = list(parsed.refused)
     result = BatchResult()
     with transaction.atomic():
-        active = _batch_trackers({event.tracker_id for _, event in valid})
+        active = _batch_trackers({event.tracker_id for _, event in parsed.valid})
         accepted: list[LocationEvent] = []
-        for raw, event in valid:
+        for raw, event in parsed.valid:
             is_active = active.get(event.tracker_id)
             if is_active is None:
-                refused.append(
-                    (
-                        raw,
-                        f"unknown tracker {event.tracker_id} (TRACKING_AUTO_REGISTER is off)",
-                    )
-                )
+                reason = f"unknown tracker {event.tracker_id} (TRACKING_AUTO_REGISTER is off)"
+                refused.append((raw, reason))
             elif not is_active:
                 refused.append((raw, f"tracker {event.tracker_id} is inactive"))
             else:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
-from tracking.services import RawEvent
+from tracking.services import BatchResult, RawEvent
 from tracking.sources import Deliver
 
 CHUNK_BYTES = 1 << 16
@@ -50,16 +50,22 @@ class JsonlSource:
     async def run(self, deliver: Deliver, stop: asyncio.Event) -> None:
         stream = self.open()
         try:
-            # The next batch is read while this one is stored.
+            # While one batch is stored, the next is parsed and the one after read.
             reading = asyncio.ensure_future(asyncio.to_thread(self._read_batch, stream.fileno()))
+            storing: asyncio.Future[BatchResult] | None = None
             while not stop.is_set():
                 batch = await reading
                 if not batch:
-                    return
+                    break
                 reading = asyncio.ensure_future(
                     asyncio.to_thread(self._read_batch, stream.fileno())
                 )
-                await deliver(batch)
+                delivering = asyncio.ensure_future(deliver(batch))
+                if storing is not None:
+                    await storing  # at most two batches in hand
+                storing = delivering
+            if storing is not None:
+                await storing
             await reading  # let the read in hand finish before the file closes
         finally:
             if stream is not sys.stdin.buffer:
