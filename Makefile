@@ -1,5 +1,5 @@
 # The two commands a new machine needs:
-#   make run    the embedded demo: http://127.0.0.1:8000 (SQLite, in-memory channel layer)
+#   make run    the embedded demo: http://127.0.0.1:8000 (SQLite, no Redis)
 #   make test   ruff, mypy and the whole test suite, installing what it needs first
 #
 # Both create .venv and install the pinned requirements on first use. `make test`

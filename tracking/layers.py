@@ -1,4 +1,4 @@
-"""What the channel layer is, said once at start-up of each long-running process."""
+"""How updates travel between processes, said once at start-up of each long-running process."""
 
 from __future__ import annotations
 
@@ -11,29 +11,36 @@ _said = False
 
 
 def is_process_local() -> bool:
-    """Whether the channel layer only reaches consumers in this same process."""
-    backend = str(settings.CHANNEL_LAYERS["default"]["BACKEND"])
-    return backend.endswith("InMemoryChannelLayer")
+    """Whether map updates only reach connections in this same process."""
+    if settings.HUB_FANOUT == "channel-layer":
+        backend = str(settings.CHANNEL_LAYERS["default"]["BACKEND"])
+        return backend.endswith("InMemoryChannelLayer")
+    return not settings.REDIS_URL
 
 
 def log_channel_layer(*, role: str, single_process: bool = False) -> None:
-    """Log which channel layer this process uses; the first call in a process wins.
+    """Log how this process sends or receives map updates; the first call in a process wins.
 
     ``single_process`` says that web server and pipeline share this process
-    (the demo), where an in-memory layer is all that is needed.
+    (the demo), where nothing more than the process itself is needed.
     """
     global _said
     if _said:
         return
     _said = True
     if not is_process_local():
-        logger.info("%s: channel layer %s", role, settings.CHANNEL_LAYERS["default"]["BACKEND"])
+        how = (
+            f"channel layer {settings.CHANNEL_LAYERS['default']['BACKEND']}"
+            if settings.HUB_FANOUT == "channel-layer"
+            else "Redis pub/sub, one channel per map cell"
+        )
+        logger.info("%s: map updates travel by %s", role, how)
     elif single_process:
-        logger.info("%s: in-memory channel layer (REDIS_URL is unset)", role)
+        logger.info("%s: map updates stay in this process (REDIS_URL is unset)", role)
     else:
         logger.warning(
-            "%s: REDIS_URL is unset, so the channel layer is in memory: only this "
-            "process can push to its browsers, and consume_events run as a separate "
-            "process cannot reach them. Set REDIS_URL to run web and ingestion apart.",
+            "%s: REDIS_URL is unset, so map updates stay in this process: "
+            "consume_events run as a separate process cannot reach the browsers of a "
+            "separate web server. Set REDIS_URL to run web and ingestion apart.",
             role,
         )

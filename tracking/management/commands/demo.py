@@ -2,8 +2,8 @@
 
 Migrates the database, registers a simulated fleet, then serves the map and
 the hub with daphne while the same event loop feeds the simulator through the
-ingestion pipeline. With the defaults that is SQLite and the in-memory channel
-layer; with ``REDIS_URL`` and ``DATABASE_URL`` set it uses those.
+ingestion pipeline. With the defaults that is SQLite, with updates passed
+within the process; with ``REDIS_URL`` and ``DATABASE_URL`` set it uses those.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ logger = logging.getLogger("tracking.demo")
 
 
 class Command(BaseCommand):
-    help = "Run the live map with a simulated fleet in one process (SQLite, in-memory layer)."
+    help = "Run the live map with a simulated fleet in one process (SQLite, no Redis)."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
