@@ -36,8 +36,8 @@ import psycopg
 from bench import common
 from bench.common import Row, number
 
-QUICK = {"events": 60_000, "naive_events": 3_000, "eventhub_events": 20_000}
-FULL = {"events": 200_000, "naive_events": 8_000, "eventhub_events": 60_000}
+QUICK = {"events": 150_000, "naive_events": 1_500, "eventhub_events": 15_000}
+FULL = {"events": 300_000, "naive_events": 8_000, "eventhub_events": 60_000}
 TARGET_EVENTS_PER_SECOND = 20_000
 TARGET_RATIO = 20
 

@@ -53,6 +53,8 @@ def test_it_reports_the_timestamp_in_unix_milliseconds() -> None:
 def test_it_accepts_an_explicit_offset_and_converts_to_utc() -> None:
     event = parse(valid(Ts="2026-11-26T13:12:40+02:00"))
     assert event.timestamp == datetime(2026, 11, 26, 11, 12, 40, tzinfo=UTC)
+    assert parse(valid(Ts="2026-11-26T11:12:40.5z")).timestamp.microsecond == 500_000
+    assert parse(valid(Ts="2026-11-26 11:12:40.9999999Z")).timestamp.microsecond == 999_999
 
 
 def test_it_normalises_longitude_180_to_minus_180() -> None:

@@ -47,6 +47,9 @@ _LATEST_COLUMNS = (
     "heading",
 )
 
+_STAGED_POSITION_TYPES = ("uuid", "timestamptz", "float8", "float8", "float8", "float8", "float8")
+_LATEST_TYPES = ("uuid", "float8", "float8", "timestamptz", "int4", "int4", "float8", "float8")
+
 # Per-connection staging tables on PostgreSQL, emptied at every commit.
 _STAGING = f"""
 CREATE TEMP TABLE IF NOT EXISTS tracking_staged_position (
@@ -54,7 +57,7 @@ CREATE TEMP TABLE IF NOT EXISTS tracking_staged_position (
     speed float8, heading float8, accuracy float8
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS tracking_staged_latest (
-    {", ".join(f"{name} {kind}" for name, kind in zip(_LATEST_COLUMNS, ("uuid", "float8", "float8", "timestamptz", "int4", "int4", "float8", "float8"), strict=True))}
+    {", ".join(f"{name} {kind}" for name, kind in zip(_LATEST_COLUMNS, _LATEST_TYPES, strict=True))}
 ) ON COMMIT DELETE ROWS;
 """
 
@@ -128,7 +131,11 @@ def _insert_history_postgres(events: Sequence[LocationEvent], *, received_at: da
     columns = ", ".join(f'"{name}"' for name in _POSITION_COLUMNS)
     with connection.cursor() as cursor:
         cursor.execute(_STAGING)
-        with cursor.cursor.copy(f"COPY tracking_staged_position ({columns}) FROM STDIN") as copy:
+        with cursor.cursor.copy(
+            f"COPY tracking_staged_position ({columns}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            # Binary rows of declared types: a fraction of text COPY's cost.
+            copy.set_types(_STAGED_POSITION_TYPES)
             for event in events:
                 copy.write_row(
                     (
@@ -167,8 +174,9 @@ def update_latest(items: Sequence[tuple[LocationEvent, Cell]]) -> set[uuid.UUID]
         with connection.cursor() as cursor:
             cursor.execute(_STAGING)
             with cursor.cursor.copy(
-                f"COPY tracking_staged_latest ({', '.join(_LATEST_COLUMNS)}) FROM STDIN"
+                f"COPY tracking_staged_latest ({', '.join(_LATEST_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
             ) as copy:
+                copy.set_types(_LATEST_TYPES)
                 for event, cell in items:
                     copy.write_row(
                         _latest_row(
