@@ -171,7 +171,7 @@ if REDIS_URL:
         )
     # core: channels-redis's list-per-channel layer; pubsub: its Redis pub/sub
     # layer, one PUBLISH per group and one copy per web process.
-    CHANNEL_LAYER_BACKEND = os.environ.get("CHANNEL_LAYER_BACKEND", "core")
+    CHANNEL_LAYER_BACKEND = os.environ.get("CHANNEL_LAYER_BACKEND", "pubsub")
     # redis-py's defaults (5 s reads, 100 connections) drop idle receivers
     # and refuse bursts of group calls.
     _layer_config: dict[str, Any] = {
