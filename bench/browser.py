@@ -55,17 +55,6 @@ from tests import support
 if TYPE_CHECKING:
     from playwright.sync_api import CDPSession, Page
 
-CHROMIUM = "/usr/bin/chromium"
-# This machine's closed network (no background lookups) and root's lack of a sandbox.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TRACKERS = 5_000
 ROUTES = "helsinki"
 SEED = 1
@@ -173,8 +162,8 @@ LAG_LINE = re.compile(r"(\d+) events/s .*lag median ([\d.]+) s, p99 ([\d.]+) s")
 
 
 def run(*, quick: bool) -> dict[str, Any]:
-    if not Path(CHROMIUM).exists():
-        raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium")
+    if not Path(support.CHROMIUM).exists():
+        raise RuntimeError(f"{support.CHROMIUM} is missing: apt-get install chromium")
     mode = QUICK if quick else FULL
     started = time.monotonic()
     with contextlib.ExitStack() as stack:
@@ -267,7 +256,9 @@ def _measure(url: str, mode: Mode, *, servers: list[int], folder: Path) -> dict[
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=support.CHROMIUM, args=support.CHROMIUM_ARGS
+        )
         try:
             context = browser.new_context(viewport=VIEWPORT)  # type: ignore[arg-type]
             context.add_init_script(INIT_SCRIPT)

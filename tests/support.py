@@ -31,6 +31,20 @@ PYTHON = sys.executable
 ARTIFACTS = ROOT / "test-artifacts"
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 
+# Debian's Chromium, driven by Playwright in the browser tests and benchmark,
+# with the flags this machine's closed network needs (no background lookups)
+# and root's lack of a sandbox.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
 
 def require_services() -> bool:
     return os.environ.get("TRACKER_TEST_REQUIRE_SERVICES", "") in {"1", "true", "yes"}
