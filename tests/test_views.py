@@ -78,6 +78,23 @@ def test_the_tracker_api_explains_bad_requests(client: Client) -> None:
     assert client.get("/api/trackers/not-a-uuid").status_code == 404
 
 
+def test_wrong_api_urls_and_methods_get_json_that_says_what_is_there() -> None:
+    client = Client(enforce_csrf_checks=True)  # as a real client: no CSRF token
+    missing = client.get("/api/trackers/not-a-uuid")
+    assert missing.status_code == 404
+    assert "/api/trackers/not-a-uuid" in missing.json()["error"]
+    assert "GET /api/trackers?id=UUID" in missing.json()["error"]
+    assert client.post("/api/nothing-here").status_code == 404
+    # A read-only endpoint posted to says the method is wrong, not that CSRF failed.
+    posted = client.post(f"/api/trackers?id={uuid.uuid4()}")
+    assert posted.status_code == 405 and posted["Allow"] == "GET"
+    # The hub over plain HTTP says how to reach it.
+    for method in (client.get, client.post):
+        hub = method("/api/signalr")
+        assert hub.status_code == 400 and "WebSocket" in hub.json()["error"]
+        assert "/api/signalr/negotiate" in hub.json()["error"]
+
+
 def test_the_map_page_carries_its_settings(client: Client) -> None:
     response = client.get("/")
     assert response.status_code == 200

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
 from tracking import views
 
@@ -9,4 +9,7 @@ urlpatterns = [
     path("signalr/negotiate", views.negotiate, name="negotiate"),
     path("trackers", views.tracker_list, name="tracker-list"),
     path("trackers/<uuid:tracker_id>", views.tracker_detail, name="tracker-detail"),
+    # The hub itself is a WebSocket route (tracking/routing.py); over HTTP it explains.
+    path("signalr", views.hub_over_http),
+    re_path(r"", views.api_not_found),
 ]

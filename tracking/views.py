@@ -1,4 +1,8 @@
-"""HTTP endpoints: SignalR negotiate and a small read-only tracker API."""
+"""HTTP endpoints: SignalR negotiate and a small read-only tracker API.
+
+Every answer under ``/api/`` is JSON, errors included, so a client that gets
+a URL or a method wrong reads why.
+"""
 
 from __future__ import annotations
 
@@ -67,6 +71,7 @@ def tracker_json(tracker: Tracker) -> dict[str, Any]:
     }
 
 
+@csrf_exempt  # read-only: a POST gets 405 and says why, not a CSRF page.
 @require_GET
 def tracker_list(request: HttpRequest) -> JsonResponse:
     """``GET /api/trackers?id=UUID&id=UUID``: the named trackers (active ones only)."""
@@ -88,6 +93,7 @@ def tracker_list(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"trackers": [tracker_json(tracker) for tracker in trackers]})
 
 
+@csrf_exempt  # read-only, as above.
 @require_GET
 def tracker_detail(request: HttpRequest, tracker_id: uuid.UUID) -> JsonResponse:
     if (refusal := _login_required_error(request)) is not None:
@@ -96,3 +102,28 @@ def tracker_detail(request: HttpRequest, tracker_id: uuid.UUID) -> JsonResponse:
     if tracker is None:
         return JsonResponse({"error": f"No active tracker {tracker_id}."}, status=404)
     return JsonResponse(tracker_json(tracker))
+
+
+@csrf_exempt  # answers every method the same way.
+def hub_over_http(request: HttpRequest) -> JsonResponse:
+    """``/api/signalr`` over plain HTTP: the hub speaks WebSockets only."""
+    return JsonResponse(
+        {
+            "error": "The hub accepts WebSocket connections only: negotiate with "
+            "POST /api/signalr/negotiate?negotiateVersion=1, then open "
+            "ws(s)://HOST/api/signalr?id=CONNECTION_TOKEN."
+        },
+        status=400,
+    )
+
+
+@csrf_exempt  # answers every method the same way.
+def api_not_found(request: HttpRequest) -> JsonResponse:
+    """Any other path under ``/api/``."""
+    return JsonResponse(
+        {
+            "error": f"No API endpoint at {request.path}. There are POST /api/signalr/negotiate, "
+            "GET /api/trackers?id=UUID and GET /api/trackers/UUID."
+        },
+        status=404,
+    )
