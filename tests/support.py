@@ -268,7 +268,16 @@ class TcpProxy:
         self._loop.call_soon_threadsafe(setattr, self, "_cut", False)
 
     def stop(self) -> None:
-        self.cut()
+        async def shutdown() -> None:
+            self._cut = True
+            for writer in list(self._writers):
+                writer.close()
+            pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(timeout=10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 

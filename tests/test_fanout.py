@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
 
-from tracking.fanout import LocalFanOut, RedisFanOut
+from tests import support
+from tracking import fanout as fanout_module
+from tracking.fanout import LocalFanOut, RedisFanOut, redacted_url
 from tracking.grid import Cell
 
 HELSINKI, NEW_YORK, FIJI = Cell(24, 60), Cell(-75, 40), Cell(-180, -17)
@@ -119,3 +123,52 @@ async def test_over_redis_a_lost_connection_is_subscribed_again(
         raise AssertionError("the subscription did not come back")
     assert (await client.pubsub_numsub(channel))[0][1] == 1
     await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_redis_outage_is_logged_when_it_starts_while_it_lasts_and_when_it_ends(
+    redis_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = urlsplit(redis_url)
+    proxy = support.TcpProxy(real.hostname or "127.0.0.1", real.port or 6379)
+    port = proxy.start()
+    url = real._replace(netloc=real.netloc.rpartition(":")[0] + f":{port}").geturl()
+    publisher = RedisFanOut(url, prefix=f"test-{uuid.uuid4().hex[:8]}")
+    caplog.set_level(logging.INFO, logger="tracking.fanout")
+    try:
+        assert await publisher.publish({HELSINKI: "before"}) == 0
+        proxy.cut()
+        await asyncio.sleep(0.1)
+        # Every batch of the outage fails, but only its start is logged...
+        for _ in range(3):
+            assert await publisher.publish({HELSINKI: "h", NEW_YORK: "n"}) == 2
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1
+        assert f"Redis at {redacted_url(url)} (REDIS_URL)" in errors[0]
+        assert "ConnectionError" in errors[0]
+        # ...then again once a report interval has passed.
+        monkeypatch.setattr(fanout_module, "OUTAGE_REPORT_SECONDS", 0.0)
+        assert await publisher.publish({HELSINKI: "h"}) == 1
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 2 and "4 batches (7 cells) not sent" in errors[1]
+        proxy.restore()
+        for _ in range(50):
+            if await publisher.publish({HELSINKI: "after"}) == 0:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("publishing did not come back")
+        recovered = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(recovered) == 1 and "again after" in recovered[0]
+        # A healthy batch after that logs nothing.
+        assert await publisher.publish({HELSINKI: "more"}) == 0
+        assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 3
+    finally:
+        await publisher._redis.aclose()
+        proxy.stop()
+
+
+def test_a_redis_url_is_named_in_logs_without_its_password() -> None:
+    assert redacted_url("redis://:hunter2@redis.internal:6380/1") == "redis://redis.internal:6380/1"
+    assert redacted_url("rediss://app:hunter2@cache:6379/0") == "rediss://cache:6379/0"
+    assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

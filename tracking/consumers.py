@@ -22,7 +22,7 @@ from django.conf import settings
 from tracking import hub_protocol
 from tracking.connections import connection_id_from_token, new_connection
 from tracking.events import unix_ms
-from tracking.fanout import get_fanout
+from tracking.fanout import describe_error, get_fanout
 from tracking.grid import Cell, InvalidCells, parse_cells
 from tracking.hub_protocol import (
     Close,
@@ -224,7 +224,9 @@ class HubConsumer(AsyncWebsocketConsumer):
         try:
             await self.fanout.watch(self, join)
         except Exception as exc:
-            logger.error("hub %s: could not join cells: %r", self.connection_id, exc)
+            logger.error(
+                "hub %s: could not join cells: %s", self.connection_id, describe_error(exc)
+            )
             raise HubError(
                 "Could not join the map cells: the server's message bus is unavailable."
             ) from None

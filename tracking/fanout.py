@@ -25,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -41,6 +43,72 @@ logger = logging.getLogger(__name__)
 RECORDS_MESSAGE = "hub.records"
 REDIS_RETRY_FIRST_SECONDS = 0.5
 REDIS_RETRY_MAX_SECONDS = 10.0
+# While publishing fails, how often the outage is logged again.
+OUTAGE_REPORT_SECONDS = 30.0
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception for a log line: its class and message (redis-py's repr
+    names only the class)."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def redacted_url(url: str) -> str:
+    """A service URL without its credentials, to name it in a log line."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=host).geturl()
+
+
+class PublishOutage:
+    """Says when publishing starts failing, every ``OUTAGE_REPORT_SECONDS``
+    while it keeps failing, and when it works again: one line per batch would
+    flood the log during an outage, and none would hide it."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._since: float | None = None
+        self._reported = 0.0
+        self._batches = 0
+        self._cells = 0
+
+    def failed(self, *, cells: int, error: str) -> None:
+        now = time.monotonic()
+        self._batches += 1
+        self._cells += cells
+        if self._since is None:
+            self._since = self._reported = now
+            logger.error(
+                "could not publish %d cells to %s (%s): map viewers miss these updates "
+                "until it answers",
+                cells,
+                self.target,
+                error,
+            )
+        elif now - self._reported >= OUTAGE_REPORT_SECONDS:
+            self._reported = now
+            logger.error(
+                "still cannot publish to %s (%s): %d batches (%d cells) not sent in %.0f s",
+                self.target,
+                error,
+                self._batches,
+                self._cells,
+                now - self._since,
+            )
+
+    def succeeded(self) -> None:
+        if self._since is None:
+            return
+        logger.warning(
+            "publishing to %s again after %.0f s; %d batches (%d cells) were not sent",
+            self.target,
+            time.monotonic() - self._since,
+            self._batches,
+            self._cells,
+        )
+        self._since = None
+        self._batches = self._cells = 0
 
 
 class Viewer(Protocol):
@@ -131,6 +199,7 @@ class RedisFanOut(FanOut):
 
         self._redis = aioredis.Redis.from_url(url, health_check_interval=30)
         self._prefix = f"{prefix}.cell."
+        self._outage = PublishOutage(f"Redis at {redacted_url(url)} (REDIS_URL)")
         self._pubsub = self._redis.pubsub()
         self._commands = asyncio.Lock()
         # Subscriptions sent but not yet confirmed, by channel.
@@ -153,8 +222,9 @@ class RedisFanOut(FanOut):
                     pipe.publish(self.channel(cell), records)
                 await pipe.execute()
         except Exception as exc:
-            logger.error("could not publish %d cells to Redis: %r", len(records_by_cell), exc)
+            self._outage.failed(cells=len(records_by_cell), error=describe_error(exc))
             return len(records_by_cell)
+        self._outage.succeeded()
         return 0
 
     async def _watch_cells(self, viewer: Viewer, cells: list[Cell]) -> None:
@@ -193,7 +263,9 @@ class RedisFanOut(FanOut):
                 raise
             except Exception as exc:
                 logger.error(
-                    "Redis subscription lost (%r); subscribing again in %.1f s", exc, delay
+                    "Redis subscription lost (%s); subscribing again in %.1f s",
+                    describe_error(exc),
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, REDIS_RETRY_MAX_SECONDS)
@@ -225,6 +297,7 @@ class ChannelLayerFanOut(FanOut):
     def __init__(self) -> None:
         super().__init__()
         self._layer: Any = get_channel_layer()
+        self._outage = PublishOutage("the channel layer")
 
     async def watch(self, viewer: Viewer, cells: Iterable[Cell]) -> None:
         cells = list(cells)
@@ -239,7 +312,9 @@ class ChannelLayerFanOut(FanOut):
         )
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if failures:
-            logger.warning("could not leave %d groups: %r", len(failures), failures[0])
+            logger.warning(
+                "could not leave %d groups: %s", len(failures), describe_error(failures[0])
+            )
 
     async def refresh(self, viewer: Viewer, cells: Iterable[Cell]) -> None:
         # channels-redis forgets group members after a day (its group_expiry).
@@ -257,12 +332,9 @@ class ChannelLayerFanOut(FanOut):
         )
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if failures:
-            logger.error(
-                "could not publish to %d of %d groups: %r",
-                len(failures),
-                len(outcomes),
-                failures[0],
-            )
+            self._outage.failed(cells=len(failures), error=describe_error(failures[0]))
+        else:
+            self._outage.succeeded()
         return len(failures)
 
 
