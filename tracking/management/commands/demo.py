@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 from typing import Any
 
 from django.conf import settings
@@ -39,6 +40,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if not 0 < options["port"] < 65536:
             raise CommandError("--port must be between 1 and 65535")
+        _check_can_listen(options["host"], options["port"])
         fleet = fleet_from_options(options, start=timezone.now())
         call_command("migrate", interactive=False, verbosity=0)
         if not settings.DEBUG:
@@ -112,3 +114,19 @@ class Command(BaseCommand):
             verbosity=0,
         ).run()
         self.stdout.write("demo stopped")
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Fail at once, and clearly, when the port is taken or the interface wrong
+    (daphne would only log it and return)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As the server will: a port left in TIME_WAIT is free, a listening one is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise CommandError(
+                f"cannot listen on {host}:{port} ({reason}): choose another with --port (or --host)"
+            ) from None
