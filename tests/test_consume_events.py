@@ -6,6 +6,8 @@ import time
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -169,6 +171,74 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(tmp_path: Path) -> None:
         env=env,
     )
     assert int(count.stdout.strip()) == accepted
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_sigterm_while_the_database_is_down_waits_for_it_and_loses_nothing(
+    tmp_path: Path, now: datetime
+) -> None:
+    lines = [
+        event_body(tracker_id=uuid.uuid4(), latitude=60.1, longitude=24.9, at=now)
+        for _ in range(30)
+    ]
+    path = write_lines(tmp_path / "events.jsonl", lines)
+    with support.scratch_postgres_database() as database:
+        env = support.base_env(DATABASE_URL=database)
+        assert support.manage(["migrate", "-v0"], env=env).returncode == 0
+        server = urlsplit(database)
+        proxy = support.TcpProxy(server.hostname or "127.0.0.1", server.port or 5432)
+        proxied = server._replace(netloc=f"{server.username}@127.0.0.1:{proxy.start()}")
+        proxy.cut()
+        process = subprocess.Popen(
+            [
+                support.PYTHON,
+                "manage.py",
+                "consume_events",
+                "--source",
+                "jsonl",
+                "--path",
+                str(path),
+            ],
+            cwd=support.ROOT,
+            env={**env, "DATABASE_URL": proxied.geturl()},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert process.stdout is not None
+            seen = _read_until(process.stdout, "database unavailable, retrying the batch of 30")
+            process.send_signal(signal.SIGTERM)
+            seen += _read_until(process.stdout, "SIGTERM: the database is down")
+            assert "the 30 events in hand are stored when it answers" in seen
+            proxy.restore()
+            rest, _ = process.communicate(timeout=60)
+        finally:
+            process.kill()
+            proxy.stop()
+        assert process.returncode == 0, seen + rest
+        assert "30 accepted, 0 rejected" in rest
+        stored = support.manage(
+            [
+                "shell",
+                "-v0",
+                "-c",
+                "from tracking.models import Position as P; print(P.objects.count())",
+            ],
+            env=env,
+        )
+        assert stored.stdout.strip() == "30"
+
+
+def _read_until(stream: IO[str], text: str) -> str:
+    """Lines of a process's output up to and including the first holding ``text``."""
+    seen = ""
+    for line in stream:
+        seen += line
+        if text in line:
+            return seen
+    raise AssertionError(f"{text!r} never came; the output was:\n{seen}")
 
 
 def test_what_simulate_writes_is_consumed_without_a_rejection(

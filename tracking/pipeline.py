@@ -130,6 +130,8 @@ class Pipeline:
         self._pruned_at = -math.inf
         self._waiting: list[tuple[ParsedBatch, asyncio.Future[BatchResult]]] = []
         self._worker: asyncio.Task[None] | None = None
+        # Events of the batch being retried while the database is down (else 0).
+        self.waiting_for_database = 0
 
     async def process(self, events: Sequence[RawEvent]) -> BatchResult:
         """Store and publish a batch; return once it is committed and published.
@@ -181,8 +183,9 @@ class Pipeline:
         delay = RETRY_FIRST_SECONDS
         while True:
             try:
-                return await loop.run_in_executor(self._executor, _ingest, batch)
+                result = await loop.run_in_executor(self._executor, _ingest, batch)
             except (OperationalError, InterfaceError) as exc:
+                self.waiting_for_database = len(batch)
                 logger.error(
                     "database unavailable, retrying the batch of %d events in %.1f s: %s",
                     len(batch),
@@ -191,6 +194,9 @@ class Pipeline:
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
+            else:
+                self.waiting_for_database = 0
+                return result
 
     async def _prune_now_and_then(self, result: BatchResult) -> None:
         if result.rejected and time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:

@@ -115,7 +115,17 @@ class Command(BaseCommand):
             if stop.is_set():
                 logger.warning("second %s: exiting now", signal.Signals(signum).name)
                 os._exit(1)
-            logger.info("%s: finishing the current batch", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            if pipeline.waiting_for_database:
+                logger.warning(
+                    "%s: the database is down; the %d events in hand are stored when it "
+                    "answers, then this exits (a second %s exits at once without them)",
+                    name,
+                    pipeline.waiting_for_database,
+                    name,
+                )
+            else:
+                logger.info("%s: finishing the current batch", name)
             stop.set()
 
         for signum in (signal.SIGINT, signal.SIGTERM):
