@@ -10,7 +10,7 @@ Everything shown from the database goes through ``format_html`` (escaped).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 from urllib.parse import urlencode
@@ -120,6 +120,16 @@ def fixed(value: float | None, digits: int) -> str | None:
     return None if value is None else f"{value:.{digits}f}"
 
 
+def fixed_column(field: str, description: str, *, digits: int) -> Callable[[Any, Any], str | None]:
+    """An admin column (or read-only field) showing a number field with ``digits`` decimals."""
+
+    @admin.display(description=description, ordering=field)
+    def column(model_admin: Any, obj: Any) -> str | None:
+        return fixed(getattr(obj, field), digits)
+
+    return column
+
+
 def when(moment: datetime) -> str:
     """A moment to the second, in the site's time zone (UTC): positions can be seconds apart."""
     return formats.date_format(timezone.localtime(moment), "Y-m-d H:i:s T")
@@ -220,13 +230,9 @@ class TrackerAdmin(admin.ModelAdmin):
     def created(self, tracker: Tracker) -> str:
         return when(tracker.created_at)
 
-    @admin.display(description="latitude", ordering="latitude")
-    def latitude_display(self, tracker: Tracker) -> str | None:
-        return fixed(tracker.latitude, 6)
+    latitude_display = fixed_column("latitude", "latitude", digits=6)
 
-    @admin.display(description="longitude", ordering="longitude")
-    def longitude_display(self, tracker: Tracker) -> str | None:
-        return fixed(tracker.longitude, 6)
+    longitude_display = fixed_column("longitude", "longitude", digits=6)
 
     @admin.display(description="cell")
     def cell(self, tracker: Tracker) -> str | None:
@@ -234,13 +240,9 @@ class TrackerAdmin(admin.ModelAdmin):
             return None
         return f"{tracker.cell_x}, {tracker.cell_y}"
 
-    @admin.display(description="speed (km/h)", ordering="speed")
-    def speed_display(self, tracker: Tracker) -> str | None:
-        return fixed(tracker.speed, 1)
+    speed_display = fixed_column("speed", "speed (km/h)", digits=1)
 
-    @admin.display(description="heading (°)", ordering="heading")
-    def heading_display(self, tracker: Tracker) -> str | None:
-        return fixed(tracker.heading, 0)
+    heading_display = fixed_column("heading", "heading (°)", digits=0)
 
     @admin.display(description="recent positions")
     def recent_positions(self, tracker: Tracker) -> str:
@@ -486,25 +488,15 @@ class PositionAdmin(admin.ModelAdmin):
     def received(self, position: Position) -> str:
         return when(position.received_at)
 
-    @admin.display(description="latitude", ordering="latitude")
-    def latitude_display(self, position: Position) -> str | None:
-        return fixed(position.latitude, 6)
+    latitude_display = fixed_column("latitude", "latitude", digits=6)
 
-    @admin.display(description="longitude", ordering="longitude")
-    def longitude_display(self, position: Position) -> str | None:
-        return fixed(position.longitude, 6)
+    longitude_display = fixed_column("longitude", "longitude", digits=6)
 
-    @admin.display(description="speed (km/h)", ordering="speed")
-    def speed_display(self, position: Position) -> str | None:
-        return fixed(position.speed, 1)
+    speed_display = fixed_column("speed", "speed (km/h)", digits=1)
 
-    @admin.display(description="heading (°)", ordering="heading")
-    def heading_display(self, position: Position) -> str | None:
-        return fixed(position.heading, 0)
+    heading_display = fixed_column("heading", "heading (°)", digits=0)
 
-    @admin.display(description="accuracy (m)", ordering="accuracy")
-    def accuracy_display(self, position: Position) -> str | None:
-        return fixed(position.accuracy, 0)
+    accuracy_display = fixed_column("accuracy", "accuracy (m)", digits=0)
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
