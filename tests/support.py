@@ -256,6 +256,17 @@ class TcpProxy:
             raise TimeoutError("the proxy did not start")
         return self.port
 
+    @classmethod
+    def in_front_of(cls, url: str, *, default_port: int) -> tuple[TcpProxy, str]:
+        """A started proxy to the server of ``url``, and ``url`` pointed at it
+        (credentials, database and the rest kept)."""
+        parts = urlsplit(url)
+        proxy = cls(parts.hostname or "127.0.0.1", parts.port or default_port)
+        credentials, _, _ = parts.netloc.rpartition("@")
+        netloc = f"{credentials}@" if credentials else ""
+        netloc += f"127.0.0.1:{proxy.start()}"
+        return proxy, parts._replace(netloc=netloc).geturl()
+
     def cut(self) -> None:
         def drop() -> None:
             self._cut = True

@@ -7,7 +7,6 @@ import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
-from urllib.parse import urlsplit
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -186,9 +185,7 @@ def test_sigterm_while_the_database_is_down_waits_for_it_and_loses_nothing(
     with support.scratch_postgres_database() as database:
         env = support.base_env(DATABASE_URL=database)
         assert support.manage(["migrate", "-v0"], env=env).returncode == 0
-        server = urlsplit(database)
-        proxy = support.TcpProxy(server.hostname or "127.0.0.1", server.port or 5432)
-        proxied = server._replace(netloc=f"{server.username}@127.0.0.1:{proxy.start()}")
+        proxy, proxied = support.TcpProxy.in_front_of(database, default_port=5432)
         proxy.cut()
         process = subprocess.Popen(
             [
@@ -201,7 +198,7 @@ def test_sigterm_while_the_database_is_down_waits_for_it_and_loses_nothing(
                 str(path),
             ],
             cwd=support.ROOT,
-            env={**env, "DATABASE_URL": proxied.geturl()},
+            env={**env, "DATABASE_URL": proxied},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from azure.eventhub import EventData, EventHubProducerClient
@@ -241,9 +240,7 @@ def test_wrong_credentials_and_a_missing_hub_stop_with_the_setting_to_fix(
 def test_a_database_outage_is_waited_out_without_losing_events(
     stack: Stack, hub: EventHubStub
 ) -> None:
-    database = urlsplit(stack.env["DATABASE_URL"])
-    proxy = support.TcpProxy(database.hostname or "127.0.0.1", database.port or 5432)
-    proxied = database._replace(netloc=f"{database.username}@127.0.0.1:{proxy.start()}").geturl()
+    proxy, proxied = support.TcpProxy.in_front_of(stack.env["DATABASE_URL"], default_port=5432)
     process = subprocess.Popen(
         [support.PYTHON, "manage.py", "consume_events", "--source", "eventhub"],
         cwd=support.ROOT,

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
@@ -129,10 +128,7 @@ async def test_over_redis_a_lost_connection_is_subscribed_again(
 async def test_a_redis_outage_is_logged_when_it_starts_while_it_lasts_and_when_it_ends(
     redis_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = urlsplit(redis_url)
-    proxy = support.TcpProxy(real.hostname or "127.0.0.1", real.port or 6379)
-    port = proxy.start()
-    url = real._replace(netloc=real.netloc.rpartition(":")[0] + f":{port}").geturl()
+    proxy, url = support.TcpProxy.in_front_of(redis_url, default_port=6379)
     publisher = RedisFanOut(url, prefix=f"test-{uuid.uuid4().hex[:8]}")
     caplog.set_level(logging.INFO, logger="tracking.fanout")
     try:
