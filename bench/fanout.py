@@ -752,12 +752,13 @@ def publisher_main(argv: Sequence[str]) -> None:
 async def _publish(arguments: argparse.Namespace) -> None:
     from django.conf import settings
 
-    from tracking import hub_protocol
     from tracking.events import unix_ms
-    from tracking.fanout import get_fanout
-    from tracking.pipeline import Pipeline
-    from tracking.publishing import publish_locations
-    from tracking.services import LatestPosition, RawEvent
+    from tracking.hub import protocol as hub_protocol
+    from tracking.hub.fanout import get_fanout
+    from tracking.hub.publishing import publish_locations
+    from tracking.ingest.pipeline import Pipeline
+    from tracking.ingest.sources import RawEvent
+    from tracking.positions import LatestPosition
 
     async def one_send_per_event(positions: Sequence[LatestPosition]) -> int:
         """The naive path: one publish per event, one record in each."""

@@ -207,15 +207,14 @@ def naive_consume(path: str, count: int) -> None:
     from django.db import IntegrityError, transaction
     from django.utils import timezone
 
-    from tracking import hub_protocol
     from tracking.events import InvalidEvent, parse_event
-    from tracking.fanout import RECORDS_MESSAGE
     from tracking.grid import group_name
-    from tracking.models import Position, Tracker
-    from tracking.services import current_grid
+    from tracking.hub import protocol as hub_protocol
+    from tracking.hub.fanout.channel_layer import RECORDS_MESSAGE
+    from tracking.models import Position, Tracker, configured_grid
 
     layer = get_channel_layer()
-    grid = current_grid()
+    grid = configured_grid()
     send = async_to_sync(layer.group_send)
     lines = Path(path).read_bytes().splitlines()[:count]
     started = time.monotonic()

@@ -9,9 +9,11 @@ from django.shortcuts import render
 from django.templatetags.static import static
 from django.urls import reverse
 
+from tracking.access import may_view_map
+
 
 def index(request: HttpRequest) -> HttpResponse:
-    if settings.MAP_LOGIN_REQUIRED and not request.user.is_authenticated:
+    if not may_view_map(request.user):
         return redirect_to_login(request.get_full_path(), reverse(settings.LOGIN_URL))
     config = {
         "hubUrl": "/api/signalr",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import shutil
 import signal
@@ -20,8 +21,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar, cast
 from urllib.parse import urlsplit
 
 import pytest
@@ -84,6 +86,48 @@ def wait_for_port(
             )
         time.sleep(0.1)
     raise TimeoutError(f"nothing listened on {host}:{port} within {timeout} s")
+
+
+# --- Waiting for a condition ----------------------------------------------------------
+# Tests wait for what they expect, never for a fixed time: these poll until the
+# condition holds and fail, saying what was awaited, when it never does.
+
+T = TypeVar("T")
+
+
+def wait_until(
+    condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> T:
+    """Poll ``condition`` until it returns something true; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = condition()
+        if outcome:
+            return outcome
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout} s: {what or condition}; last: {outcome!r}")
+        time.sleep(interval)
+
+
+async def eventually(
+    condition: Callable[[], T | Awaitable[T]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "",
+) -> T:
+    """``wait_until`` for async tests: the event loop runs while it waits;
+    ``condition`` may be a coroutine function."""
+    deadline = time.monotonic() + timeout
+    while True:
+        outcome = condition()
+        if inspect.isawaitable(outcome):
+            outcome = await outcome
+        if outcome:
+            return cast(T, outcome)
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout} s: {what or condition}; last: {outcome!r}")
+        await asyncio.sleep(interval)
 
 
 # --- Redis ------------------------------------------------------------------------

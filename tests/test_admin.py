@@ -523,7 +523,7 @@ def test_the_admin_is_titled_tracker_map_administration(admin_client: Client) ->
 
 @pytest.mark.django_db
 def test_event_hub_partitions_are_listed_read_only(admin_client: Client) -> None:
-    from tracking import checkpoints
+    from tracking.ingest.sources import eventhub_checkpoints as checkpoints
 
     claim = {
         "fully_qualified_namespace": "ns",

@@ -8,8 +8,9 @@ import pytest
 from django.test import Client, override_settings
 
 from tests.conftest import event_body
-from tracking.connections import connection_id_from_token
-from tracking.services import RawEvent, ingest_batch
+from tracking.hub.tokens import connection_id_from_token
+from tracking.ingest.sources import RawEvent
+from tracking.ingest.store import ingest_batch
 
 
 def test_negotiate_offers_websockets_with_a_connection_token(client: Client) -> None:

@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django, the SignalR hub over WebSockets.
 
-Run with ``daphne tracker_site.asgi:application``.
+Run with ``daphne tracker_site.asgi:application`` or
+``uvicorn tracker_site.asgi:application``.
 """
 
 from __future__ import annotations
@@ -14,20 +15,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tracker_site.settings")
 # Django must be set up before anything imports models, so this comes first.
 django_asgi_app = get_asgi_application()
 
-from channels.auth import AuthMiddlewareStack  # noqa: E402
-from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter  # noqa: E402
 
-from tracking.layers import log_channel_layer  # noqa: E402
-from tracking.routing import websocket_urlpatterns  # noqa: E402
-from tracking.security import browser_origin_validator  # noqa: E402
+from tracking.hub.fanout import announce  # noqa: E402
+from tracking.hub.routing import websocket_application  # noqa: E402
 
-log_channel_layer(role="web server")
+announce(role="web server")
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": browser_origin_validator(
-            AuthMiddlewareStack(URLRouter(websocket_urlpatterns))
-        ),
-    }
-)
+application = ProtocolTypeRouter({"http": django_asgi_app, "websocket": websocket_application()})

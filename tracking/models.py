@@ -9,6 +9,13 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from tracking.grid import Grid
+
+
+def configured_grid() -> Grid:
+    """The grid of ``TRACKING_GRID_DEGREES``, in which trackers' stored cells are numbered."""
+    return Grid(settings.TRACKING_GRID_DEGREES)
+
 
 class TrackerStatus(models.TextChoices):
     ONLINE = "online", "Online"
@@ -20,7 +27,7 @@ class TrackerStatus(models.TextChoices):
 class Tracker(models.Model):
     """A device, keyed by the UUID it sends, with its latest known position.
 
-    The latest position only moves forward in time (see ``services``); the
+    The latest position only moves forward in time (see ``ingest.store``); the
     cell is the grid cell of that position, stored so a map connection can
     read the trackers of its cells with one indexed query.
     """

@@ -13,7 +13,7 @@ from django.db.models import Q
 
 from tracking.grid import Cell
 from tracking.models import Tracker
-from tracking.services import LatestPosition
+from tracking.positions import LatestPosition
 
 
 def latest_positions_in_cells(*, cells: Collection[Cell]) -> list[LatestPosition]:

@@ -1,4 +1,4 @@
-"""HTTP endpoints: SignalR negotiate and a small read-only tracker API.
+"""The read-only tracker API under ``/api/`` (the hub's negotiate is in ``hub.views``).
 
 Every answer under ``/api/`` is JSON, errors included, so a client that gets
 a URL or a method wrong reads why.
@@ -9,52 +9,17 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
-from tracking.connections import new_connection
+from tracking.access import api_refusal
 from tracking.events import unix_ms
 from tracking.models import Tracker
 from tracking.selectors import trackers_by_id
 
 # The most ids one request to the tracker list may ask for.
 MAX_IDS_PER_REQUEST = 500
-
-
-def _login_required_error(request: HttpRequest) -> JsonResponse | None:
-    if settings.MAP_LOGIN_REQUIRED and not request.user.is_authenticated:
-        return JsonResponse({"error": "Sign in to see the map."}, status=401)
-    return None
-
-
-@csrf_exempt  # SignalR clients post no CSRF token; negotiate changes nothing.
-@require_POST
-def negotiate(request: HttpRequest) -> JsonResponse:
-    """``POST /api/signalr/negotiate``: where and how to connect (TransportProtocols.md)."""
-    if (refusal := _login_required_error(request)) is not None:
-        return refusal
-    try:
-        requested = int(request.GET.get("negotiateVersion", "0"))
-    except ValueError:
-        requested = -1
-    if requested < 0:
-        return JsonResponse({"error": "negotiateVersion must be 0 or more."}, status=400)
-    # Version 1 is the newest there is: a client asking for more gets 1.
-    version = min(requested, 1)
-    connection_id, connection_token = new_connection()
-    body: dict[str, Any] = {
-        "negotiateVersion": version,
-        "connectionId": connection_id,
-        "availableTransports": [{"transport": "WebSockets", "transferFormats": ["Text"]}],
-    }
-    if version == 1:
-        body["connectionToken"] = connection_token
-    else:
-        # Version 0 clients send the connection id as ``id``: give them the token there.
-        body["connectionId"] = connection_token
-    return JsonResponse(body)
 
 
 def tracker_json(tracker: Tracker) -> dict[str, Any]:
@@ -75,7 +40,7 @@ def tracker_json(tracker: Tracker) -> dict[str, Any]:
 @require_GET
 def tracker_list(request: HttpRequest) -> JsonResponse:
     """``GET /api/trackers?id=UUID&id=UUID``: the named trackers (active ones only)."""
-    if (refusal := _login_required_error(request)) is not None:
+    if (refusal := api_refusal(request)) is not None:
         return refusal
     raw_ids = request.GET.getlist("id")
     if not raw_ids:
@@ -96,25 +61,12 @@ def tracker_list(request: HttpRequest) -> JsonResponse:
 @csrf_exempt  # read-only, as above.
 @require_GET
 def tracker_detail(request: HttpRequest, tracker_id: uuid.UUID) -> JsonResponse:
-    if (refusal := _login_required_error(request)) is not None:
+    if (refusal := api_refusal(request)) is not None:
         return refusal
     tracker = Tracker.objects.filter(id=tracker_id, is_active=True).first()
     if tracker is None:
         return JsonResponse({"error": f"No active tracker {tracker_id}."}, status=404)
     return JsonResponse(tracker_json(tracker))
-
-
-@csrf_exempt  # answers every method the same way.
-def hub_over_http(request: HttpRequest) -> JsonResponse:
-    """``/api/signalr`` over plain HTTP: the hub speaks WebSockets only."""
-    return JsonResponse(
-        {
-            "error": "The hub accepts WebSocket connections only: negotiate with "
-            "POST /api/signalr/negotiate?negotiateVersion=1, then open "
-            "ws(s)://HOST/api/signalr?id=CONNECTION_TOKEN."
-        },
-        status=400,
-    )
 
 
 @csrf_exempt  # answers every method the same way.

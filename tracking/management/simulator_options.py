@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
 
-from tracking.simulation import Fleet, load_routes
+from tracking.simulation.fleet import Fleet, load_routes
 
 
 def add_simulator_arguments(parser: CommandParser, *, trackers: int = 100) -> None:

@@ -16,16 +16,17 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from tracking.layers import log_channel_layer
+from tracking.hub.fanout import announce
+from tracking.hub.publishing import publish_locations
+from tracking.ingest.pipeline import Pipeline, consume
+from tracking.ingest.sources import EventSource, SourceConfigurationError
+from tracking.ingest.sources.jsonl import JsonlSource
+from tracking.ingest.sources.simulator import SimulatorSource
+from tracking.ingest.store import register_trackers
 from tracking.management.simulator_options import (
     add_simulator_arguments,
     fleet_from_options,
 )
-from tracking.pipeline import Pipeline, consume
-from tracking.services import register_trackers
-from tracking.sources import EventSource, SourceConfigurationError
-from tracking.sources.jsonl import JsonlSource
-from tracking.sources.simulator import SimulatorSource
 
 logger = logging.getLogger("tracking.consume_events")
 
@@ -58,9 +59,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1")
-        pipeline = Pipeline()
+        pipeline = Pipeline(publish=publish_locations)
         source = self._source(options, pipeline)
-        log_channel_layer(role="consume_events")
+        announce(role="consume_events")
         logger.info("consuming from %s", source.description)
         try:
             progress = asyncio.run(self._run(source, pipeline, options["progress_seconds"]))
@@ -72,7 +73,7 @@ class Command(BaseCommand):
     def _source(self, options: dict[str, Any], pipeline: Pipeline) -> EventSource:
         if options["source"] == "eventhub":
             # Imported here: only this source needs the Azure SDK.
-            from tracking.eventhub import EventHubConfig, EventHubSource
+            from tracking.ingest.sources.eventhub import EventHubConfig, EventHubSource
 
             try:
                 config = EventHubConfig.from_settings(consumer_group=options["consumer_group"])

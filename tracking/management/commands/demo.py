@@ -20,11 +20,12 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from tracking.layers import log_channel_layer
+from tracking.hub.fanout import announce
+from tracking.hub.publishing import publish_locations
+from tracking.ingest.pipeline import Pipeline, consume
+from tracking.ingest.sources.simulator import SimulatorSource
+from tracking.ingest.store import register_trackers
 from tracking.management.simulator_options import add_simulator_arguments, fleet_from_options
-from tracking.pipeline import Pipeline, consume
-from tracking.services import register_trackers
-from tracking.sources.simulator import SimulatorSource
 
 logger = logging.getLogger("tracking.demo")
 
@@ -66,7 +67,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Admin: created user 'admin' with password {password!r} (shown once).")
 
     def _serve(self, source: SimulatorSource, *, host: str, port: int) -> None:
-        log_channel_layer(role="demo", single_process=True)
+        announce(role="demo", single_process=True)
         # daphne installs Twisted's asyncio reactor when imported, so import it here.
         from daphne.server import Server
         from twisted.internet import defer
@@ -77,7 +78,7 @@ class Command(BaseCommand):
         # Twisted's reactor is an interface-typed module attribute mypy cannot follow.
         reactor: Any = twisted_reactor
         stop = asyncio.Event()
-        pipeline = Pipeline()
+        pipeline = Pipeline(publish=publish_locations)
         running: dict[str, asyncio.Task[Any]] = {}
         shown_host = f"[{host}]" if ":" in host else host
 

@@ -26,9 +26,9 @@ from typing import Any, BinaryIO
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from tracking.ingest.sources import SourceConfigurationError
 from tracking.management.simulator_options import add_simulator_arguments, fleet_from_options
-from tracking.simulation import Fleet, encode_event
-from tracking.sources import SourceConfigurationError
+from tracking.simulation.fleet import Fleet, encode_event
 
 # Events are generated a slice of simulated time at a time.
 SLICE_SECONDS = 10.0
@@ -116,7 +116,7 @@ class Command(BaseCommand):
 
     def _to_eventhub(self, batches: AsyncIterator[list[Body]], stop: _Stop) -> int:
         # Imported here: only this destination needs the Azure SDK.
-        from tracking.eventhub import EventHubConfig, send_events
+        from tracking.ingest.sources.eventhub import EventHubConfig, send_events
 
         try:
             config = EventHubConfig.from_settings()

@@ -1,0 +1,170 @@
+"""The fan-out of cell updates: in one process, and between processes over Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from tests import support
+from tracking.grid import Cell
+from tracking.hub.fanout import LocalFanOut, RedisFanOut, redacted_url
+from tracking.hub.fanout import base as fanout_base
+
+HELSINKI, NEW_YORK, FIJI = Cell(24, 60), Cell(-75, 40), Cell(-180, -17)
+
+
+class Viewer:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.received: list[str] = []
+        self.arrived = asyncio.Event()
+
+    def deliver(self, records: str) -> None:
+        self.received.append(records)
+        self.arrived.set()
+
+    async def next(self, timeout: float = 5) -> str:
+        await asyncio.wait_for(self.arrived.wait(), timeout)
+        self.arrived.clear()
+        return self.received[-1]
+
+
+async def test_an_update_reaches_the_viewers_of_its_cell_only() -> None:
+    fanout = LocalFanOut()
+    helsinki, elsewhere = Viewer("a"), Viewer("b")
+    await fanout.watch(helsinki, [HELSINKI])
+    await fanout.watch(elsewhere, [NEW_YORK])
+    assert await fanout.publish({HELSINKI: "r1"}) == 0
+    assert helsinki.received == ["r1"] and elsewhere.received == []
+
+
+async def test_a_viewer_that_stops_watching_gets_nothing_more() -> None:
+    fanout = LocalFanOut()
+    viewer, other = Viewer("a"), Viewer("b")
+    await fanout.watch(viewer, [HELSINKI, NEW_YORK])
+    await fanout.watch(other, [HELSINKI])
+    await fanout.unwatch(viewer, [HELSINKI])
+    await fanout.publish({HELSINKI: "h", NEW_YORK: "n"})
+    assert viewer.received == ["n"] and other.received == ["h"]
+
+
+@pytest.fixture
+async def redis_pair(redis_url: str) -> AsyncIterator[tuple[RedisFanOut, RedisFanOut]]:
+    """A publishing process's fan-out and a web process's, on one Redis."""
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+    publisher, web = RedisFanOut(redis_url, prefix=prefix), RedisFanOut(redis_url, prefix=prefix)
+    yield publisher, web
+    for fanout in (publisher, web):
+        if fanout._reader is not None:
+            fanout._reader.cancel()
+        await fanout._pubsub.aclose()
+        await fanout._redis.aclose()
+
+
+@pytest.mark.redis
+async def test_over_redis_an_update_published_right_after_watching_arrives(
+    redis_pair: tuple[RedisFanOut, RedisFanOut],
+) -> None:
+    publisher, web = redis_pair
+    viewer, other = Viewer("a"), Viewer("b")
+    await web.watch(viewer, [HELSINKI, FIJI])
+    await web.watch(other, [NEW_YORK])
+    # watch() returned: the subscription is confirmed, nothing can be missed.
+    await publisher.publish({FIJI: "fiji", NEW_YORK: "ny"})
+    assert await viewer.next() == "fiji"
+    assert await other.next() == "ny"
+    assert viewer.received == ["fiji"]
+
+
+@pytest.mark.redis
+async def test_over_redis_a_cell_nobody_watches_any_more_is_unsubscribed(
+    redis_pair: tuple[RedisFanOut, RedisFanOut], redis_url: str
+) -> None:
+    _publisher, web = redis_pair
+    viewer = Viewer("a")
+    await web.watch(viewer, [HELSINKI])
+    client = aioredis.Redis.from_url(redis_url)
+    channel = web.channel(HELSINKI)
+    assert (await client.pubsub_numsub(channel))[0][1] == 1
+    await web.unwatch(viewer, [HELSINKI])
+    for _ in range(50):
+        if (await client.pubsub_numsub(channel))[0][1] == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert (await client.pubsub_numsub(channel))[0][1] == 0
+    await client.aclose()
+
+
+@pytest.mark.redis
+async def test_over_redis_a_lost_connection_is_subscribed_again(
+    redis_pair: tuple[RedisFanOut, RedisFanOut], redis_url: str
+) -> None:
+    publisher, web = redis_pair
+    viewer = Viewer("a")
+    await web.watch(viewer, [HELSINKI])
+    client = aioredis.Redis.from_url(redis_url)
+    channel = web.channel(HELSINKI)
+    await client.client_kill_filter(_type="pubsub")
+    # Updates after the subscription is back are delivered again.
+    for _ in range(100):
+        await publisher.publish({HELSINKI: "again"})
+        try:
+            assert await viewer.next(timeout=0.2) == "again"
+            break
+        except TimeoutError:
+            continue
+    else:
+        raise AssertionError("the subscription did not come back")
+    assert (await client.pubsub_numsub(channel))[0][1] == 1
+    await client.aclose()
+
+
+@pytest.mark.redis
+async def test_a_redis_outage_is_logged_when_it_starts_while_it_lasts_and_when_it_ends(
+    redis_url: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy, url = support.TcpProxy.in_front_of(redis_url, default_port=6379)
+    publisher = RedisFanOut(url, prefix=f"test-{uuid.uuid4().hex[:8]}")
+    caplog.set_level(logging.INFO, logger="tracking.hub.fanout")
+    try:
+        assert await publisher.publish({HELSINKI: "before"}) == 0
+        proxy.cut()
+        await asyncio.sleep(0.1)
+        # Every batch of the outage fails, but only its start is logged...
+        for _ in range(3):
+            assert await publisher.publish({HELSINKI: "h", NEW_YORK: "n"}) == 2
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1
+        assert f"Redis at {redacted_url(url)} (REDIS_URL)" in errors[0]
+        assert "ConnectionError" in errors[0]
+        # ...then again once a report interval has passed.
+        monkeypatch.setattr(fanout_base, "OUTAGE_REPORT_SECONDS", 0.0)
+        assert await publisher.publish({HELSINKI: "h"}) == 1
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 2 and "4 batches (7 cells) not sent" in errors[1]
+        proxy.restore()
+        for _ in range(50):
+            if await publisher.publish({HELSINKI: "after"}) == 0:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("publishing did not come back")
+        recovered = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(recovered) == 1 and "again after" in recovered[0]
+        # A healthy batch after that logs nothing.
+        assert await publisher.publish({HELSINKI: "more"}) == 0
+        assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 3
+    finally:
+        await publisher._redis.aclose()
+        proxy.stop()
+
+
+def test_a_redis_url_is_named_in_logs_without_its_password() -> None:
+    assert redacted_url("redis://:hunter2@redis.internal:6380/1") == "redis://redis.internal:6380/1"
+    assert redacted_url("rediss://app:hunter2@cache:6379/0") == "rediss://cache:6379/0"
+    assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

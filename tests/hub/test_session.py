@@ -1,0 +1,352 @@
+"""A hub connection's conversation and the map's hub methods, without a server or a database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.support import eventually
+from tracking.grid import Cell, Grid
+from tracking.hub.map_hub import SNAPSHOT_RECORDS_PER_MESSAGE, MapHub
+from tracking.hub.session import (
+    Hub,
+    HubError,
+    HubSession,
+    KeepAlive,
+    Reply,
+    SessionLimits,
+    hub_method,
+)
+from tracking.positions import LatestPosition
+
+RS = "\x1e"
+HANDSHAKE = '{"protocol":"json","version":1}' + RS
+HELSINKI, TAMPERE, NEW_YORK = Cell(24, 60), Cell(23, 61), Cell(-75, 40)
+
+
+class Socket:
+    """What a session sends, record by record, and whether it closed the socket."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.closed = False
+        self.fail_sends = False
+
+    async def send(self, text: str) -> None:
+        if self.fail_sends:
+            raise ConnectionResetError("the client went away")
+        self.messages.append(text)
+
+    async def close(self) -> None:
+        self.closed = True
+
+    def records(self) -> list[dict[str, Any]]:
+        return [orjson.loads(r) for m in self.messages for r in m.split(RS)[:-1]]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Ports:
+    """The fan-out and the database, as the map hub sees them."""
+
+    def __init__(self, positions: Sequence[LatestPosition] = ()) -> None:
+        self.watching: set[Cell] = set()
+        self.positions = list(positions)
+        self.refuse = False
+
+    async def watch(self, cells: Sequence[Cell]) -> None:
+        if self.refuse:
+            raise HubError("Could not join the map cells.")
+        self.watching.update(cells)
+
+    async def unwatch(self, cells: Collection[Cell]) -> None:
+        self.watching.difference_update(cells)
+
+    async def latest_positions(self, cells: Sequence[Cell]) -> Sequence[LatestPosition]:
+        return [p for p in self.positions if p.cell in cells]
+
+
+def make_session(
+    hub: Hub | None = None, *, limits: SessionLimits | None = None
+) -> tuple[HubSession, Socket, Clock]:
+    socket, clock = Socket(), Clock()
+    session = HubSession(
+        connection_id="c1",
+        hub=hub or MapHub(grid=Grid(1.0), max_cells=3, ports=Ports()),
+        send=socket.send,
+        close=socket.close,
+        limits=limits or SessionLimits(),
+        clock=clock,
+    )
+    return session, socket, clock
+
+
+def invocation(target: str, *arguments: Any, invocation_id: str | None = "1") -> str:
+    record: dict[str, Any] = {"type": 1, "target": target, "arguments": list(arguments)}
+    if invocation_id is not None:
+        record["invocationId"] = invocation_id
+    return orjson.dumps(record).decode() + RS
+
+
+def position(cell: Cell, latitude: float, longitude: float) -> LatestPosition:
+    return LatestPosition(
+        tracker_id=uuid.uuid4(),
+        latitude=latitude,
+        longitude=longitude,
+        timestamp=datetime(2026, 11, 29, 12, 0, tzinfo=UTC),
+        cell=cell,
+    )
+
+
+# --- Handshake and invocations ---------------------------------------------------------
+
+
+async def test_the_handshake_is_answered_with_an_empty_record() -> None:
+    session, socket, _ = make_session()
+    await session.receive(HANDSHAKE)
+    assert socket.messages == ["{}" + RS] and session.handshaken and not socket.closed
+
+
+async def test_a_handshake_for_another_protocol_gets_an_error_and_a_close() -> None:
+    session, socket, _ = make_session()
+    await session.receive('{"protocol":"messagepack","version":1}' + RS)
+    assert socket.records() == [{"error": "Requested protocol 'messagepack' is not available."}]
+    assert socket.closed
+
+
+async def test_an_invocation_with_an_id_gets_exactly_one_completion() -> None:
+    session, socket, _ = make_session()
+    await session.receive(HANDSHAKE + invocation("updateMapGridGroups", [[24, 60]], []))
+    completions = [r for r in socket.records() if r.get("type") == 3]
+    assert completions == [
+        {
+            "type": 3,
+            "invocationId": "1",
+            "result": {"joined": [[24, 60]], "left": [], "cells": [[24, 60]]},
+        }
+    ]
+
+
+async def test_targets_match_without_regard_to_case() -> None:
+    session, socket, _ = make_session()
+    await session.receive(HANDSHAKE + invocation("UPDATEMAPGRIDGROUPS", [[24, 60]], []))
+    assert "result" in socket.records()[-1]
+
+
+async def test_an_invocation_without_an_id_gets_no_completion_but_still_acts() -> None:
+    hub = MapHub(grid=Grid(1.0), max_cells=3, ports=Ports())
+    session, socket, _ = make_session(hub)
+    await session.receive(
+        HANDSHAKE + invocation("updateMapGridGroups", [[24, 60]], [], invocation_id=None)
+    )
+    assert socket.records() == [{}]
+    assert hub.cells == {HELSINKI}
+
+
+async def test_a_wrong_number_of_arguments_names_the_arguments() -> None:
+    session, socket, _ = make_session()
+    await session.receive(HANDSHAKE + invocation("updateMapGridGroups", [[24, 60]]))
+    assert socket.records()[-1]["error"] == (
+        "updateMapGridGroups takes 2 arguments (newGridNumbers, previousGridNumbers), got 1."
+    )
+
+
+async def test_a_hub_method_that_raises_gets_a_generic_error_and_the_connection_goes_on() -> None:
+    class Broken(Hub):
+        @hub_method("explode", arguments=())
+        async def explode(self) -> Reply:
+            raise RuntimeError("secret detail")
+
+    session, socket, _ = make_session(Broken())
+    await session.receive(HANDSHAKE + invocation("explode"))
+    error = socket.records()[-1]["error"]
+    assert "unexpected error" in error and "secret" not in error
+    assert not socket.closed
+
+
+async def test_hub_methods_are_registered_per_class() -> None:
+    class Echo(Hub):
+        @hub_method("echo", arguments=("text",))
+        async def echo(self, text: object) -> Reply:
+            return Reply(text)
+
+    assert set(Echo.methods) == {"echo"}
+    assert set(MapHub.methods) == {"updatemapgridgroups"}
+    session, socket, _ = make_session(Echo())
+    await session.receive(HANDSHAKE + invocation("echo", "hello"))
+    assert socket.records()[-1]["result"] == "hello"
+
+
+async def test_what_follows_a_completion_is_sent_after_it() -> None:
+    class Later(Hub):
+        @hub_method("later", arguments=())
+        async def later(self) -> Reply:
+            async def then() -> list[str]:
+                return ['{"type":1,"target":"next","arguments":[]}' + RS]
+
+            return Reply("now", then=then)
+
+    session, socket, _ = make_session(Later())
+    await session.receive(HANDSHAKE + invocation("later"))
+    assert [r.get("result", r.get("target")) for r in socket.records()[1:]] == ["now", "next"]
+
+
+async def test_when_what_follows_a_completion_fails_the_client_is_told_and_closed() -> None:
+    class Failing(Hub):
+        @hub_method("join", arguments=())
+        async def join(self) -> Reply:
+            async def then() -> list[str]:
+                raise OSError("the database is down")
+
+            return Reply("ok", then=then)
+
+    session, socket, _ = make_session(Failing())
+    await session.receive(HANDSHAKE + invocation("join"))
+    close = socket.records()[-1]
+    assert close["type"] == 7 and "reconnect" in close["error"] and socket.closed
+
+
+async def test_a_send_to_a_client_that_went_away_ends_the_session_quietly() -> None:
+    session, socket, _ = make_session()
+    await session.receive(HANDSHAKE)
+    socket.fail_sends = True
+    await session.receive(invocation("updateMapGridGroups", [[24, 60]], []))
+    assert session.closing
+
+
+# --- Outbox ------------------------------------------------------------------------------------
+
+
+async def test_updates_within_the_window_go_out_as_one_message() -> None:
+    session, socket, _ = make_session(limits=SessionLimits(coalesce_seconds=0.01))
+    await session.receive(HANDSHAKE)
+    session.deliver("a" + RS)
+    session.deliver("b" + RS)
+    await eventually(lambda: len(socket.messages) == 2, what="the coalesced message")
+    assert socket.messages[1] == "a" + RS + "b" + RS
+
+
+async def test_updates_before_the_handshake_are_dropped() -> None:
+    session, socket, _ = make_session(limits=SessionLimits(coalesce_seconds=0.0))
+    session.deliver("early" + RS)
+    await session.receive(HANDSHAKE)
+    session.deliver("on time" + RS)
+    await eventually(lambda: len(socket.messages) == 2, what="the update after the handshake")
+    assert socket.messages == ["{}" + RS, "on time" + RS]
+
+
+async def test_updates_after_the_end_are_not_queued() -> None:
+    session, _, _ = make_session()
+    await session.receive(HANDSHAKE)
+    session.deliver("queued" + RS)
+    assert session.queued == 1
+    session.end()
+    session.deliver("late" + RS)
+    assert session.queued == 0
+
+
+# --- Keep-alive ----------------------------------------------------------------------------------
+
+
+def test_an_idle_connection_is_pinged_once_the_ping_interval_has_passed() -> None:
+    session, _, clock = make_session(limits=SessionLimits(ping_seconds=15))
+    session.handshaken = True
+    assert session.keepalive_step(clock.now + 14)[0] is KeepAlive.WAIT
+    action, wait = session.keepalive_step(clock.now + 15)
+    assert action is KeepAlive.PING and 0 < wait <= 15
+
+
+def test_a_client_without_a_handshake_in_time_is_closed() -> None:
+    session, _, clock = make_session(limits=SessionLimits(handshake_timeout_seconds=5))
+    assert session.keepalive_step(clock.now + 4.9)[0] is KeepAlive.WAIT
+    assert session.keepalive_step(clock.now + 5)[0] is KeepAlive.CLOSE_NO_HANDSHAKE
+
+
+def test_a_client_silent_past_the_timeout_is_closed_even_while_the_server_talks() -> None:
+    session, _, clock = make_session(limits=SessionLimits(client_timeout_seconds=30))
+    session.handshaken = True
+    session.last_sent = clock.now + 29  # the server sent something lately
+    assert session.keepalive_step(clock.now + 30)[0] is KeepAlive.CLOSE_SILENT_CLIENT
+
+
+def test_the_keep_alive_sleeps_until_the_next_deadline() -> None:
+    session, _, clock = make_session(
+        limits=SessionLimits(ping_seconds=15, client_timeout_seconds=30)
+    )
+    session.handshaken = True
+    assert session.keepalive_step(clock.now + 10) == (KeepAlive.WAIT, 5)
+
+
+# --- The map hub ---------------------------------------------------------------------------------
+
+
+async def test_joining_cells_watches_them_then_sends_their_latest_positions() -> None:
+    ports = Ports([position(HELSINKI, 60.17, 24.94), position(NEW_YORK, 40.7, -74.0)])
+    hub = MapHub(grid=Grid(1.0), max_cells=3, ports=ports)
+    reply = await hub.update_map_grid_groups([[24, 60]], [])
+    assert ports.watching == {HELSINKI}
+    assert reply.then is not None
+    [message] = await reply.then()
+    [record] = [orjson.loads(r) for r in message.split(RS)[:-1]]
+    assert record["target"] == "locationUpdated" and record["arguments"][1:3] == [60.17, 24.94]
+
+
+async def test_a_large_snapshot_goes_out_in_several_messages() -> None:
+    count = SNAPSHOT_RECORDS_PER_MESSAGE + 1
+    ports = Ports([position(HELSINKI, 60.1, 24.9) for _ in range(count)])
+    hub = MapHub(grid=Grid(1.0), max_cells=3, ports=ports)
+    reply = await hub.update_map_grid_groups([[24, 60]], [])
+    assert reply.then is not None
+    messages = await reply.then()
+    assert [m.count(RS) for m in messages] == [SNAPSHOT_RECORDS_PER_MESSAGE, 1]
+
+
+async def test_leaving_and_joining_follow_what_the_connection_really_holds() -> None:
+    ports = Ports()
+    hub = MapHub(grid=Grid(1.0), max_cells=3, ports=ports)
+    await hub.update_map_grid_groups([[24, 60], [23, 61]], [])
+    # The client names a cell it never joined as previous, and forgets Tampere.
+    reply = await hub.update_map_grid_groups([[-75, 40]], [[24, 60], [0, 0]])
+    assert reply.result == {
+        "joined": [[-75, 40]],
+        "left": [[24, 60]],
+        "cells": [[-75, 40], [23, 61]],
+    }
+    assert ports.watching == {NEW_YORK, TAMPERE} == hub.cells
+
+
+async def test_a_join_past_the_cell_limit_changes_nothing() -> None:
+    ports = Ports()
+    hub = MapHub(grid=Grid(1.0), max_cells=2, ports=ports)
+    await hub.update_map_grid_groups([[24, 60], [23, 61]], [])
+    with pytest.raises(HubError, match="3 cells"):
+        await hub.update_map_grid_groups([[-75, 40]], [])
+    assert hub.cells == ports.watching == {HELSINKI, TAMPERE}
+
+
+async def test_a_join_the_fan_out_refuses_changes_nothing() -> None:
+    ports = Ports()
+    hub = MapHub(grid=Grid(1.0), max_cells=3, ports=ports)
+    ports.refuse = True
+    with pytest.raises(HubError):
+        await hub.update_map_grid_groups([[24, 60]], [])
+    assert hub.cells == set() == ports.watching
+
+
+async def test_closing_the_hub_stops_watching_every_cell() -> None:
+    ports = Ports()
+    hub = MapHub(grid=Grid(1.0), max_cells=3, ports=ports)
+    await hub.update_map_grid_groups([[24, 60], [-75, 40]], [])
+    await hub.close()
+    assert ports.watching == set() == hub.cells

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+import asyncio
+import math
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import pytest
+from django.db import OperationalError
+from django.test import override_settings
+
+from tests.conftest import event_body
+from tracking.ingest import pipeline as pipeline_module
+from tracking.ingest.pipeline import Pipeline, Progress, percentile
+from tracking.ingest.sources import RawEvent
+from tracking.ingest.store import BatchResult
+from tracking.models import Position, RejectedEvent
+from tracking.positions import LatestPosition
+
+
+def test_percentile_uses_the_nearest_rank() -> None:
+    values = [float(n) for n in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([3.0], 0.99) == 3.0
+    assert math.isnan(percentile([], 0.5))
+
+
+def test_the_progress_line_states_rate_rejections_and_lag(now: datetime) -> None:
+    progress = Progress()
+    progress.record(
+        BatchResult(
+            accepted=3, rejected=1, event_times=[now - timedelta(seconds=s) for s in (1, 2, 3)]
+        ),
+        now=now,
+    )
+    line = progress.interval_line()
+    assert "3 accepted, 1 rejected" in line
+    assert "lag median 2.000 s, p99 3.000 s" in line
+    # The next interval starts empty, the totals carry on.
+    progress.record(BatchResult(accepted=2), now=now)
+    assert "lag median n/a" in progress.interval_line()
+    assert progress.summary_line().startswith("5 accepted, 1 rejected (6 events in")
+
+
+class RecordingPublisher:
+    def __init__(self) -> None:
+        self.published: list[list[LatestPosition]] = []
+
+    async def __call__(self, positions: Sequence[LatestPosition]) -> None:
+        # Whatever is published must already be committed and visible.
+        ids = {position.tracker_id for position in positions}
+        stored = await asyncio.to_thread(
+            lambda: set(
+                Position.objects.filter(tracker_id__in=ids).values_list("tracker_id", flat=True)
+            )
+        )
+        assert stored == ids
+        self.published.append(list(positions))
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_batch_is_published_after_it_is_committed(now: datetime) -> None:
+    publisher = RecordingPublisher()
+    pipeline = Pipeline(publish=publisher)
+    tracker = uuid.uuid4()
+    body = event_body(tracker_id=tracker, latitude=60.1, longitude=24.9, at=now)
+    result = await pipeline.process([RawEvent(body=body, origin="t")])
+    await pipeline.close()
+
+    assert result.accepted == 1
+    assert [[p.tracker_id for p in batch] for batch in publisher.published] == [[tracker]]
+    assert pipeline.progress.accepted == 1
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_database_outage_is_retried_without_losing_the_batch(
+    now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_store = pipeline_module.store_batch
+    failures = iter(
+        [OperationalError("server closed the connection"), OperationalError("still down")]
+    )
+
+    def flaky_store(**kwargs: object) -> BatchResult:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real_store(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline_module, "store_batch", flaky_store)
+    monkeypatch.setattr(pipeline_module, "RETRY_FIRST_SECONDS", 0.01)
+    publisher = RecordingPublisher()
+    pipeline = Pipeline(publish=publisher)
+    body = event_body(tracker_id=uuid.uuid4(), latitude=60.1, longitude=24.9, at=now)
+    result = await pipeline.process([RawEvent(body=body, origin="t")])
+    await pipeline.close()
+
+    assert result.accepted == 1
+    assert await asyncio.to_thread(Position.objects.count) == 1
+    assert len(publisher.published) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@override_settings(TRACKING_REJECTED_KEEP=2)
+async def test_old_rejected_events_are_pruned_to_the_configured_number() -> None:
+    pipeline = Pipeline(publish=RecordingPublisher())
+    await pipeline.process([RawEvent(body=f"bad {n}".encode(), origin=str(n)) for n in range(5)])
+    await pipeline.close()
+    assert await asyncio.to_thread(
+        lambda: sorted(RejectedEvent.objects.values_list("source", flat=True))
+    ) == [
+        "3",
+        "4",
+    ]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_batches_handed_over_together_are_stored_in_one_transaction(
+    now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_store = pipeline_module.store_batch
+    stored: list[int] = []
+
+    def counting_store(**kwargs: object) -> BatchResult:
+        stored.append(len(kwargs["parsed"]))  # type: ignore[arg-type]
+        return real_store(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline_module, "store_batch", counting_store)
+    pipeline = Pipeline(publish=RecordingPublisher())
+    partitions = [
+        [
+            RawEvent(
+                body=event_body(tracker_id=uuid.uuid4(), latitude=1, longitude=2, at=now),
+                origin=str(n),
+            )
+        ]
+        for n in range(5)
+    ]
+    results = await asyncio.gather(*(pipeline.process(batch) for batch in partitions))
+    await pipeline.close()
+
+    assert stored == [5]
+    assert all(result.accepted == 5 for result in results)
+    assert await asyncio.to_thread(Position.objects.count) == 5
+
+
+async def test_a_failure_reaches_every_batch_stored_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken_store(**kwargs: object) -> BatchResult:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(pipeline_module, "store_batch", broken_store)
+    pipeline = Pipeline(publish=RecordingPublisher())
+    outcomes = await asyncio.gather(
+        *(pipeline.process([RawEvent(body=b"{}", origin="t")]) for _ in range(3)),
+        return_exceptions=True,
+    )
+    await pipeline.close()
+    assert [type(outcome) for outcome in outcomes] == [RuntimeError] * 3

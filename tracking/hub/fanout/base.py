@@ -1,0 +1,180 @@
+"""What every fan-out offers, and the bookkeeping of the per-process ones.
+
+A fan-out carries each cell's encoded records from the pipeline (``publish``)
+to the connections watching that cell (``watch``/``unwatch``). A connection
+is a ``Viewer``: anything with a ``deliver`` that queues text without
+blocking.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from tracking.grid import Cell
+
+logger = logging.getLogger("tracking.hub.fanout")
+
+# While publishing fails, how often the outage is logged again.
+OUTAGE_REPORT_SECONDS = 30.0
+
+
+class Viewer(Protocol):
+    """A connection that watches cells."""
+
+    def deliver(self, records: str) -> None:
+        """Queue encoded records for sending; must not block."""
+
+
+class FanOut:
+    """Delivery of cell updates to the viewers watching those cells."""
+
+    async def watch(self, viewer: Viewer, cells: Iterable[Cell]) -> None:
+        """Start delivering the updates of ``cells`` to ``viewer``.
+
+        Returns once updates published from now on will reach it; on failure
+        it watches none of ``cells``.
+        """
+        raise NotImplementedError
+
+    async def unwatch(self, viewer: Viewer, cells: Iterable[Cell]) -> None:
+        """Stop delivering the updates of ``cells`` to ``viewer``; never raises."""
+        raise NotImplementedError
+
+    async def publish(self, records_by_cell: Mapping[Cell, str]) -> int:
+        """Send each cell's records to whoever watches it; return how many cells failed."""
+        raise NotImplementedError
+
+
+class ProcessFanOut(FanOut):
+    """A fan-out that knows this process's viewers of each cell and delivers to them itself.
+
+    Subclasses learn when a cell gets its first local viewer and loses its
+    last (to subscribe and unsubscribe), and call ``_deliver`` with what
+    arrives for a cell.
+    """
+
+    def __init__(self) -> None:
+        self._viewers: dict[Cell, set[Viewer]] = defaultdict(set)
+
+    async def watch(self, viewer: Viewer, cells: Iterable[Cell]) -> None:
+        cells = list(cells)
+        first = []
+        for cell in cells:
+            if not self._viewers[cell]:
+                first.append(cell)
+            self._viewers[cell].add(viewer)
+        try:
+            if first:
+                await self._watch_cells(first)
+            await self._settled(cells)
+        except BaseException:
+            await self.unwatch(viewer, cells)
+            raise
+
+    async def unwatch(self, viewer: Viewer, cells: Iterable[Cell]) -> None:
+        last = []
+        for cell in cells:
+            viewers = self._viewers.get(cell)
+            if viewers is None:
+                continue
+            viewers.discard(viewer)
+            if not viewers:
+                del self._viewers[cell]
+                last.append(cell)
+        if last:
+            await self._unwatch_cells(last)
+
+    def watched_cells(self) -> list[Cell]:
+        """The cells some viewer of this process watches."""
+        return list(self._viewers)
+
+    def _deliver(self, cell: Cell, records: str) -> None:
+        for viewer in tuple(self._viewers.get(cell, ())):
+            viewer.deliver(records)
+
+    async def _watch_cells(self, cells: list[Cell]) -> None:
+        """The first local viewer of each of ``cells`` arrived."""
+
+    async def _unwatch_cells(self, cells: list[Cell]) -> None:
+        """The last local viewer of each of ``cells`` left; must not raise."""
+
+    async def _settled(self, cells: list[Cell]) -> None:
+        """Wait until updates of ``cells`` published from now on will arrive."""
+
+
+class LocalFanOut(ProcessFanOut):
+    """Publisher and viewers in one process (the demo, and tests)."""
+
+    async def publish(self, records_by_cell: Mapping[Cell, str]) -> int:
+        for cell, records in records_by_cell.items():
+            self._deliver(cell, records)
+        return 0
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception for a log line: its class and message (redis-py's repr
+    names only the class)."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def redacted_url(url: str) -> str:
+    """A service URL without its credentials, to name it in a log line."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=host).geturl()
+
+
+class PublishOutage:
+    """Says when publishing starts failing, every ``OUTAGE_REPORT_SECONDS``
+    while it keeps failing, and when it works again: one line per batch would
+    flood the log during an outage, and none would hide it."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self._since: float | None = None
+        self._reported = 0.0
+        self._batches = 0
+        self._cells = 0
+
+    def failed(self, *, cells: int, error: str) -> None:
+        now = time.monotonic()
+        self._batches += 1
+        self._cells += cells
+        if self._since is None:
+            self._since = self._reported = now
+            logger.error(
+                "could not publish %d cells to %s (%s): map viewers miss these updates "
+                "until it answers",
+                cells,
+                self.target,
+                error,
+            )
+        elif now - self._reported >= OUTAGE_REPORT_SECONDS:
+            self._reported = now
+            logger.error(
+                "still cannot publish to %s (%s): %d batches (%d cells) not sent in %.0f s",
+                self.target,
+                error,
+                self._batches,
+                self._cells,
+                now - self._since,
+            )
+
+    def succeeded(self) -> None:
+        if self._since is None:
+            return
+        logger.warning(
+            "publishing to %s again after %.0f s; %d batches (%d cells) were not sent",
+            self.target,
+            time.monotonic() - self._since,
+            self._batches,
+            self._cells,
+        )
+        self._since = None
+        self._batches = self._cells = 0

@@ -1,0 +1,101 @@
+"""The map's hub: the methods a map connection invokes; no Django or channels import.
+
+A connection watches the grid cells that cover its viewport. Joining a cell
+subscribes the connection to the cell's updates first and then sends the
+latest position of every tracker in it, so no update can fall between the
+snapshot and the stream. The fan-out and the database are reached through
+``CellPorts``, which the consumer provides.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+from tracking.grid import Cell, Grid, InvalidCells, parse_cells
+from tracking.hub.protocol import location_record
+from tracking.hub.session import Hub, HubError, Reply, hub_method
+from tracking.positions import LatestPosition
+
+# A snapshot of many trackers goes out in messages of at most this many records.
+SNAPSHOT_RECORDS_PER_MESSAGE = 500
+
+
+class CellPorts(Protocol):
+    """What the map hub needs from outside it."""
+
+    async def watch(self, cells: Sequence[Cell]) -> None:
+        """Receive the updates of ``cells`` from now on; raise ``HubError`` if that cannot be."""
+
+    async def unwatch(self, cells: Collection[Cell]) -> None:
+        """Stop receiving the updates of ``cells``; never raises."""
+
+    async def latest_positions(self, cells: Sequence[Cell]) -> Sequence[LatestPosition]:
+        """The latest position of every active tracker in ``cells``."""
+        ...
+
+
+class MapHub(Hub):
+    """The cells one connection watches, and the methods that change them."""
+
+    def __init__(self, *, grid: Grid, max_cells: int, ports: CellPorts) -> None:
+        self.grid = grid
+        self.max_cells = max_cells
+        self.cells: set[Cell] = set()
+        self._ports = ports
+
+    @hub_method("updateMapGridGroups", arguments=("newGridNumbers", "previousGridNumbers"))
+    async def update_map_grid_groups(
+        self, new_grid_numbers: object, previous_grid_numbers: object
+    ) -> Reply:
+        """Leave ``previous - new`` and join ``new - previous``, by what this
+        connection really holds: a cell the connection is not in is joined even
+        if the client lists it as previous (after a reconnect, say). The
+        completion states the cells joined, left and held; the snapshot of the
+        joined cells follows it."""
+        try:
+            new = parse_cells(
+                new_grid_numbers, grid=self.grid, name="newGridNumbers", max_count=self.max_cells
+            )
+            previous = parse_cells(
+                previous_grid_numbers,
+                grid=self.grid,
+                name="previousGridNumbers",
+                max_count=self.grid.columns * self.grid.rows,
+            )
+        except InvalidCells as exc:
+            raise HubError(str(exc)) from None
+        leave = (set(previous) - set(new)) & self.cells
+        join = [cell for cell in new if cell not in self.cells]
+        holding = (self.cells - leave) | set(join)
+        if len(holding) > self.max_cells:
+            raise HubError(
+                f"This would hold {len(holding)} cells, more than the "
+                f"{self.max_cells} a connection may join; zoom in."
+            )
+        await self._ports.watch(join)
+        await self._ports.unwatch(leave)
+        self.cells = holding
+        result = {
+            "joined": [list(cell) for cell in join],
+            "left": [list(cell) for cell in sorted(leave)],
+            "cells": [list(cell) for cell in sorted(holding)],
+        }
+        return Reply(result, then=functools.partial(self._snapshot, join))
+
+    async def _snapshot(self, cells: Sequence[Cell]) -> list[str]:
+        """The joined cells' latest positions, as messages of records."""
+        if not cells:
+            return []
+        records = [
+            location_record(position) for position in await self._ports.latest_positions(cells)
+        ]
+        return [
+            "".join(records[start : start + SNAPSHOT_RECORDS_PER_MESSAGE])
+            for start in range(0, len(records), SNAPSHOT_RECORDS_PER_MESSAGE)
+        ]
+
+    async def close(self) -> None:
+        cells, self.cells = self.cells, set()
+        await self._ports.unwatch(cells)

@@ -1,0 +1,39 @@
+"""The hub's WebSocket route, behind the browser origin check and session sign-in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.auth import AuthMiddlewareStack
+from channels.routing import URLRouter
+from channels.security.websocket import OriginValidator
+from django.conf import settings
+from django.urls import path
+
+from tracking.hub.consumer import HubConsumer
+
+# The hub's path; negotiate lives beside it (tracking/urls.py).
+HUB_PATH = "api/signalr"
+
+websocket_urlpatterns = [path(HUB_PATH, HubConsumer.as_asgi())]
+
+
+class BrowserOriginValidator(OriginValidator):
+    """Refuse WebSockets opened by pages of other sites; let programs in.
+
+    A browser always sends ``Origin``, and it must name a host in
+    ``ALLOWED_HOSTS``: that is what stops a foreign page from using a
+    visitor's session. SignalR clients outside a browser (Python, .NET) send
+    no ``Origin`` and are not acting for a visitor, so they are accepted;
+    ``MAP_LOGIN_REQUIRED`` is what keeps them out when the map is private.
+    """
+
+    def valid_origin(self, parsed_origin: Any) -> bool:
+        return parsed_origin is None or bool(self.validate_origin(parsed_origin))
+
+
+def websocket_application() -> BrowserOriginValidator:
+    """The ASGI application for WebSockets: origin check, session user, then the hub."""
+    return BrowserOriginValidator(
+        AuthMiddlewareStack(URLRouter(websocket_urlpatterns)), settings.ALLOWED_HOSTS
+    )

@@ -1,0 +1,271 @@
+"""The ingestion pipeline every source feeds: store a batch, then publish it.
+
+A source hands ``Pipeline.process`` one batch at a time. The batch is stored in
+one transaction on a dedicated database thread (so the event loop keeps
+serving sockets), then what moved goes to the publisher the pipeline was
+given (the hub's ``publish_locations``, wired in by the commands). A database
+that is down is waited out with backoff: the batch is retried, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+)
+from django.utils import timezone
+
+from tracking.ingest.sources import EventSource, RawEvent
+from tracking.ingest.store import (
+    BatchResult,
+    ParsedBatch,
+    parse_batch,
+    prune_rejected,
+    store_batch,
+)
+from tracking.positions import LatestPosition
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# Sends the positions that moved to the map, after the batch has committed.
+Publisher = Callable[[Sequence[LatestPosition]], Awaitable[object]]
+
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
+# Batches waiting together are stored as one while they hold at most this many events.
+GROUP_MAX_EVENTS = 20_000
+# Rejected events beyond TRACKING_REJECTED_KEEP are deleted at most this often.
+PRUNE_EVERY_SECONDS = 60.0
+# Lag figures are kept for at most this many events per progress interval.
+MAX_LAG_SAMPLES = 200_000
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``values`` (nearest rank); NaN for none."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+@dataclass
+class Progress:
+    """Counts for the whole run and for the current progress interval."""
+
+    accepted: int = 0
+    rejected: int = 0
+    started: float = field(default_factory=time.monotonic)
+    interval_started: float = field(default_factory=time.monotonic)
+    interval_accepted: int = 0
+    interval_rejected: int = 0
+    lags: list[float] = field(default_factory=list)
+
+    def record(self, result: BatchResult, *, now: datetime) -> None:
+        self.accepted += result.accepted
+        self.rejected += result.rejected
+        self.interval_accepted += result.accepted
+        self.interval_rejected += result.rejected
+        room = MAX_LAG_SAMPLES - len(self.lags)
+        if room > 0:
+            self.lags.extend((now - moment).total_seconds() for moment in result.event_times[:room])
+
+    def interval_line(self) -> str:
+        """One progress line for the interval just ended; starts the next interval."""
+        now = time.monotonic()
+        seconds = max(now - self.interval_started, 1e-9)
+        events = self.interval_accepted + self.interval_rejected
+        line = (
+            f"{events / seconds:.0f} events/s ({self.interval_accepted} accepted, "
+            f"{self.interval_rejected} rejected in {seconds:.1f} s); "
+            f"lag median {_seconds(percentile(self.lags, 0.5))}, "
+            f"p99 {_seconds(percentile(self.lags, 0.99))}; "
+            f"total {self.accepted} accepted, {self.rejected} rejected"
+        )
+        self.interval_started = now
+        self.interval_accepted = self.interval_rejected = 0
+        self.lags = []
+        return line
+
+    def summary_line(self) -> str:
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        total = self.accepted + self.rejected
+        return (
+            f"{self.accepted} accepted, {self.rejected} rejected "
+            f"({total} events in {seconds:.1f} s, {total / seconds:.0f} events/s)"
+        )
+
+
+def _seconds(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.3f} s"
+
+
+class Pipeline:
+    """Store batches on one database thread, publish after each commit.
+
+    Batches handed over while another is being stored (several Event Hub
+    partitions at once, say) wait, then are stored together in one
+    transaction: a commit, and the statements around it, cost the same for
+    a hundred events as for thousands.
+    """
+
+    def __init__(self, *, publish: Publisher) -> None:
+        self._publish = publish
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-db")
+        self.progress = Progress()
+        self._pruned_at = -math.inf
+        self._waiting: list[tuple[ParsedBatch, asyncio.Future[BatchResult]]] = []
+        self._worker: asyncio.Task[None] | None = None
+        # Events of the batch being retried while the database is down (else 0).
+        self.waiting_for_database = 0
+
+    async def process(self, events: Sequence[RawEvent]) -> BatchResult:
+        """Store and publish a batch; return once it is committed and published.
+
+        The result counts every batch committed together with this one.
+        """
+        # Parsed here, on the event loop, while the database thread may be
+        # busy storing the batch before: the two overlap.
+        parsed = parse_batch(events=events, now=timezone.now())
+        future: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+        self._waiting.append((parsed, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work())
+        return await future
+
+    async def _work(self) -> None:
+        while self._waiting:
+            group = self._next_group()
+            try:
+                batch = ParsedBatch()
+                for parsed, _ in group:
+                    batch.extend(parsed)
+                result = await self._store(batch)
+                await self._publish(result.moved)
+                self.progress.record(result, now=timezone.now())
+                await self._prune_now_and_then(result)
+            except Exception as exc:
+                for _, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for _, future in group:
+                if not future.done():
+                    future.set_result(result)
+
+    def _next_group(self) -> list[tuple[ParsedBatch, asyncio.Future[BatchResult]]]:
+        """The waiting batches to store together: at least one, about a batch's worth."""
+        group: list[tuple[ParsedBatch, asyncio.Future[BatchResult]]] = []
+        size = 0
+        while self._waiting and (not group or size + len(self._waiting[0][0]) <= GROUP_MAX_EVENTS):
+            parsed, future = self._waiting.pop(0)
+            group.append((parsed, future))
+            size += len(parsed)
+        return group
+
+    async def _store(self, batch: ParsedBatch) -> BatchResult:
+        """Ingest on the database thread; a database that is down is waited out."""
+        loop = asyncio.get_running_loop()
+        delay = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                result = await loop.run_in_executor(self._executor, _ingest, batch)
+            except (OperationalError, InterfaceError) as exc:
+                self.waiting_for_database = len(batch)
+                logger.error(
+                    "database unavailable, retrying the batch of %d events in %.1f s: %s",
+                    len(batch),
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_SECONDS)
+            else:
+                self.waiting_for_database = 0
+                return result
+
+    async def _prune_now_and_then(self, result: BatchResult) -> None:
+        if result.rejected and time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
+            self._pruned_at = time.monotonic()
+            await asyncio.get_running_loop().run_in_executor(self._executor, _prune_rejected)
+
+    async def run_in_db(self, function: Callable[..., T], /, **kwargs: Any) -> T:
+        """Run ``function`` on the pipeline's database thread, after any batch in hand."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(_with_connection, function, **kwargs)
+        )
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, _close_connection)
+        self._executor.shutdown(wait=True)
+
+
+def _with_connection(function: Callable[..., T], **kwargs: Any) -> T:
+    close_old_connections()
+    try:
+        return function(**kwargs)
+    except (OperationalError, InterfaceError):
+        connection.close()  # reconnect on the next call
+        raise
+
+
+def _close_connection() -> None:
+    # Looked up here, on the database thread: each thread has its own connection.
+    connection.close()
+
+
+def _prune_rejected() -> None:
+    try:
+        deleted = prune_rejected(keep=settings.TRACKING_REJECTED_KEEP)
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("could not prune rejected events: %s", exc)
+        return
+    if deleted:
+        logger.info("pruned %d old rejected events (TRACKING_REJECTED_KEEP)", deleted)
+
+
+def _ingest(batch: ParsedBatch) -> BatchResult:
+    return _with_connection(store_batch, parsed=batch, now=timezone.now())
+
+
+async def consume(
+    *,
+    source: EventSource,
+    pipeline: Pipeline,
+    stop: asyncio.Event,
+    progress_seconds: float,
+) -> Progress:
+    """Feed ``source`` through ``pipeline`` until it ends or ``stop`` is set.
+
+    Logs a progress line every ``progress_seconds``. Returns the run's counts.
+    """
+    reporter = asyncio.create_task(_report_progress(pipeline.progress, progress_seconds, source))
+    try:
+        await source.run(pipeline.process, stop)
+    finally:
+        reporter.cancel()
+    return pipeline.progress
+
+
+async def _report_progress(progress: Progress, every: float, source: EventSource) -> None:
+    while True:
+        await asyncio.sleep(every)
+        logger.info("progress: %s", progress.interval_line())
+        details = source.progress_line()
+        if details:
+            logger.info("progress: %s", details)

@@ -1,0 +1,1 @@
+"""The simulated fleet: trackers driving bundled routes, reporting as devices would."""
