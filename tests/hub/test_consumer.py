@@ -484,7 +484,7 @@ async def test_viewers_of_the_default_fan_out_hold_one_redis_subscription_per_ce
             "CONFIG": {"hosts": [redis_url], "prefix": prefix},
         }
     }
-    server = aioredis.Redis.from_url(redis_url)
+    server = aioredis.Redis.from_url(redis_url, decode_responses=True)
     with override_settings(
         REDIS_URL=redis_url, CHANNEL_LAYER_PREFIX=prefix, HUB_FANOUT="cells", CHANNEL_LAYERS=layers
     ):
@@ -492,9 +492,7 @@ async def test_viewers_of_the_default_fan_out_hold_one_redis_subscription_per_ce
             viewers = [await stack.enter_async_context(connected_client()) for _ in range(30)]
             for number, viewer in enumerate(viewers):
                 assert "result" in await viewer.join([[24, 60]] if number % 2 else [[-75, 40]])
-            channels = sorted(
-                channel.decode() for channel in await server.pubsub_channels(f"{prefix}*")
-            )
+            channels = sorted(await server.pubsub_channels(f"{prefix}*"))
             subscribers = dict(await server.pubsub_numsub(*channels))
             assert channels == [f"{prefix}.cell.24.60", f"{prefix}.cell.m75.40"]
             assert set(subscribers.values()) == {1}
