@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -48,7 +47,9 @@ def test_a_file_mixing_valid_and_malformed_bodies_stores_every_valid_one(
     call_command("consume_events", "--source", "jsonl", "--path", str(path), "--batch-size", "4")
 
     summary = capsys.readouterr().out.strip().splitlines()[-1]
-    assert summary.startswith("consume_events finished: 9 accepted, 4 rejected")
+    assert summary.startswith(
+        "consume_events finished: 9 accepted (9 new, 0 already stored), 4 rejected"
+    )
     assert Position.objects.count() == 9
     assert Tracker.objects.count() == 3
     assert sorted(RejectedEvent.objects.values_list("source", flat=True)) == [
@@ -57,6 +58,26 @@ def test_a_file_mixing_valid_and_malformed_bodies_stores_every_valid_one(
         f"{path}:5",
         f"{path}:6",
     ]
+
+
+def test_a_file_read_twice_is_accepted_twice_and_stored_once(
+    tmp_path: Path, now: datetime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tracker = uuid.uuid4()
+    path = write_lines(
+        tmp_path / "events.jsonl",
+        [
+            event_body(tracker_id=tracker, latitude=60, longitude=24, at=now - timedelta(seconds=n))
+            for n in range(5)
+        ],
+    )
+    call_command("consume_events", "--source", "jsonl", "--path", str(path))
+    call_command("consume_events", "--source", "jsonl", "--path", str(path))
+
+    first, second = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert first.startswith("consume_events finished: 5 accepted (5 new, 0 already stored)")
+    assert second.startswith("consume_events finished: 5 accepted (0 new, 5 already stored)")
+    assert Position.objects.count() == 5
 
 
 def test_an_overlong_line_is_rejected_and_the_next_line_still_read(
@@ -101,10 +122,11 @@ def test_a_live_stream_on_standard_input_is_stored_as_it_arrives(
     process.stdin.write(first + b"\n")
     process.stdin.flush()
     # The stream is still open, far from a full batch: the event is stored anyway.
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and support.manage(count, env=env).stdout.strip() != "1":
-        time.sleep(0.2)
-    assert support.manage(count, env=env).stdout.strip() == "1"
+    support.wait_until(
+        lambda: support.manage(count, env=env).stdout.strip() == "1",
+        timeout=20,
+        what="the first event stored before the stream ends",
+    )
     process.stdin.write(
         b"not json\n" + event_body(tracker_id=uuid.uuid4(), latitude=3, longitude=4, at=now)
     )
@@ -112,7 +134,7 @@ def test_a_live_stream_on_standard_input_is_stored_as_it_arrives(
     assert process.wait(timeout=30) == 0
     assert process.stdout is not None
     output = process.stdout.read()
-    assert b"finished: 2 accepted, 1 rejected" in output
+    assert b"finished: 2 accepted (2 new, 0 already stored), 1 rejected" in output
 
 
 def test_a_missing_file_is_a_clear_error() -> None:
@@ -131,31 +153,22 @@ def test_sigterm_finishes_the_batch_commits_and_exits_0(tmp_path: Path) -> None:
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}", TRACKING_PROGRESS_SECONDS="0.5"
     )
     assert support.manage(["migrate", "-v0"], env=env).returncode == 0
-    process = subprocess.Popen(
-        [
-            support.PYTHON,
-            "manage.py",
-            "consume_events",
-            "--source",
-            "simulator",
-            "--trackers",
-            "20",
-            "--seed",
-            "3",
-        ],
-        cwd=support.ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    time.sleep(3)
-    process.send_signal(signal.SIGTERM)
-    output, _ = process.communicate(timeout=30)
+    log = tmp_path / "consume_events.log"
+    command = [
+        *(support.PYTHON, "manage.py", "consume_events", "--source", "simulator"),
+        *("--trackers", "20", "--seed", "3"),
+    ]
+    with support.background(command, env=env, log=log) as process:
+        support.wait_until(
+            lambda: "lag median" in log.read_text(), timeout=30, what="a progress line"
+        )
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+    output = log.read_text()
 
     assert process.returncode == 0, output
     assert "SIGTERM: finishing the current batch" in output
-    assert "events/s" in output and "lag median" in output  # the progress line
+    assert "events/s" in output
     summary = [line for line in output.splitlines() if line.startswith("consume_events stopped:")]
     assert summary, output
     accepted = int(summary[0].split()[2])
@@ -215,7 +228,7 @@ def test_sigterm_while_the_database_is_down_waits_for_it_and_loses_nothing(
             process.kill()
             proxy.stop()
         assert process.returncode == 0, seen + rest
-        assert "30 accepted, 0 rejected" in rest
+        assert "30 accepted (30 new, 0 already stored), 0 rejected" in rest
         stored = support.manage(
             [
                 "shell",
@@ -260,7 +273,7 @@ def test_what_simulate_writes_is_consumed_without_a_rejection(
 
     call_command("consume_events", "--source", "jsonl", "--path", str(path))
 
-    assert f"finished: {len(lines)} accepted, 0 rejected" in capsys.readouterr().out
+    assert f"finished: {len(lines)} accepted ({len(lines)} new" in capsys.readouterr().out
     assert Position.objects.count() == len(lines)
     assert Tracker.objects.count() == 12
     assert not RejectedEvent.objects.exists()

@@ -31,7 +31,10 @@ def test_the_progress_line_states_rate_rejections_and_lag(now: datetime) -> None
     progress = Progress()
     progress.record(
         BatchResult(
-            accepted=3, rejected=1, event_times=[now - timedelta(seconds=s) for s in (1, 2, 3)]
+            accepted=3,
+            new=3,
+            rejected=1,
+            event_times=[now - timedelta(seconds=s) for s in (1, 2, 3)],
         ),
         now=now,
     )
@@ -39,9 +42,11 @@ def test_the_progress_line_states_rate_rejections_and_lag(now: datetime) -> None
     assert "3 accepted, 1 rejected" in line
     assert "lag median 2.000 s, p99 3.000 s" in line
     # The next interval starts empty, the totals carry on.
-    progress.record(BatchResult(accepted=2), now=now)
+    progress.record(BatchResult(accepted=2, new=1), now=now)
     assert "lag median n/a" in progress.interval_line()
-    assert progress.summary_line().startswith("5 accepted, 1 rejected (6 events in")
+    assert progress.summary_line().startswith(
+        "5 accepted (4 new, 1 already stored), 1 rejected (6 events in"
+    )
 
 
 class RecordingPublisher:

@@ -85,10 +85,12 @@ def test_an_older_event_in_a_later_batch_does_not_move_the_tracker_back(now: dat
 def test_a_repeated_event_is_harmless(now: datetime) -> None:
     tracker_id = uuid.uuid4()
     event = at(tracker_id, now)
-    ingest_batch(events=[event, event], now=now)
+    first = ingest_batch(events=[event, event], now=now)
     replay = ingest_batch(events=[event], now=now)
 
     assert Position.objects.filter(tracker_id=tracker_id).count() == 1
+    assert (first.accepted, first.new) == (2, 1)
+    assert (replay.accepted, replay.new) == (1, 0)
     assert replay.moved == [] and replay.rejected == 0
     assert RejectedEvent.objects.count() == 0
 

@@ -92,13 +92,14 @@ def tracker_states(ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
     return dict(Tracker.objects.filter(id__in=ids).values_list("id", "is_active"))
 
 
-def insert_history(events: Sequence[LocationEvent], *, received_at: datetime) -> None:
-    """Add events to history; one already there (a replay) is skipped."""
+def insert_history(events: Sequence[LocationEvent], *, received_at: datetime) -> int:
+    """Add events to history; one already there (a replay) is skipped. Returns
+    how many rows were new."""
     if not events:
-        return
+        return 0
     if _postgres():
-        _insert_history_postgres(events, received_at=received_at)
-        return
+        return _insert_history_postgres(events, received_at=received_at)
+    inserted = 0
     uuid_value = _uuid_adapter()
     time_value = connection.ops.adapt_datetimefield_value
     received = time_value(received_at)
@@ -125,9 +126,11 @@ def insert_history(events: Sequence[LocationEvent], *, received_at: datetime) ->
                 "ON CONFLICT (tracker_id, timestamp) DO NOTHING",
                 params,
             )
+            inserted += cursor.rowcount
+    return inserted
 
 
-def _insert_history_postgres(events: Sequence[LocationEvent], *, received_at: datetime) -> None:
+def _insert_history_postgres(events: Sequence[LocationEvent], *, received_at: datetime) -> int:
     columns = ", ".join(f'"{name}"' for name in _POSITION_COLUMNS)
     with connection.cursor() as cursor:
         cursor.execute(_STAGING)
@@ -154,6 +157,7 @@ def _insert_history_postgres(events: Sequence[LocationEvent], *, received_at: da
             'ON CONFLICT (tracker_id, "timestamp") DO NOTHING',
             [received_at],
         )
+        return int(cursor.rowcount)
 
 
 def update_latest(items: Sequence[tuple[LocationEvent, Cell]]) -> set[uuid.UUID]:

@@ -68,6 +68,7 @@ class Progress:
     """Counts for the whole run and for the current progress interval."""
 
     accepted: int = 0
+    new: int = 0
     rejected: int = 0
     started: float = field(default_factory=time.monotonic)
     interval_started: float = field(default_factory=time.monotonic)
@@ -77,6 +78,7 @@ class Progress:
 
     def record(self, result: BatchResult, *, now: datetime) -> None:
         self.accepted += result.accepted
+        self.new += result.new
         self.rejected += result.rejected
         self.interval_accepted += result.accepted
         self.interval_rejected += result.rejected
@@ -94,7 +96,7 @@ class Progress:
             f"{self.interval_rejected} rejected in {seconds:.1f} s); "
             f"lag median {_seconds(percentile(self.lags, 0.5))}, "
             f"p99 {_seconds(percentile(self.lags, 0.99))}; "
-            f"total {self.accepted} accepted, {self.rejected} rejected"
+            f"total {self._accepted_and_new()}, {self.rejected} rejected"
         )
         self.interval_started = now
         self.interval_accepted = self.interval_rejected = 0
@@ -105,9 +107,15 @@ class Progress:
         seconds = max(time.monotonic() - self.started, 1e-9)
         total = self.accepted + self.rejected
         return (
-            f"{self.accepted} accepted, {self.rejected} rejected "
+            f"{self._accepted_and_new()}, {self.rejected} rejected "
             f"({total} events in {seconds:.1f} s, {total / seconds:.0f} events/s)"
         )
+
+    def _accepted_and_new(self) -> str:
+        """Accepted events, and how many of them history did not hold yet: a file
+        read twice is accepted twice but stored once."""
+        repeats = self.accepted - self.new
+        return f"{self.accepted} accepted ({self.new} new, {repeats} already stored)"
 
 
 def _seconds(value: float) -> str:

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 @dataclass(slots=True)
 class BatchResult:
     accepted: int = 0
+    # Of the accepted, how many history did not hold yet (the rest were repeats).
+    new: int = 0
     rejected: int = 0
     moved: list[LatestPosition] = field(default_factory=list)
     # Timestamps of the accepted events, for the lag figures.
@@ -99,7 +101,7 @@ def store_batch(*, parsed: ParsedBatch, now: datetime) -> BatchResult:
             else:
                 accepted.append(event)
         if accepted:
-            bulk.insert_history(accepted, received_at=now)
+            result.new = bulk.insert_history(accepted, received_at=now)
             result.moved = _move_latest(accepted)
         if refused:
             _store_rejected(refused, received_at=now)
