@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -19,6 +20,7 @@ from tracking.ingest.sources.eventhub import (
     BatchHandler,
     EventHubConfig,
     EventHubConfigError,
+    EventHubSource,
     raw_events,
 )
 from tracking.ingest.store import BatchResult
@@ -247,3 +249,53 @@ def test_wrong_event_hub_settings_name_the_setting(overrides: dict[str, Any], me
         pytest.raises(EventHubConfigError, match=message),
     ):
         EventHubConfig.from_settings()
+
+
+def link_stolen() -> Exception:
+    """What the SDK reports when another consumer's receiver takes a partition over."""
+    from azure.eventhub._pyamqp.error import AMQPLinkError, ErrorCondition
+    from azure.eventhub.exceptions import ConnectionLostError
+
+    detail = AMQPLinkError(
+        ErrorCondition.LinkStolen,
+        description="New receiver with higher epoch of '2' is created hence current receiver "
+        "with epoch '1' is getting disconnected.",
+    )
+    return ConnectionLostError(str(detail), detail)  # type: ignore[arg-type]  # as the SDK does
+
+
+def unstarted_source() -> EventHubSource:
+    async def no_database(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("not used")
+
+    config = EventHubConfig(eventhub="fleet", connection_string="Endpoint=sb://x/")
+    return EventHubSource(config=config, run_in_db=no_database)
+
+
+def partition(partition_id: str) -> Any:
+    return type("PartitionContext", (), {"partition_id": partition_id})()
+
+
+async def test_a_partition_handed_over_to_another_consumer_is_one_info_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    await unstarted_source()._on_error(partition("3"), link_stolen())
+    # The SDK's own warning about the same error, with its whole text.
+    logging.getLogger("azure.eventhub.aio._eventprocessor.event_processor").warning(
+        "EventProcessor instance %r of eventhub %r partition %r consumer group %r. "
+        "An error occurred while receiving. The exception is %r.",
+        "id",
+        "fleet",
+        "3",
+        "$Default",
+        link_stolen(),
+    )
+    assert [r.levelname for r in caplog.records] == ["INFO"]
+    assert "partition 3: another consumer took it over" in caplog.text
+
+
+async def test_other_errors_of_a_partition_are_warnings(caplog: pytest.LogCaptureFixture) -> None:
+    await unstarted_source()._on_error(partition("1"), ConnectionResetError("reset by peer"))
+    [record] = caplog.records
+    assert record.levelname == "WARNING" and "reset by peer" in record.getMessage()

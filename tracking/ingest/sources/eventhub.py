@@ -387,6 +387,28 @@ def _partition_order(partition_id: str) -> tuple[int, str]:
     return (int(partition_id), "") if partition_id.isdigit() else (1 << 30, partition_id)
 
 
+def is_handover(error: BaseException) -> bool:
+    """Whether ``error`` says another consumer now reads the partition: its
+    receiver, with a higher owner level, detached ours (the link was "stolen")."""
+    condition = str(getattr(error, "error", "") or "")
+    return condition.endswith("link:stolen") or "LinkStolen" in str(error)
+
+
+class _QuietHandovers(logging.Filter):
+    """Drops the SDK's WARNING, with the whole exception, for a hand-over:
+    ``_on_error`` says it in one INFO line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        arguments = record.args if isinstance(record.args, tuple) else ()
+        return not any(
+            isinstance(argument, BaseException) and is_handover(argument) for argument in arguments
+        )
+
+
+_SDK_PROCESSOR_LOGGER = logging.getLogger("azure.eventhub.aio._eventprocessor.event_processor")
+_SDK_PROCESSOR_LOGGER.addFilter(_QuietHandovers())
+
+
 class EventHubSource:
     """``consume_events --source eventhub``: every owned partition, until stopped."""
 
@@ -447,6 +469,13 @@ class EventHubSource:
 
     async def _on_error(self, context: PartitionContext | None, error: Exception) -> None:
         where = f"partition {context.partition_id}" if context else "load balancing"
+        if is_handover(error):
+            logger.info(
+                "event hub %s: another consumer took it over (a normal hand-over when "
+                "consumers start or stop); this process stops reading it",
+                where,
+            )
+            return
         logger.warning(
             "event hub %s: %s: %s (the client retries)",
             where,
