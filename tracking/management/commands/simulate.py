@@ -17,12 +17,14 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
@@ -79,6 +81,23 @@ class Command(BaseCommand):
             _batches(fleet, start=start, end=end, realtime=options["realtime"], stop=stop),
             options["count"],
         )
+        if options["realtime"] or options["to"] == "eventhub":
+            # A long run says how it goes: stdout may be the events themselves.
+            where = {"eventhub": "the event hub", "jsonl": options["path"]}[options["to"]]
+            if where == "-":
+                where = "standard output"
+            if not options["realtime"]:
+                what = f"the reports of the last {duration:g} s, as fast as they go"
+            else:
+                what = "reports in real time, " + (
+                    "until stopped" if end is None else f"for {duration:g} s"
+                )
+            self.stderr.write(
+                f"simulate: {len(fleet.trackers)} trackers send {what} to {where} (Ctrl-C stops)"
+            )
+            batches = _reporting(
+                batches, every=settings.TRACKING_PROGRESS_SECONDS, say=self.stderr.write
+            )
         if options["to"] == "eventhub":
             written = self._to_eventhub(batches, stop)
         else:
@@ -173,6 +192,25 @@ def _slices(start: datetime, end: datetime) -> Iterator[datetime]:
     while moment < end:
         moment = min(moment + timedelta(seconds=SLICE_SECONDS), end)
         yield moment
+
+
+async def _reporting(
+    batches: AsyncIterator[list[Body]], *, every: float, say: Callable[[str], object]
+) -> AsyncIterator[list[Body]]:
+    """Pass batches on, saying every ``every`` seconds how many events have gone."""
+    started = reported = time.monotonic()
+    total = since = 0
+    async for batch in batches:
+        yield batch
+        total += len(batch)
+        since += len(batch)
+        now = time.monotonic()
+        if now - reported >= every:
+            say(
+                f"simulate: {total} events in {now - started:.0f} s "
+                f"({since / (now - reported):.0f} events/s lately)"
+            )
+            reported, since = now, 0
 
 
 async def _limited(
