@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -95,14 +94,10 @@ class Watcher:
         return await asyncio.wait_for(self.completion, timeout=10)
 
     async def wait_for(self, tracker_id: str, timeout: float = 5) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for update in self.updates:
-                if update[0] == tracker_id:
-                    return update
-            await asyncio.sleep(0.05)
-        raise AssertionError(
-            f"no locationUpdated for {tracker_id} within {timeout} s; got {self.updates}"
+        return await support.eventually(
+            lambda: next((u for u in self.updates if u[0] == tracker_id), None),
+            timeout=timeout,
+            what=f"a locationUpdated for {tracker_id}",
         )
 
     async def close(self) -> None:

@@ -21,9 +21,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -92,12 +92,10 @@ def wait_for_port(
 # Tests wait for what they expect, never for a fixed time: these poll until the
 # condition holds and fail, saying what was awaited, when it never does.
 
-T = TypeVar("T")
-
 
 def wait_until(
-    condition: Callable[[], T], *, timeout: float = 10.0, interval: float = 0.05, what: str = ""
-) -> T:
+    condition: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.05, what: str = ""
+) -> Any:
     """Poll ``condition`` until it returns something true; return that."""
     deadline = time.monotonic() + timeout
     while True:
@@ -110,12 +108,8 @@ def wait_until(
 
 
 async def eventually(
-    condition: Callable[[], T | Awaitable[T]],
-    *,
-    timeout: float = 10.0,
-    interval: float = 0.02,
-    what: str = "",
-) -> T:
+    condition: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
     """``wait_until`` for async tests: the event loop runs while it waits;
     ``condition`` may be a coroutine function."""
     deadline = time.monotonic() + timeout
@@ -124,7 +118,7 @@ async def eventually(
         if inspect.isawaitable(outcome):
             outcome = await outcome
         if outcome:
-            return cast(T, outcome)
+            return outcome
         if time.monotonic() >= deadline:
             raise AssertionError(f"not within {timeout} s: {what or condition}; last: {outcome!r}")
         await asyncio.sleep(interval)
@@ -312,15 +306,22 @@ class TcpProxy:
         return proxy, parts._replace(netloc=netloc).geturl()
 
     def cut(self) -> None:
-        def drop() -> None:
+        """Drop every connection and refuse new ones; done when this returns."""
+
+        async def drop() -> None:
             self._cut = True
             for writer in list(self._writers):
                 writer.close()
 
-        self._loop.call_soon_threadsafe(drop)
+        asyncio.run_coroutine_threadsafe(drop(), self._loop).result(timeout=10)
 
     def restore(self) -> None:
-        self._loop.call_soon_threadsafe(setattr, self, "_cut", False)
+        """Let connections through again; done when this returns."""
+
+        async def allow() -> None:
+            self._cut = False
+
+        asyncio.run_coroutine_threadsafe(allow(), self._loop).result(timeout=10)
 
     def stop(self) -> None:
         async def shutdown() -> None:

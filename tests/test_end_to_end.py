@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -81,10 +80,13 @@ def test_a_signalrcore_client_follows_the_live_simulator(stack: Stack) -> None:
             support.PYTHON, "manage.py", "consume_events", "--source", "simulator",
             "--trackers", "40", "--seed", "11", "--interval", "0.5",
         ]  # fmt: skip
-        with support.background(simulator, env=stack.env, log=stack.logs / "simulator.log"):
-            deadline = time.monotonic() + 8
-            while time.monotonic() < deadline and len({u[0] for u in received}) < 3:
-                time.sleep(0.1)
+        log = stack.logs / "simulator.log"
+        with support.background(simulator, env=stack.env, log=log):
+            support.wait_until(
+                lambda: len({u[0] for u in received}) >= 3,
+                timeout=15,
+                what=f"updates of three trackers; the simulator said: {log.read_text()}",
+            )
     finally:
         connection.stop()
 

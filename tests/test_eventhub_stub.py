@@ -32,14 +32,6 @@ def stub() -> Iterator[EventHubStub]:
         yield running
 
 
-def wait_until(predicate: Callable[[], bool], *, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.02)
-
-
 async def receive_async(
     connection_string: str,
     *,
@@ -239,10 +231,17 @@ async def test_starting_from_an_offset_returns_only_later_events(stub: EventHubS
 async def test_starting_from_a_sequence_number_or_a_time_returns_only_later_events(
     stub: EventHubStub,
 ) -> None:
-    stub.inject("3", b"early 0", b"early 1")
-    await asyncio.sleep(0.05)  # enqueued times have millisecond resolution
+    [_, last_early] = stub.inject("3", b"early 0", b"early 1")
+    # Enqueued times have millisecond resolution: the boundary lies strictly between.
+    millisecond = timedelta(milliseconds=1)
+    await support.eventually(
+        lambda: datetime.now(UTC) > last_early.enqueued_time + millisecond,
+        what="a millisecond after the early events",
+    )
     boundary = datetime.now(UTC)
-    await asyncio.sleep(0.05)
+    await support.eventually(
+        lambda: datetime.now(UTC) > boundary + millisecond, what="a millisecond after the boundary"
+    )
     stub.inject("3", b"late 2", b"late 3")
 
     by_sequence, by_time = await asyncio.gather(
@@ -260,7 +259,7 @@ def test_latest_returns_only_events_sent_after_the_consumer_attached(stub: Event
     stub.inject("1", b"old")
 
     def send_new_events_once_attached() -> None:
-        wait_until(lambda: stub.open_consumers == 1, timeout=10)
+        support.wait_until(lambda: stub.open_consumers == 1, timeout=10)
         with EventHubProducerClient.from_connection_string(stub.connection_string) as producer:
             producer.send_batch([EventData(b"new 1"), EventData(b"new 2")], partition_id="1")
 
@@ -498,14 +497,18 @@ async def test_a_consumer_with_a_higher_owner_level_takes_the_partition_over(
                 owner_level=level,
             )
         )
-        await asyncio.to_thread(wait_until, lambda: received[level] == [b"before"], timeout=10)
+        await asyncio.to_thread(
+            support.wait_until, lambda: received[level] == [b"before"], timeout=10
+        )
         return client, task
 
     consumers = [await start_consumer(0), await start_consumer(1)]
     stub.inject("0", b"after")
     try:
         await asyncio.to_thread(
-            wait_until, lambda: received[1] == [b"before", b"after"] and bool(errors[0]), timeout=10
+            support.wait_until,
+            lambda: received[1] == [b"before", b"after"] and bool(errors[0]),
+            timeout=10,
         )
     finally:
         await asyncio.gather(*(client.close() for client, _ in consumers))

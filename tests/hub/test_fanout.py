@@ -92,11 +92,11 @@ async def test_over_redis_a_cell_nobody_watches_any_more_is_unsubscribed(
     channel = web.channel(HELSINKI)
     assert (await client.pubsub_numsub(channel))[0][1] == 1
     await web.unwatch(viewer, [HELSINKI])
-    for _ in range(50):
-        if (await client.pubsub_numsub(channel))[0][1] == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert (await client.pubsub_numsub(channel))[0][1] == 0
+
+    async def unsubscribed() -> bool:
+        return (await client.pubsub_numsub(channel))[0][1] == 0
+
+    await support.eventually(unsubscribed, what="the cell's subscription to go")
     await client.aclose()
 
 
@@ -134,7 +134,6 @@ async def test_a_redis_outage_is_logged_when_it_starts_while_it_lasts_and_when_i
     try:
         assert await publisher.publish({HELSINKI: "before"}) == 0
         proxy.cut()
-        await asyncio.sleep(0.1)
         # Every batch of the outage fails, but only its start is logged...
         for _ in range(3):
             assert await publisher.publish({HELSINKI: "h", NEW_YORK: "n"}) == 2
@@ -148,12 +147,11 @@ async def test_a_redis_outage_is_logged_when_it_starts_while_it_lasts_and_when_i
         errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 2 and "4 batches (7 cells) not sent" in errors[1]
         proxy.restore()
-        for _ in range(50):
-            if await publisher.publish({HELSINKI: "after"}) == 0:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("publishing did not come back")
+
+        async def published() -> bool:
+            return await publisher.publish({HELSINKI: "after"}) == 0
+
+        await support.eventually(published, interval=0.1, what="publishing to come back")
         recovered = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(recovered) == 1 and "again after" in recovered[0]
         # A healthy batch after that logs nothing.

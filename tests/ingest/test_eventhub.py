@@ -167,18 +167,19 @@ async def test_the_progress_line_says_how_far_each_partition_is_behind() -> None
 
 async def test_drain_waits_for_the_batch_in_hand() -> None:
     journal: list[str] = []
-    release = asyncio.Event()
+    delivering, release = asyncio.Event(), asyncio.Event()
 
     async def slow_deliver(events: Sequence[RawEvent]) -> BatchResult:
+        delivering.set()
         await release.wait()
         return BatchResult(accepted=len(events))
 
     handler = BatchHandler(deliver=slow_deliver, stop=asyncio.Event())
     context = RecordingContext("0", journal)
     task = asyncio.create_task(handler(context, bodies(1)))  # type: ignore[arg-type]
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(delivering.wait(), timeout=5)
     drained = asyncio.create_task(handler.drain())
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # drain runs up to its wait
     assert not drained.done()
     release.set()
     await asyncio.wait_for(drained, timeout=1)
