@@ -50,6 +50,17 @@ def test_the_first_failing_run_ends_it_with_pytests_exit_code() -> None:
     assert seen == [{"KEEP": "1", "DATABASE_URL": "a"}]
 
 
+def test_a_subset_with_no_database_test_passes_the_sqlite_run_that_selects_nothing() -> None:
+    codes = iter([0, 5])  # pytest's "no tests collected"
+    runs = pytest_runs(["tests/test_grid.py"], postgres_url="postgres://127.0.0.1/tracker")
+    assert run_all(runs, env={}, pytest=lambda args, env: next(codes)) == 0
+
+
+def test_a_first_run_that_selects_nothing_fails() -> None:
+    runs = pytest_runs(["-k", "no such test"], postgres_url="postgres://127.0.0.1/tracker")
+    assert run_all(runs, env={}, pytest=lambda args, env: 5) == 5
+
+
 def test_every_run_passing_exits_0() -> None:
     runs = [PytestRun("first", []), PytestRun("second", [])]
     assert run_all(runs, env={}, pytest=lambda args, env: 0) == 0
