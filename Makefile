@@ -4,15 +4,17 @@
 #
 # Both create .venv and install the pinned requirements on first use. `make test`
 # also installs Debian's Chromium (browser tests) and redis-server when missing,
-# uses PostgreSQL when one answers at TEST_POSTGRES_URL, and otherwise runs on
-# SQLite with the PostgreSQL tests skipped (and failed under CI, which sets
-# TRACKER_TEST_REQUIRE_SERVICES=1).
+# then runs `python -m tests.run` (tests/run.py): it uses the Redis and the
+# PostgreSQL that answer (TEST_POSTGRES_URL, default
+# postgres://postgres@127.0.0.1:5432/tracker), else starts private ones for the
+# run, installing Debian's postgresql first when its binaries are missing, and
+# stops and deletes them at the end. CI sets TRACKER_TEST_REQUIRE_SERVICES=1:
+# a test that would skip for want of a service fails instead.
 
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/tracker
 PYTEST_ARGS ?=
 PORT ?= 8000
 TRACKERS ?= 200
@@ -58,17 +60,9 @@ format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
+# TEST_POSTGRES_URL reaches tests.run from the environment or make's command line.
 test: $(STAMP) check-system-packages lint
-	@mkdir -p test-artifacts
-	@if $(PY) -c 'import sys; from tests.support import postgres_answers; sys.exit(not postgres_answers("$(TEST_POSTGRES_URL)"))'; then \
-		echo "== tests on PostgreSQL ($(TEST_POSTGRES_URL), test database created by pytest-django)"; \
-		DATABASE_URL=$(TEST_POSTGRES_URL) DATABASE_CONN_MAX_AGE=0 $(PY) -m pytest $(PYTEST_ARGS) && \
-		echo "== database tests again on SQLite" && \
-		DATABASE_URL= $(PY) -m pytest -q -m "django_db and not slow" $(PYTEST_ARGS); \
-	else \
-		echo "== PostgreSQL does not answer at $(TEST_POSTGRES_URL): tests on SQLite, PostgreSQL tests skip"; \
-		DATABASE_URL= $(PY) -m pytest $(PYTEST_ARGS); \
-	fi
+	$(PY) -m tests.run $(PYTEST_ARGS)
 
 # Benchmarks use the same services as the tests (Redis, PostgreSQL, Chromium)
 # and write bench/results/latest.json; BENCHMARKS.md explains the figures.

@@ -3,6 +3,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.test import override_settings
@@ -19,6 +20,16 @@ def redis_url() -> Iterator[str]:
             )
         assert url is not None
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_binaries() -> Path:
+    """The folder of ``initdb`` and ``postgres``, to start a private cluster with."""
+    bindir = support.postgres_bindir()
+    if bindir is None:
+        support.unavailable("no PostgreSQL server binaries were found to start a cluster with")
+    assert bindir is not None
+    return bindir
 
 
 # Every way updates can travel between processes over Redis (HUB_FANOUT and the layer).

@@ -3,8 +3,10 @@
 Redis: the one at ``TEST_REDIS_URL`` or ``REDIS_URL`` or 127.0.0.1:6379 if it
 answers, else a private ``redis-server`` on a free port. PostgreSQL: the
 server of ``DATABASE_URL`` when that is PostgreSQL, else ``TEST_POSTGRES_URL``
-or 127.0.0.1:5432 as user postgres. Where a service cannot be found a test
-skips and says why; with ``TRACKER_TEST_REQUIRE_SERVICES=1`` (CI) it fails.
+or 127.0.0.1:5432 as user postgres (``python -m tests.run`` points both at a
+private cluster from ``private_postgres`` when none answers). Where a service
+cannot be found a test skips and says why; with
+``TRACKER_TEST_REQUIRE_SERVICES=1`` (CI) it fails.
 """
 
 from __future__ import annotations
@@ -13,15 +15,18 @@ import asyncio
 import contextlib
 import inspect
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -198,6 +203,160 @@ def postgres_answers(url: str) -> bool:
             return True
     except Exception:
         return False
+
+
+# Debian installs each major version's server binaries here, not on PATH.
+DEBIAN_POSTGRES_LIB = Path("/usr/lib/postgresql")
+
+
+def postgres_bindir(debian_lib: Path = DEBIAN_POSTGRES_LIB) -> Path | None:
+    """The folder holding ``initdb`` and ``postgres``: Debian's newest version,
+    else the one of an ``initdb`` on PATH; None when neither is installed."""
+    found = [
+        folder
+        for folder in debian_lib.glob("*/bin")
+        if (folder / "initdb").is_file() and (folder / "postgres").is_file()
+    ]
+    if found:
+        return max(found, key=lambda folder: _version_key(folder.parent.name))
+    initdb = shutil.which("initdb")
+    if initdb is not None and (Path(initdb).parent / "postgres").is_file():
+        return Path(initdb).parent
+    return None
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    # "9.6" < "15": compare the numbers, not the text.
+    return tuple(int(part) for part in name.split(".") if part.isdigit())
+
+
+@dataclass(frozen=True)
+class PostgresCluster:
+    """A running private cluster: the superuser's URL of its ``postgres`` database."""
+
+    url: str
+    folder: Path
+    pid: int
+
+
+@contextlib.contextmanager
+def private_postgres(bindir: Path, *, user: str = "postgres") -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL server for the tests, stopped and deleted afterwards.
+
+    ``initdb`` makes a cluster in a new temporary folder whose superuser is
+    ``user``, with trust authentication; the server listens on 127.0.0.1 only,
+    at a free port, with its socket in that folder and fsync off (nothing in it
+    needs to survive a crash). initdb refuses to run as root, so as root the
+    cluster runs as the ``postgres`` system user (Debian's package creates it),
+    who owns the folder.
+    """
+    owner = _unprivileged_owner()
+    folder = Path(tempfile.mkdtemp(prefix="tracker-postgres-"))
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        if owner is not None:
+            os.chown(folder, owner.pw_uid, owner.pw_gid)
+        # Popen's defaults (None) keep the current user and groups.
+        uid = owner.pw_uid if owner else None
+        gid = owner.pw_gid if owner else None
+        groups: list[int] | None = [] if owner else None
+        data = folder / "data"
+        initdb = subprocess.run(
+            [
+                str(bindir / "initdb"),
+                f"--pgdata={data}",
+                f"--username={user}",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+            ],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=False,
+            user=uid,
+            group=gid,
+            extra_groups=groups,
+        )
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed with exit code {initdb.returncode}: {initdb.stderr}")
+        port = free_port()
+        log = folder / "server.log"
+        with log.open("wb") as output:
+            server = subprocess.Popen(
+                [
+                    str(bindir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(port),
+                    "-k",
+                    str(folder),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                ],
+                cwd=folder,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                # Out of the terminal's process group: Ctrl-C stops the tests,
+                # which then drop their databases, and only then this server.
+                start_new_session=True,
+                user=uid,
+                group=gid,
+                extra_groups=groups,
+            )
+        url = f"postgres://{user}@127.0.0.1:{port}/postgres"
+        _wait_for_postgres(url, server, log=log, timeout=60)
+        yield PostgresCluster(url=url, folder=folder, pid=server.pid)
+    finally:
+        if server is not None:
+            _stop_postgres(server)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _unprivileged_owner() -> pwd.struct_passwd | None:
+    """Who runs a private cluster: None for the current user, the ``postgres`` user for root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        raise RuntimeError(
+            "initdb refuses to run as root and there is no 'postgres' user to run it as "
+            "(Debian's postgresql package creates one)"
+        ) from None
+
+
+def _wait_for_postgres(
+    url: str, server: subprocess.Popen[bytes], *, log: Path, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not postgres_answers(url):
+        if server.poll() is not None:
+            raise RuntimeError(
+                f"PostgreSQL exited with {server.returncode} at start:\n{log.read_text()}"
+            )
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"PostgreSQL did not answer at {url} within {timeout} s")
+        time.sleep(0.1)
+
+
+def _stop_postgres(server: subprocess.Popen[bytes]) -> None:
+    # SIGINT is PostgreSQL's fast shutdown (open sessions are ended, not waited
+    # for); SIGQUIT its immediate one; SIGKILL the last resort.
+    for stop, grace in ((signal.SIGINT, 30), (signal.SIGQUIT, 10), (signal.SIGKILL, None)):
+        if server.poll() is not None:
+            return
+        server.send_signal(stop)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=grace)
 
 
 @contextlib.contextmanager
