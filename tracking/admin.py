@@ -28,6 +28,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator, smart_split, unescape_string_literal
 from django.utils.translation import ngettext
 
+from tracking.ages import ago
 from tracking.models import (
     EventHubCheckpoint,
     EventHubOwnership,
@@ -87,19 +88,6 @@ def tracker_search(search_term: str, *, name: str, tracker_id: str) -> Q:
             matches |= Q(**{f"{tracker_id}__range": id_range})
         condition &= matches
     return condition
-
-
-def ago(moment: datetime, *, now: datetime) -> str:
-    """A short human age: "just now", "42 s ago", "3 min ago", "5 h ago", "2 d ago"."""
-    seconds = int((now - moment).total_seconds())
-    if seconds < 0:
-        return "in the future"
-    if seconds < 1:
-        return "just now"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{seconds} s ago"
 
 
 def fixed(value: float | None, digits: int) -> str | None:
