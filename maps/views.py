@@ -9,6 +9,8 @@ from django.shortcuts import render
 from django.templatetags.static import static
 from django.urls import reverse
 
+from tracking.models import TrackerStatus
+
 
 def index(request: HttpRequest) -> HttpResponse:
     if settings.MAP_LOGIN_REQUIRED and not request.user.is_authenticated:
@@ -20,8 +22,12 @@ def index(request: HttpRequest) -> HttpResponse:
         "landUrl": static("vendor/world-atlas/land-110m.json"),
         "gridDegrees": settings.TRACKING_GRID_DEGREES,
         "maxCells": settings.TRACKING_MAX_CELLS_PER_CONNECTION,
-        "onlineSeconds": settings.TRACKING_ONLINE_SECONDS,
-        "offlineSeconds": settings.TRACKING_OFFLINE_SECONDS,
+        # The status rule and its words, as the server has them (tracking/models.py).
+        "trackerStatus": {
+            "onlineSeconds": settings.TRACKING_ONLINE_SECONDS,
+            "offlineSeconds": settings.TRACKING_OFFLINE_SECONDS,
+            "labels": {status.value: str(status.label) for status in TrackerStatus},
+        },
         "center": {
             "latitude": settings.MAP_CENTER_LATITUDE,
             "longitude": settings.MAP_CENTER_LONGITUDE,

@@ -1,7 +1,10 @@
-"""The map page in headless Chromium against the demo: markers appear and move."""
+"""The map page in headless Chromium against the demo: markers appear and move,
+the tooltip speaks the server's words, and the page's ES modules compute the
+cases shared with their Python twins (tests/cases/) as Python does."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests import support
+from tests import cases, support
+from tracking.models import TrackerStatus
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -65,6 +69,50 @@ def page(browser: Any) -> Iterator[Any]:
 
 def trackers(page: Any) -> dict[str, dict[str, float]]:
     return {t["id"]: t for t in page.evaluate("window.trackerMap.trackers()")}
+
+
+def open_map_with_trackers(page: Any, url: str) -> None:
+    page.goto(url)
+    page.wait_for_function(
+        "window.trackerMap && window.trackerMap.status() === 'live'", timeout=15_000
+    )
+    page.wait_for_function("window.trackerMap.trackers().length >= 5", timeout=15_000)
+
+
+def hover_a_marker(page: Any) -> None:
+    """Centre the map on a tracker, then put the mouse on its marker."""
+    point = page.evaluate(
+        """() => {
+          const { map, trackers } = window.trackerMap;
+          const [tracker] = trackers();
+          map.setView([tracker.latitude, tracker.longitude], map.getZoom(), { animate: false });
+          const box = map.getContainer().getBoundingClientRect();
+          const size = map.getSize();
+          return { x: box.left + size.x / 2, y: box.top + size.y / 2 };
+        }"""
+    )
+    page.mouse.move(point["x"], point["y"])
+
+
+def tooltip_rows(page: Any) -> dict[str, str]:
+    """The tooltip's title and rows, once it shows a tracker's name (its details have loaded)."""
+    page.wait_for_function(
+        """() => {
+          const tip = document.getElementById("tracker-tooltip");
+          const title = tip.querySelector(".tooltip-title");
+          return !tip.hidden && title && !/^Tracker [0-9a-f]{8}$/.test(title.textContent);
+        }""",
+        timeout=10_000,
+    )
+    rows: dict[str, str] = page.evaluate(
+        """() => {
+          const tip = document.getElementById("tracker-tooltip");
+          const rows = { title: tip.querySelector(".tooltip-title").textContent };
+          for (const term of tip.querySelectorAll("dt")) rows[term.textContent] = term.nextElementSibling.textContent;
+          return rows;
+        }"""
+    )
+    return rows
 
 
 def test_markers_appear_and_move(demo: str, page: Any) -> None:
@@ -125,4 +173,96 @@ def test_the_map_works_across_the_antimeridian(demo: str, page: Any) -> None:
     )
     cells = {tuple(cell) for cell in page.evaluate("window.trackerMap.cells()")}
     assert (179, -17) in cells and (-180, -17) in cells
+    assert page.errors == []
+
+
+def test_hovering_a_marker_shows_its_name_age_and_status_in_the_servers_words(
+    demo: str, page: Any
+) -> None:
+    open_map_with_trackers(page, demo + HELSINKI)
+
+    hover_a_marker(page)
+    rows = tooltip_rows(page)
+
+    assert rows["Status"] == TrackerStatus.ONLINE.label
+    assert re.fullmatch(r"(just now|\d+ s ago) · .+", rows["Updated"]), rows
+    assert re.fullmatch(r"\d+(\.\d)? km/h|unknown", rows["Speed"]), rows
+    support.ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(support.ARTIFACTS / "map-tooltip.png"))
+    assert page.errors == []
+
+
+def test_a_tracker_unheard_for_two_minutes_reads_stale_in_the_servers_words(
+    demo: str, page: Any
+) -> None:
+    page.clock.install()
+    open_map_with_trackers(page, demo + HELSINKI)
+
+    # The page's clock jumps two minutes ahead of the positions it holds.
+    page.clock.fast_forward("02:00")
+    hover_a_marker(page)
+    rows = tooltip_rows(page)
+
+    assert rows["Status"] == TrackerStatus.STALE.label
+    assert rows["Updated"].startswith("2 min ago · "), rows
+    support.ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(support.ARTIFACTS / "map-stale.png"))
+    assert page.errors == []
+
+
+# --- The shared cases against the page's ES modules ---------------------------------
+
+
+def module_url(page: Any, name: str) -> str:
+    """The URL of one of the map's ES modules: beside the map.js the page loaded."""
+    page.wait_for_function("window.trackerMap !== undefined", timeout=15_000)
+    url: str = page.evaluate(
+        """(name) => {
+          const script = document.querySelector('script[type="module"][src$="/map.js"]');
+          return new URL(name, script.src).href;
+        }""",
+        name,
+    )
+    return url
+
+
+def mismatches(shared: list[dict[str, Any]], answers: list[Any], key: str) -> list[str]:
+    return [
+        f"{cases.case_id(case)}: expected {case[key]!r}, JavaScript says {answer!r}"
+        for case, answer in zip(shared, answers, strict=True)
+        if answer != case[key]
+    ]
+
+
+def test_status_js_gives_every_status_case_the_status_python_gives(demo: str, page: Any) -> None:
+    shared = cases.load("status")["cases"]
+    page.goto(demo)
+
+    answers = page.evaluate(
+        """async ({ url, cases }) => {
+          const { trackerStatus } = await import(url);
+          const now = Date.UTC(2026, 10, 26, 12);
+          return cases.map((c) => trackerStatus(c.ageMs === null ? null : now - c.ageMs, now, c));
+        }""",
+        {"url": module_url(page, "status.js"), "cases": shared},
+    )
+
+    assert mismatches(shared, answers, "status") == []
+    assert page.errors == []
+
+
+def test_ages_js_words_every_age_case_as_python_does(demo: str, page: Any) -> None:
+    shared = cases.load("ages")["cases"]
+    page.goto(demo)
+
+    answers = page.evaluate(
+        """async ({ url, cases }) => {
+          const { formatAge } = await import(url);
+          const now = Date.UTC(2026, 10, 26, 12);
+          return cases.map((c) => formatAge(now - c.ageMs, now));
+        }""",
+        {"url": module_url(page, "ages.js"), "cases": shared},
+    )
+
+    assert mismatches(shared, answers, "text") == []
     assert page.errors == []

@@ -1,15 +1,17 @@
 // The live tracker map: wires the map, the hub, the cell subscription, the
 // tracker store and canvas layer, the details cache and the page's controls.
 
+import { formatAge } from "./ages.js";
 import { addLandOutline, addTiles } from "./basemap.js";
 import { CellSubscription } from "./cells.js";
 import { DetailsCache } from "./details.js";
 import { wrapLongitude } from "./geo.js";
 import { cellKey, cellOf, cellsCovering, gridOf } from "./grid.js";
 import { LiveHub, STATUS } from "./hub.js";
+import { trackerStatus } from "./status.js";
 import { FLASH_MS, TrackerLayer } from "./tracker-layer.js";
-import { TrackerStore, freshness } from "./trackers.js";
-import { eventLog, formatAge, formatClock, formatSpeed, statusBadge, toggle, tooltip } from "./ui.js";
+import { TrackerStore } from "./trackers.js";
+import { eventLog, formatClock, formatSpeed, statusBadge, toggle, tooltip } from "./ui.js";
 import { bindViewHash, parseViewHash } from "./view-hash.js";
 
 const L = window.L;
@@ -19,11 +21,11 @@ const HOVER_PIXELS = 10;
 const STALENESS_EVERY_MS = 5000;
 const DETAILS_MAX_AGE_MS = 30000;
 const FRAME_MAX_GAP_MS = 250;
-const FRESHNESS_LABEL = { live: "Live", stale: "Stale", offline: "Offline" };
 
 const config = JSON.parse(document.getElementById("map-config").textContent);
 const grid = gridOf(config.gridDegrees);
-const ages = { onlineSeconds: config.onlineSeconds, offlineSeconds: config.offlineSeconds };
+/** The server's status rule: {onlineSeconds, offlineSeconds, labels: {value: label}}. */
+const statusRule = config.trackerStatus;
 
 // --- Page controls -----------------------------------------------------------
 
@@ -55,7 +57,7 @@ bindViewHash(map, wrapLongitude);
 const store = new TrackerStore();
 const details = new DetailsCache({ url: config.trackersUrl ?? "/api/trackers", onLoaded: () => scheduleFrame() });
 const headingOf = (tracker) => tracker.heading ?? details.get(tracker.id)?.heading ?? null;
-const layer = new TrackerLayer({ trackers: () => store.values(), headingOf, ages }).addTo(map);
+const layer = new TrackerLayer({ trackers: () => store.values(), headingOf, thresholds: statusRule }).addTo(map);
 
 let frameRequested = false;
 let lastFrameAt = -Infinity;
@@ -215,7 +217,7 @@ function refreshTooltip() {
   tip.show(pointer, nameOf(tracker.id), [
     ["Speed", formatSpeed(known?.speed ?? tracker.speed)],
     ["Updated", `${formatAge(tracker.timestamp, now)} · ${formatClock(tracker.timestamp)}`],
-    ["Status", FRESHNESS_LABEL[freshness(tracker.timestamp, now, ages)]],
+    ["Status", statusRule.labels[trackerStatus(tracker.timestamp, now, statusRule)]],
   ]);
 }
 

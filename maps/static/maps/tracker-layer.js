@@ -5,16 +5,18 @@
 // moving every second.
 
 import { nearestLongitude } from "./geo.js";
-import { freshness } from "./trackers.js";
+import { STATUS, trackerStatus } from "./status.js";
 
 const L = window.L;
 
+// A marker style for every status a tracker on the map can have (it has a position, so never "never").
 const STYLES = {
-  live: { fill: "#0f7b74", stroke: "#ffffff", alpha: 1 },
-  stale: { fill: "#8d949e", stroke: "#ffffff", alpha: 0.9 },
-  offline: { fill: "#9aa1aa", stroke: "#ffffff", alpha: 0.35 },
+  [STATUS.online]: { fill: "#0f7b74", stroke: "#ffffff", alpha: 1 },
+  [STATUS.stale]: { fill: "#8d949e", stroke: "#ffffff", alpha: 0.9 },
+  [STATUS.offline]: { fill: "#9aa1aa", stroke: "#ffffff", alpha: 0.35 },
 };
-const DRAW_ORDER = ["offline", "stale", "live"];
+// Online markers are drawn last, on top.
+const DRAW_ORDER = [STATUS.offline, STATUS.stale, STATUS.online];
 const ARROW = [
   [0, -9],
   [6.5, 7],
@@ -39,7 +41,7 @@ export const TrackerLayer = L.Layer.extend({
    * @param {object} source
    * @param {() => Iterable<import("./trackers.js").Tracker>} source.trackers
    * @param {(tracker) => number|null} source.headingOf
-   * @param {{onlineSeconds: number, offlineSeconds: number}} source.ages
+   * @param {{onlineSeconds: number, offlineSeconds: number}} source.thresholds  of the tracker status
    */
   initialize(source, options) {
     L.setOptions(this, options);
@@ -122,8 +124,8 @@ export const TrackerLayer = L.Layer.extend({
     const nowMs = Date.now();
     const nowFrame = performance.now();
     const centerLng = map.getCenter().lng;
-    const { ages, headingOf } = this._source;
-    const buckets = { live: [], stale: [], offline: [] };
+    const { thresholds, headingOf } = this._source;
+    const buckets = Object.fromEntries(DRAW_ORDER.map((status) => [status, []]));
     const flashes = [];
     let hovered = null;
 
@@ -146,7 +148,7 @@ export const TrackerLayer = L.Layer.extend({
       const y = point.y - this._origin.y;
       if (x < -margin || y < -margin || x > this._width + margin || y > this._height + margin) continue;
       const marker = { x, y, heading: headingOf(tracker), tracker };
-      buckets[freshness(tracker.timestamp, nowMs, ages)].push(marker);
+      buckets[trackerStatus(tracker.timestamp, nowMs, thresholds)].push(marker);
       if (tracker.flashUntil > nowFrame) flashes.push(marker);
       if (tracker.id === this._hoveredId) hovered = marker;
       ids[count] = tracker.id;
