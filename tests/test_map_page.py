@@ -234,6 +234,32 @@ def mismatches(shared: list[dict[str, Any]], answers: list[Any], key: str) -> li
     ]
 
 
+def test_grid_js_computes_every_grid_case_as_the_python_grid_does(demo: str, page: Any) -> None:
+    shared = cases.load("grid")
+    page.goto(demo)
+
+    answers = page.evaluate(
+        """async ({ url, cases }) => {
+          const { gridOf, cellOf, wrapX, cellsCovering } = await import(url);
+          return {
+            cellOf: cases.cellOf.map((c) => cellOf(gridOf(c.size), c.latitude, c.longitude)),
+            wrapX: cases.wrapX.map((c) => wrapX(gridOf(c.size), c.x)),
+            cellsCovering: cases.cellsCovering.map(
+              (c) => cellsCovering(gridOf(c.size), c.bounds, c.maxCells ?? Infinity)),
+          };
+        }""",
+        {"url": module_url(page, "grid.js"), "cases": shared},
+    )
+
+    wrong = [
+        *mismatches(shared["cellOf"], answers["cellOf"], "cell"),
+        *mismatches(shared["wrapX"], answers["wrapX"], "wrapped"),
+        *mismatches(shared["cellsCovering"], answers["cellsCovering"], "cells"),
+    ]
+    assert wrong == []
+    assert page.errors == []
+
+
 def test_status_js_gives_every_status_case_the_status_python_gives(demo: str, page: Any) -> None:
     shared = cases.load("status")["cases"]
     page.goto(demo)
