@@ -31,7 +31,7 @@ export class DetailsCache {
 
   /**
    * @param {object} options
-   * @param {string} options.url   e.g. "/api/trackers"
+   * @param {string} options.url   the tracker list of the API (the page's config says where)
    * @param {(ids: string[]) => void} options.onLoaded
    */
   constructor({ url, onLoaded }) {

@@ -51,7 +51,7 @@ export class LiveHub {
 
   /**
    * @param {object} options
-   * @param {string} options.url  the hub URL, e.g. "/api/signalr"
+   * @param {string} options.url  the hub URL (the page's config says where)
    * @param {Record<string, (...args: any[]) => void>} options.handlers  server -> client targets
    * @param {(status: string, detail: string) => void} options.onStatus
    * @param {() => void} options.onConnected  after every (re)start: the server holds no groups for us yet

@@ -55,7 +55,7 @@ bindViewHash(map, wrapLongitude);
 // --- Trackers ----------------------------------------------------------------
 
 const store = new TrackerStore();
-const details = new DetailsCache({ url: config.trackersUrl ?? "/api/trackers", onLoaded: () => scheduleFrame() });
+const details = new DetailsCache({ url: config.trackersUrl, onLoaded: () => scheduleFrame() });
 const headingOf = (tracker) => tracker.heading ?? details.get(tracker.id)?.heading ?? null;
 const layer = new TrackerLayer({ trackers: () => store.values(), headingOf, thresholds: statusRule }).addTo(map);
 
