@@ -16,7 +16,10 @@ const MAX_PARALLEL = 2;
  * @property {number} fetchedAt     Date.now() of the answer
  */
 
-export class DetailsCache {
+/**
+ * Dispatches "loaded" (a CustomEvent whose `detail` is the ids loaded) after each answer.
+ */
+export class DetailsCache extends EventTarget {
   /** @type {Map<string, TrackerDetails>} */
   #details = new Map();
   #queued = new Set();
@@ -26,17 +29,15 @@ export class DetailsCache {
   #timer = null;
   #running = 0;
   #url;
-  #onLoaded;
   #warned = false;
 
   /**
    * @param {object} options
    * @param {string} options.url   the tracker list of the API (the page's config says where)
-   * @param {(ids: string[]) => void} options.onLoaded
    */
-  constructor({ url, onLoaded }) {
+  constructor({ url }) {
+    super();
     this.#url = url;
-    this.#onLoaded = onLoaded;
   }
 
   get(id) {
@@ -115,7 +116,7 @@ export class DetailsCache {
       }
       // Ids the server did not return are not asked for again for a while.
       for (const id of ids) if (!this.#details.has(id)) this.#failedUntil.set(id, now + RETRY_MS);
-      if (loaded.length) this.#onLoaded(loaded);
+      if (loaded.length) this.dispatchEvent(new CustomEvent("loaded", { detail: loaded }));
     } catch (error) {
       const retryAt = Date.now() + RETRY_MS;
       for (const id of ids) this.#failedUntil.set(id, retryAt);
