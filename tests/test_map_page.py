@@ -292,3 +292,30 @@ def test_ages_js_words_every_age_case_as_python_does(demo: str, page: Any) -> No
 
     assert mismatches(shared, answers, "text") == []
     assert page.errors == []
+
+
+def test_tracker_details_beyond_the_cache_limit_forget_the_least_recently_wanted(
+    demo: str, page: Any
+) -> None:
+    open_map_with_trackers(page, demo + HELSINKI)
+    ids = list(trackers(page))[:4]
+
+    answer = page.evaluate(
+        """async ({ url, ids }) => {
+          const { DetailsCache } = await import(url);
+          const config = JSON.parse(document.getElementById("map-config").textContent);
+          const cache = new DetailsCache({ url: config.trackersUrl, maxEntries: 3 });
+          const loaded = () => new Promise((resolve) => cache.addEventListener("loaded", resolve, { once: true }));
+          let answered = loaded();
+          cache.want(ids.slice(0, 3));
+          await answered;
+          cache.want([ids[0], ids[2]]);  // still on the map; the second is not
+          answered = loaded();
+          cache.want([ids[3]]);
+          await answered;
+          return { size: cache.size, known: ids.map((id) => cache.get(id) !== undefined) };
+        }""",
+        {"url": module_url(page, "details.js"), "ids": ids},
+    )
+
+    assert answer == {"size": 3, "known": [True, False, True, True]}
