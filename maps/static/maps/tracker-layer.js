@@ -26,6 +26,8 @@ const ARROW = [
 const DOT_RADIUS = 5;
 const SPRITE_CSS_PIXELS = 24;
 const HEADING_STEPS = 72;
+// Every sprite one MarkerSprites can hold: per style, a dot and an arrow per heading step.
+const SPRITE_KINDS = Object.keys(STYLES).length * (HEADING_STEPS + 1);
 const FLASH_COLOUR = "#e08a1e";
 /** How long a geofence flash lasts, in ms. */
 export const FLASH_MS = 1500;
@@ -201,7 +203,9 @@ function stampBucket(ctx, markers, styleName, sprites) {
     const half = sprite.width / 2;
     const left = Math.round(x * ratio - half);
     const top = Math.round(y * ratio - half);
-    const key = ((left + 1024) * 65536 + (top + 1024)) * 256 + sprite.index;
+    // The pixel (below 2^32), then the sprite, SPRITE_KINDS wide: no two sprites share a key
+    // whatever HEADING_STEPS is (exact integers while 2^32 * SPRITE_KINDS < 2^53: 700,000 steps).
+    const key = ((left + 1024) * 65536 + (top + 1024)) * SPRITE_KINDS + sprite.index;
     if (stamped.has(key)) continue;
     stamped.add(key);
     ctx.drawImage(sprite, left, top);
@@ -216,7 +220,11 @@ class MarkerSprites {
   }
 
   get(styleName, heading) {
-    const step = heading === null || heading === undefined ? -1 : Math.round((heading / 360) * HEADING_STEPS) % HEADING_STEPS;
+    // -1 is the dot; arrows fold into [0, HEADING_STEPS), so the cache never holds more than SPRITE_KINDS.
+    const step =
+      heading === null || heading === undefined
+        ? -1
+        : ((Math.round((heading / 360) * HEADING_STEPS) % HEADING_STEPS) + HEADING_STEPS) % HEADING_STEPS;
     const key = `${styleName}:${step}`;
     let sprite = this._cache.get(key);
     if (!sprite) {
