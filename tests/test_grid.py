@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
+from tests import cases
 from tracking.grid import (
     Cell,
     Grid,
@@ -17,30 +19,46 @@ from tracking.grid import (
 GRID = Grid(1.0)
 
 
-def test_a_cell_is_numbered_longitude_first() -> None:
-    assert GRID.cell_of(latitude=60.17, longitude=24.94) == Cell(x=24, y=60)
+# The rules the browser shares (grid.js) are pinned by tests/cases/grid.json,
+# which test_map_page.py also runs against grid.js in Chromium.
+CASES = cases.load("grid")
 
 
-def test_negative_coordinates_round_down() -> None:
-    assert GRID.cell_of(latitude=-33.87, longitude=151.21) == Cell(151, -34)
-    assert GRID.cell_of(latitude=40.71, longitude=-74.01) == Cell(-75, 40)
-    assert GRID.cell_of(latitude=-0.5, longitude=-0.5) == Cell(-1, -1)
+@pytest.mark.parametrize("case", CASES["cellOf"], ids=cases.case_id)
+def test_a_point_is_in_the_cell_its_case_names(case: dict[str, Any]) -> None:
+    cell = Grid(case["size"]).cell_of(latitude=case["latitude"], longitude=case["longitude"])
+    assert cell == Cell(*case["cell"])
 
 
-def test_longitude_180_is_the_cell_of_minus_180() -> None:
-    assert GRID.cell_of(latitude=0, longitude=180) == Cell(-180, 0)
-    assert GRID.cell_of(latitude=0, longitude=179.999) == Cell(179, 0)
+@pytest.mark.parametrize("case", CASES["wrapX"], ids=cases.case_id)
+def test_a_column_number_wraps_into_the_grid_as_its_case_says(case: dict[str, Any]) -> None:
+    assert Grid(case["size"]).wrap_x(case["x"]) == case["wrapped"]
 
 
-def test_the_north_pole_is_in_the_top_row() -> None:
-    assert GRID.cell_of(latitude=90, longitude=0) == Cell(0, 89)
-    assert GRID.cell_of(latitude=-90, longitude=0) == Cell(0, -90)
+@pytest.mark.parametrize("case", CASES["cellsCovering"], ids=cases.case_id)
+def test_a_viewport_is_covered_by_the_cells_its_case_lists(case: dict[str, Any]) -> None:
+    grid = Grid(case["size"])
+    covering = grid.cells_covering(**case["bounds"])
+    if case["cells"] is None:
+        # Where the browser gives up, the server would refuse the cells too.
+        with pytest.raises(TooManyCells):
+            parse_cells(
+                [list(cell) for cell in covering],
+                grid=grid,
+                name="cells",
+                max_count=case["maxCells"],
+            )
+    else:
+        assert covering == [Cell(*cell) for cell in case["cells"]]
+        if "maxCells" in case:
+            joined = parse_cells(case["cells"], grid=grid, name="cells", max_count=case["maxCells"])
+            assert joined == covering
 
 
-def test_larger_cells_divide_the_world_too() -> None:
+def test_cell_numbers_outside_the_grid_are_not_cells() -> None:
     grid = Grid(5.0)
-    assert grid.cell_of(latitude=60.17, longitude=24.94) == Cell(4, 12)
-    assert grid.contains(Cell(35, 17)) and not grid.contains(Cell(36, 0))
+    assert grid.contains(Cell(35, 17)) and grid.contains(Cell(-36, -18))
+    assert not grid.contains(Cell(36, 0)) and not grid.contains(Cell(0, 18))
 
 
 @pytest.mark.parametrize(
@@ -48,39 +66,6 @@ def test_larger_cells_divide_the_world_too() -> None:
 )
 def test_longitudes_fold_into_minus_180_to_180(longitude: float, normal: float) -> None:
     assert normalize_longitude(longitude) == normal
-
-
-def test_a_viewport_rounds_west_and_south_down_and_east_and_north_up_ends_excluded() -> None:
-    cells = GRID.cells_covering(west=24.5, south=60.1, east=25.0, north=60.4)
-    assert cells == [Cell(24, 60)]
-    cells = GRID.cells_covering(west=24.5, south=60.1, east=25.2, north=61.0)
-    assert sorted(cells) == [Cell(24, 60), Cell(25, 60)]
-
-
-def test_a_viewport_across_the_antimeridian_wraps_its_columns() -> None:
-    cells = GRID.cells_covering(west=178.5, south=-17.5, east=181.5, north=-16.5)
-    assert sorted(cells) == sorted(
-        [
-            Cell(178, -18),
-            Cell(178, -17),
-            Cell(179, -18),
-            Cell(179, -17),
-            Cell(-180, -18),
-            Cell(-180, -17),
-            Cell(-179, -18),
-            Cell(-179, -17),
-        ]
-    )
-
-
-def test_a_viewport_wider_than_the_world_covers_each_column_once() -> None:
-    cells = GRID.cells_covering(west=-400, south=0, east=400, north=1)
-    assert len(cells) == 360 and len(set(cells)) == 360
-
-
-def test_latitudes_beyond_the_poles_are_clamped() -> None:
-    cells = GRID.cells_covering(west=0, south=88.5, east=1, north=95)
-    assert cells == [Cell(0, 88), Cell(0, 89)]
 
 
 def test_group_names_are_valid_for_every_channel_layer_and_distinct() -> None:

@@ -1,15 +1,18 @@
-"""The map page in headless Chromium against the demo: markers appear and move."""
+"""The map page in headless Chromium against the demo: markers appear and move,
+the tooltip speaks the server's words, and the page's ES modules compute the
+cases shared with their Python twins (tests/cases/) as Python does."""
 
 from __future__ import annotations
 
-import time
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests import support
+from tests import cases, support
+from tracking.models import TrackerStatus
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -67,25 +70,69 @@ def trackers(page: Any) -> dict[str, dict[str, float]]:
     return {t["id"]: t for t in page.evaluate("window.trackerMap.trackers()")}
 
 
-def test_markers_appear_and_move(demo: str, page: Any) -> None:
-    page.goto(demo + HELSINKI)
+def open_map_with_trackers(page: Any, url: str) -> None:
+    page.goto(url)
     page.wait_for_function(
         "window.trackerMap && window.trackerMap.status() === 'live'", timeout=15_000
     )
     page.wait_for_function("window.trackerMap.trackers().length >= 5", timeout=15_000)
-    before = trackers(page)
-    time.sleep(3)
-    after = trackers(page)
 
-    moved = [
-        tracker_id
-        for tracker_id, tracker in before.items()
-        if tracker_id in after
-        and (after[tracker_id]["latitude"], after[tracker_id]["longitude"])
-        != (tracker["latitude"], tracker["longitude"])
-        and after[tracker_id]["timestamp"] > tracker["timestamp"]
-    ]
-    assert len(moved) >= len(before) // 2, (before, after)
+
+# Half of the trackers seen in `before` have since reported a new place.
+HALF_HAVE_MOVED = """(before) => {
+  const now = new Map(window.trackerMap.trackers().map((t) => [t.id, t]));
+  const moved = before.filter((t) => {
+    const later = now.get(t.id);
+    return later && later.timestamp > t.timestamp
+      && (later.latitude !== t.latitude || later.longitude !== t.longitude);
+  });
+  return moved.length >= Math.floor(before.length / 2);
+}"""
+
+
+def hover_a_marker(page: Any) -> None:
+    """Centre the map on a tracker, then put the mouse on its marker."""
+    point = page.evaluate(
+        """() => {
+          const { map, trackers } = window.trackerMap;
+          const [tracker] = trackers();
+          map.setView([tracker.latitude, tracker.longitude], map.getZoom(), { animate: false });
+          const box = map.getContainer().getBoundingClientRect();
+          const size = map.getSize();
+          return { x: box.left + size.x / 2, y: box.top + size.y / 2 };
+        }"""
+    )
+    page.mouse.move(point["x"], point["y"])
+
+
+def tooltip_rows(page: Any) -> dict[str, str]:
+    """The tooltip's title and rows, once it shows a tracker's name (its details have loaded)."""
+    page.wait_for_function(
+        """() => {
+          const tip = document.getElementById("tracker-tooltip");
+          const title = tip.querySelector(".tooltip-title");
+          return !tip.hidden && title && !/^Tracker [0-9a-f]{8}$/.test(title.textContent);
+        }""",
+        timeout=10_000,
+    )
+    rows: dict[str, str] = page.evaluate(
+        """() => {
+          const tip = document.getElementById("tracker-tooltip");
+          const rows = { title: tip.querySelector(".tooltip-title").textContent };
+          for (const term of tip.querySelectorAll("dt")) rows[term.textContent] = term.nextElementSibling.textContent;
+          return rows;
+        }"""
+    )
+    return rows
+
+
+def test_markers_appear_and_move(demo: str, page: Any) -> None:
+    open_map_with_trackers(page, demo + HELSINKI)
+    before = trackers(page)
+
+    page.wait_for_function(HALF_HAVE_MOVED, arg=list(before.values()), timeout=15_000)
+
+    after = trackers(page)
     # Every marker is in a cell the page joined, and the page joined Helsinki's.
     cells = {tuple(cell) for cell in page.evaluate("window.trackerMap.cells()")}
     assert (24, 60) in cells
@@ -93,7 +140,12 @@ def test_markers_appear_and_move(demo: str, page: Any) -> None:
         assert (int(tracker["longitude"] // 1), int(tracker["latitude"] // 1)) in cells
     # Markers moving along a route get a heading.
     assert any(t["heading"] is not None for t in after.values())
-    assert page.locator("#connection").inner_text().strip() != ""
+    # The badge, which says "Connecting…" and "0 trackers" until the script runs, says live and counts.
+    assert page.locator("[data-status-text]").inner_text() == "Live"
+    page.wait_for_function(
+        "parseInt(document.querySelector('[data-status-count]').textContent) > 0", timeout=5_000
+    )
+    assert re.fullmatch(r"\d+ trackers?", page.locator("[data-status-count]").inner_text())
     support.ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(support.ARTIFACTS / "map-helsinki.png"))
     assert page.errors == []
@@ -126,3 +178,148 @@ def test_the_map_works_across_the_antimeridian(demo: str, page: Any) -> None:
     cells = {tuple(cell) for cell in page.evaluate("window.trackerMap.cells()")}
     assert (179, -17) in cells and (-180, -17) in cells
     assert page.errors == []
+
+
+def test_hovering_a_marker_shows_its_name_age_and_status_in_the_servers_words(
+    demo: str, page: Any
+) -> None:
+    open_map_with_trackers(page, demo + HELSINKI)
+
+    hover_a_marker(page)
+    rows = tooltip_rows(page)
+
+    assert rows["Status"] == TrackerStatus.ONLINE.label
+    assert re.fullmatch(r"(just now|\d+ s ago) · .+", rows["Updated"]), rows
+    assert re.fullmatch(r"\d+(\.\d)? km/h|unknown", rows["Speed"]), rows
+    support.ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(support.ARTIFACTS / "map-tooltip.png"))
+    assert page.errors == []
+
+
+def test_a_tracker_unheard_for_two_minutes_reads_stale_in_the_servers_words(
+    demo: str, page: Any
+) -> None:
+    page.clock.install()
+    open_map_with_trackers(page, demo + HELSINKI)
+
+    # The page's clock jumps two minutes ahead of the positions it holds.
+    page.clock.fast_forward("02:00")
+    hover_a_marker(page)
+    rows = tooltip_rows(page)
+
+    assert rows["Status"] == TrackerStatus.STALE.label
+    assert rows["Updated"].startswith("2 min ago · "), rows
+    support.ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(support.ARTIFACTS / "map-stale.png"))
+    assert page.errors == []
+
+
+# --- The shared cases against the page's ES modules ---------------------------------
+
+
+def module_url(page: Any, name: str) -> str:
+    """The URL of one of the map's ES modules: beside the map.js the page loaded."""
+    page.wait_for_function("window.trackerMap !== undefined", timeout=15_000)
+    url: str = page.evaluate(
+        """(name) => {
+          const script = document.querySelector('script[type="module"][src$="/map.js"]');
+          return new URL(name, script.src).href;
+        }""",
+        name,
+    )
+    return url
+
+
+def mismatches(shared: list[dict[str, Any]], answers: list[Any], key: str) -> list[str]:
+    return [
+        f"{cases.case_id(case)}: expected {case[key]!r}, JavaScript says {answer!r}"
+        for case, answer in zip(shared, answers, strict=True)
+        if answer != case[key]
+    ]
+
+
+def test_grid_js_computes_every_grid_case_as_the_python_grid_does(demo: str, page: Any) -> None:
+    shared = cases.load("grid")
+    page.goto(demo)
+
+    answers = page.evaluate(
+        """async ({ url, cases }) => {
+          const { gridOf, cellOf, wrapX, cellsCovering } = await import(url);
+          return {
+            cellOf: cases.cellOf.map((c) => cellOf(gridOf(c.size), c.latitude, c.longitude)),
+            wrapX: cases.wrapX.map((c) => wrapX(gridOf(c.size), c.x)),
+            cellsCovering: cases.cellsCovering.map(
+              (c) => cellsCovering(gridOf(c.size), c.bounds, c.maxCells ?? Infinity)),
+          };
+        }""",
+        {"url": module_url(page, "grid.js"), "cases": shared},
+    )
+
+    wrong = [
+        *mismatches(shared["cellOf"], answers["cellOf"], "cell"),
+        *mismatches(shared["wrapX"], answers["wrapX"], "wrapped"),
+        *mismatches(shared["cellsCovering"], answers["cellsCovering"], "cells"),
+    ]
+    assert wrong == []
+    assert page.errors == []
+
+
+def test_status_js_gives_every_status_case_the_status_python_gives(demo: str, page: Any) -> None:
+    shared = cases.load("status")["cases"]
+    page.goto(demo)
+
+    answers = page.evaluate(
+        """async ({ url, cases }) => {
+          const { trackerStatus } = await import(url);
+          const now = Date.UTC(2026, 10, 26, 12);
+          return cases.map((c) => trackerStatus(c.ageMs === null ? null : now - c.ageMs, now, c));
+        }""",
+        {"url": module_url(page, "status.js"), "cases": shared},
+    )
+
+    assert mismatches(shared, answers, "status") == []
+    assert page.errors == []
+
+
+def test_ages_js_words_every_age_case_as_python_does(demo: str, page: Any) -> None:
+    shared = cases.load("ages")["cases"]
+    page.goto(demo)
+
+    answers = page.evaluate(
+        """async ({ url, cases }) => {
+          const { formatAge } = await import(url);
+          const now = Date.UTC(2026, 10, 26, 12);
+          return cases.map((c) => formatAge(now - c.ageMs, now));
+        }""",
+        {"url": module_url(page, "ages.js"), "cases": shared},
+    )
+
+    assert mismatches(shared, answers, "text") == []
+    assert page.errors == []
+
+
+def test_tracker_details_beyond_the_cache_limit_forget_the_least_recently_wanted(
+    demo: str, page: Any
+) -> None:
+    open_map_with_trackers(page, demo + HELSINKI)
+    ids = list(trackers(page))[:4]
+
+    answer = page.evaluate(
+        """async ({ url, ids }) => {
+          const { DetailsCache } = await import(url);
+          const config = JSON.parse(document.getElementById("map-config").textContent);
+          const cache = new DetailsCache({ url: config.trackersUrl, maxEntries: 3 });
+          const loaded = () => new Promise((resolve) => cache.addEventListener("loaded", resolve, { once: true }));
+          let answered = loaded();
+          cache.want(ids.slice(0, 3));
+          await answered;
+          cache.want([ids[0], ids[2]]);  // still on the map; the second is not
+          answered = loaded();
+          cache.want([ids[3]]);
+          await answered;
+          return { size: cache.size, known: ids.map((id) => cache.get(id) !== undefined) };
+        }""",
+        {"url": module_url(page, "details.js"), "ids": ids},
+    )
+
+    assert answer == {"size": 3, "known": [True, False, True, True]}

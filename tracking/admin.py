@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, cast
 from urllib.parse import urlencode
 
-from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import widgets
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -29,12 +28,14 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator, smart_split, unescape_string_literal
 from django.utils.translation import ngettext
 
+from tracking.ages import ago
 from tracking.models import (
     EventHubCheckpoint,
     EventHubOwnership,
     Position,
     RejectedEvent,
     Tracker,
+    TrackerQuerySet,
     TrackerStatus,
 )
 
@@ -89,32 +90,6 @@ def tracker_search(search_term: str, *, name: str, tracker_id: str) -> Q:
     return condition
 
 
-def status_condition(status: str, *, now: datetime) -> Q | None:
-    """The database condition for ``Tracker.status() == status``, or None if unknown."""
-    online_since = now - timedelta(seconds=settings.TRACKING_ONLINE_SECONDS)
-    offline_before = now - timedelta(seconds=settings.TRACKING_OFFLINE_SECONDS)
-    conditions = {
-        TrackerStatus.ONLINE: Q(position_at__gte=online_since),
-        TrackerStatus.STALE: Q(position_at__lt=online_since, position_at__gte=offline_before),
-        TrackerStatus.OFFLINE: Q(position_at__lt=offline_before),
-        TrackerStatus.NEVER_SEEN: Q(position_at__isnull=True),
-    }
-    return conditions.get(TrackerStatus(status)) if status in TrackerStatus.values else None
-
-
-def ago(moment: datetime, *, now: datetime) -> str:
-    """A short human age: "just now", "42 s ago", "3 min ago", "5 h ago", "2 d ago"."""
-    seconds = int((now - moment).total_seconds())
-    if seconds < 0:
-        return "in the future"
-    if seconds < 1:
-        return "just now"
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{seconds} s ago"
-
-
 def fixed(value: float | None, digits: int) -> str | None:
     """A number with ``digits`` decimals, None (the admin's "-") when unknown."""
     return None if value is None else f"{value:.{digits}f}"
@@ -148,7 +123,7 @@ def position_history_url(tracker_id: uuid.UUID) -> str:
 
 
 class StatusFilter(admin.SimpleListFilter):
-    """Online / stale / offline / never seen, by ``position_at`` in the database."""
+    """Online / stale / offline / never seen: ``Tracker.status`` done by the database."""
 
     title = "status"
     parameter_name = "status"
@@ -162,8 +137,10 @@ class StatusFilter(admin.SimpleListFilter):
         value = self.value()
         if value is None:
             return queryset
-        condition = status_condition(value, now=timezone.now())
-        return queryset.none() if condition is None else queryset.filter(condition)
+        if value not in TrackerStatus.values:
+            return queryset.none()
+        # The changelist starts from Tracker.objects, so this is a TrackerQuerySet.
+        return cast(TrackerQuerySet, queryset).with_status(TrackerStatus(value))
 
 
 @admin.register(Tracker)

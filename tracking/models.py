@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import models
@@ -18,10 +19,59 @@ def configured_grid() -> Grid:
 
 
 class TrackerStatus(models.TextChoices):
+    """What the age of a tracker's latest position says; these words are the
+    ones the admin and the map show (the map receives them in its config)."""
+
     ONLINE = "online", "Online"
     STALE = "stale", "Stale"
     OFFLINE = "offline", "Offline"
     NEVER_SEEN = "never", "Never seen"
+
+
+class _SeenWindow(NamedTuple):
+    """Last seen at or after ``since`` and before ``before``; None leaves that end open."""
+
+    since: datetime | None
+    before: datetime | None
+
+    def contains(self, moment: datetime) -> bool:
+        return (self.since is None or moment >= self.since) and (
+            self.before is None or moment < self.before
+        )
+
+    def condition(self) -> models.Q:
+        """The window as a filter on ``position_at`` (NULL, never seen, matches no window)."""
+        condition = models.Q()
+        if self.since is not None:
+            condition &= models.Q(position_at__gte=self.since)
+        if self.before is not None:
+            condition &= models.Q(position_at__lt=self.before)
+        return condition
+
+
+def _seen_windows(now: datetime) -> dict[TrackerStatus, _SeenWindow]:
+    """The one definition of the status rule: when a tracker last seen at a
+    moment is online, stale or offline, by TRACKING_ONLINE_SECONDS and
+    TRACKING_OFFLINE_SECONDS. Seen exactly ``TRACKING_ONLINE_SECONDS`` ago is
+    still online; a position ahead of ``now`` (a device clock ahead) is online.
+    ``Tracker.status`` and ``TrackerQuerySet.with_status`` both read it, and
+    the map's twin (maps/static/maps/status.js) is held to the same cases
+    (tests/cases/status.json)."""
+    online_since = now - timedelta(seconds=settings.TRACKING_ONLINE_SECONDS)
+    offline_before = now - timedelta(seconds=settings.TRACKING_OFFLINE_SECONDS)
+    return {
+        TrackerStatus.ONLINE: _SeenWindow(since=online_since, before=None),
+        TrackerStatus.STALE: _SeenWindow(since=offline_before, before=online_since),
+        TrackerStatus.OFFLINE: _SeenWindow(since=None, before=offline_before),
+    }
+
+
+class TrackerQuerySet(models.QuerySet["Tracker"]):
+    def with_status(self, status: TrackerStatus, *, now: datetime | None = None) -> TrackerQuerySet:
+        """The trackers whose ``status(now=now)`` is ``status``, filtered in the database."""
+        if status == TrackerStatus.NEVER_SEEN:
+            return self.filter(position_at__isnull=True)
+        return self.filter(_seen_windows(now or timezone.now())[status].condition())
 
 
 class Tracker(models.Model):
@@ -49,6 +99,8 @@ class Tracker(models.Model):
     speed = models.FloatField("speed (km/h)", null=True, blank=True, editable=False)
     heading = models.FloatField("heading (°)", null=True, blank=True, editable=False)
 
+    objects = TrackerQuerySet.as_manager()
+
     class Meta:
         ordering = ["name", "id"]
         indexes = [models.Index(fields=["cell_x", "cell_y"], name="tracker_cell_idx")]
@@ -57,15 +109,14 @@ class Tracker(models.Model):
         return self.name or str(self.id)
 
     def status(self, *, now: datetime | None = None) -> TrackerStatus:
-        """Online, stale or offline by the age of the latest position."""
+        """Online, stale or offline by the age of the latest position; never seen without one."""
         if self.position_at is None:
             return TrackerStatus.NEVER_SEEN
-        age = (now or timezone.now()) - self.position_at
-        if age <= timedelta(seconds=settings.TRACKING_ONLINE_SECONDS):
-            return TrackerStatus.ONLINE
-        if age <= timedelta(seconds=settings.TRACKING_OFFLINE_SECONDS):
-            return TrackerStatus.STALE
-        return TrackerStatus.OFFLINE
+        windows = _seen_windows(now or timezone.now())
+        # The windows cover every moment, so exactly one holds position_at.
+        return next(
+            status for status, window in windows.items() if window.contains(self.position_at)
+        )
 
 
 class Position(models.Model):

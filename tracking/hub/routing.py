@@ -12,10 +12,9 @@ from django.urls import path
 
 from tracking.hub.consumer import HubConsumer
 
-# The hub's path; negotiate lives beside it (tracking/urls.py).
-HUB_PATH = "api/signalr"
-
-websocket_urlpatterns = [path(HUB_PATH, HubConsumer.as_asgi())]
+# Negotiate is this path plus /negotiate (tracking/urls.py); the map page
+# derives the hub's URL from negotiate's, and a test opens a WebSocket there.
+websocket_urlpatterns = [path("api/signalr", HubConsumer.as_asgi())]
 
 
 class BrowserOriginValidator(OriginValidator):

@@ -8,7 +8,8 @@ const RETRY_FIRST_MS = 5000;
 const RETRY_MAX_MS = 60000;
 
 export class CellSubscription {
-  #invoke;
+  /** @type {((newCells: number[][], previousCells: number[][]) => Promise<unknown>) | null} */
+  #invoke = null;
   #onChange;
   #wanted = [];
   #confirmed = [];
@@ -21,11 +22,10 @@ export class CellSubscription {
 
   /**
    * @param {object} options
-   * @param {(newCells: number[][], previousCells: number[][]) => Promise<unknown>} options.invoke
-   * @param {(state: {confirmed: number[][], error: Error|null}) => void} options.onChange
+   * @param {(state: {confirmed: number[][], kept: Set<string>, error: Error|null}) => void} options.onChange
+   *   after each answer; `kept` is keptKeys() then
    */
-  constructor({ invoke, onChange }) {
-    this.#invoke = invoke;
+  constructor({ onChange }) {
     this.#onChange = onChange;
   }
 
@@ -47,9 +47,14 @@ export class CellSubscription {
     this.#sync();
   }
 
-  /** A fresh connection holds no groups: send everything again with previous = []. */
-  connected() {
+  /**
+   * A fresh connection holds no groups: send everything again with previous = [],
+   * through `invoke` (updateMapGridGroups on that connection).
+   * @param {(newCells: number[][], previousCells: number[][]) => Promise<unknown>} invoke
+   */
+  connected(invoke) {
     this.#epoch += 1;
+    this.#invoke = invoke;
     this.#connected = true;
     this.#busy = false;
     this.#requested = null;
@@ -90,7 +95,7 @@ export class CellSubscription {
         this.#requested = null;
       }
     }
-    this.#onChange({ confirmed: this.confirmed, error });
+    this.#onChange({ confirmed: this.confirmed, kept: this.keptKeys(), error });
     if (!error) this.#sync();
   }
 }

@@ -1,7 +1,16 @@
 // Tracker details (name, reported speed and heading) from the REST API,
 // fetched in debounced batches of at most 100 ids and cached. A failed fetch
-// only delays the details: the map keeps working without them.
+// only delays the details: the map keeps working without them. The cache is
+// bounded: the trackers the map has not asked about for longest go first.
 
+/**
+ * The most trackers whose details are kept. The map asks again every few
+ * seconds for every tracker it holds, so this must stay well above the
+ * trackers one view can hold (5,000 in the browser benchmark) or they would
+ * push each other out and be fetched over and over; at a few hundred bytes an
+ * entry it keeps the cache to a few megabytes over a long session.
+ */
+export const MAX_DETAILS = 10000;
 const BATCH_SIZE = 100;
 const DEBOUNCE_MS = 300;
 const RETRY_MS = 30000;
@@ -16,8 +25,11 @@ const MAX_PARALLEL = 2;
  * @property {number} fetchedAt     Date.now() of the answer
  */
 
-export class DetailsCache {
-  /** @type {Map<string, TrackerDetails>} */
+/**
+ * Dispatches "loaded" (a CustomEvent whose `detail` is the ids loaded) after each answer.
+ */
+export class DetailsCache extends EventTarget {
+  /** @type {Map<string, TrackerDetails>} in order of use, least recent first */
   #details = new Map();
   #queued = new Set();
   #inFlight = new Set();
@@ -26,28 +38,40 @@ export class DetailsCache {
   #timer = null;
   #running = 0;
   #url;
-  #onLoaded;
+  #maxEntries;
   #warned = false;
 
   /**
    * @param {object} options
-   * @param {string} options.url   e.g. "/api/trackers"
-   * @param {(ids: string[]) => void} options.onLoaded
+   * @param {string} options.url   the tracker list of the API (the page's config says where)
+   * @param {number} [options.maxEntries]  how many trackers' details to keep
    */
-  constructor({ url, onLoaded }) {
+  constructor({ url, maxEntries = MAX_DETAILS }) {
+    super();
     this.#url = url;
-    this.#onLoaded = onLoaded;
+    this.#maxEntries = maxEntries;
   }
 
+  get size() {
+    return this.#details.size;
+  }
+
+  /** The details of a tracker, if known. Cheap: the map calls it for every marker in every frame. */
   get(id) {
     return this.#details.get(id);
   }
 
-  /** Ask for the details of trackers not known yet. */
+  /** Ask for the details of trackers not known yet; those known count as just used. */
   want(ids) {
     const now = Date.now();
     for (const id of ids) {
-      if (this.#details.has(id) || this.#inFlight.has(id)) continue;
+      const known = this.#details.get(id);
+      if (known) {
+        this.#details.delete(id);
+        this.#details.set(id, known);
+        continue;
+      }
+      if (this.#inFlight.has(id)) continue;
       if ((this.#failedUntil.get(id) ?? 0) > now) continue;
       this.#queued.add(id);
     }
@@ -104,6 +128,7 @@ export class DetailsCache {
       const loaded = [];
       for (const item of Array.isArray(body?.trackers) ? body.trackers : []) {
         if (typeof item?.id !== "string") continue;
+        this.#details.delete(item.id);
         this.#details.set(item.id, {
           name: typeof item.name === "string" ? item.name : "",
           speed: Number.isFinite(item.speed) ? item.speed : null,
@@ -113,16 +138,35 @@ export class DetailsCache {
         });
         loaded.push(item.id);
       }
-      // Ids the server did not return are not asked for again for a while.
-      for (const id of ids) if (!this.#details.has(id)) this.#failedUntil.set(id, now + RETRY_MS);
-      if (loaded.length) this.#onLoaded(loaded);
+      // Ids the server did not return (and we do not know) are not asked for again for a while.
+      const returned = new Set(loaded);
+      this.#forgetExpiredFailures(now);
+      for (const id of ids) {
+        if (!returned.has(id) && !this.#details.has(id)) this.#failedUntil.set(id, now + RETRY_MS);
+      }
+      this.#evictBeyondLimit();
+      if (loaded.length) this.dispatchEvent(new CustomEvent("loaded", { detail: loaded }));
     } catch (error) {
-      const retryAt = Date.now() + RETRY_MS;
-      for (const id of ids) this.#failedUntil.set(id, retryAt);
+      const now = Date.now();
+      this.#forgetExpiredFailures(now);
+      for (const id of ids) this.#failedUntil.set(id, now + RETRY_MS);
       if (!this.#warned) {
         this.#warned = true;
         console.warn(`Tracker details unavailable (${error.message}); the map goes on without names.`);
       }
     }
+  }
+
+  /** Drop the least recently used details beyond the limit (a Map iterates oldest first). */
+  #evictBeyondLimit() {
+    for (const id of this.#details.keys()) {
+      if (this.#details.size <= this.#maxEntries) return;
+      this.#details.delete(id);
+    }
+  }
+
+  /** Failures are remembered only until their retry time, so that list stays small too. */
+  #forgetExpiredFailures(now) {
+    for (const [id, until] of this.#failedUntil) if (until <= now) this.#failedUntil.delete(id);
   }
 }

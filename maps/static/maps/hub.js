@@ -51,10 +51,10 @@ export class LiveHub {
 
   /**
    * @param {object} options
-   * @param {string} options.url  the hub URL, e.g. "/api/signalr"
+   * @param {string} options.url  the hub URL (the page's config says where)
    * @param {Record<string, (...args: any[]) => void>} options.handlers  server -> client targets
    * @param {(status: string, detail: string) => void} options.onStatus
-   * @param {() => void} options.onConnected  after every (re)start: the server holds no groups for us yet
+   * @param {(hub: LiveHub) => void} options.onConnected  after every (re)start: the server holds no groups for us yet
    */
   constructor({ url, handlers, onStatus, onConnected }) {
     this.#onStatus = onStatus;
@@ -69,7 +69,7 @@ export class LiveHub {
     this.#connection.onreconnecting(() => this.#setStatus(STATUS.reconnecting, "Connection lost; reconnecting…"));
     this.#connection.onreconnected(() => {
       this.#setStatus(STATUS.live, "");
-      this.#onConnected();
+      this.#onConnected(this);
     });
     this.#connection.onclose((error) => {
       if (this.#starting) return;
@@ -122,7 +122,7 @@ export class LiveHub {
     }
     this.#starting = false;
     this.#setStatus(STATUS.live, "");
-    this.#onConnected();
+    this.#onConnected(this);
   }
 
   #setStatus(status, detail) {

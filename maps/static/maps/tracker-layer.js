@@ -5,16 +5,18 @@
 // moving every second.
 
 import { nearestLongitude } from "./geo.js";
-import { freshness } from "./trackers.js";
+import { STATUS, trackerStatus } from "./status.js";
 
 const L = window.L;
 
+// A marker style for every status a tracker on the map can have (it has a position, so never "never").
 const STYLES = {
-  live: { fill: "#0f7b74", stroke: "#ffffff", alpha: 1 },
-  stale: { fill: "#8d949e", stroke: "#ffffff", alpha: 0.9 },
-  offline: { fill: "#9aa1aa", stroke: "#ffffff", alpha: 0.35 },
+  [STATUS.online]: { fill: "#0f7b74", stroke: "#ffffff", alpha: 1 },
+  [STATUS.stale]: { fill: "#8d949e", stroke: "#ffffff", alpha: 0.9 },
+  [STATUS.offline]: { fill: "#9aa1aa", stroke: "#ffffff", alpha: 0.35 },
 };
-const DRAW_ORDER = ["offline", "stale", "live"];
+// Online markers are drawn last, on top.
+const DRAW_ORDER = [STATUS.offline, STATUS.stale, STATUS.online];
 const ARROW = [
   [0, -9],
   [6.5, 7],
@@ -24,6 +26,8 @@ const ARROW = [
 const DOT_RADIUS = 5;
 const SPRITE_CSS_PIXELS = 24;
 const HEADING_STEPS = 72;
+// Every sprite one MarkerSprites can hold: per style, a dot and an arrow per heading step.
+const SPRITE_KINDS = Object.keys(STYLES).length * (HEADING_STEPS + 1);
 const FLASH_COLOUR = "#e08a1e";
 /** How long a geofence flash lasts, in ms. */
 export const FLASH_MS = 1500;
@@ -39,7 +43,7 @@ export const TrackerLayer = L.Layer.extend({
    * @param {object} source
    * @param {() => Iterable<import("./trackers.js").Tracker>} source.trackers
    * @param {(tracker) => number|null} source.headingOf
-   * @param {{onlineSeconds: number, offlineSeconds: number}} source.ages
+   * @param {{onlineSeconds: number, offlineSeconds: number}} source.thresholds  of the tracker status
    */
   initialize(source, options) {
     L.setOptions(this, options);
@@ -122,8 +126,8 @@ export const TrackerLayer = L.Layer.extend({
     const nowMs = Date.now();
     const nowFrame = performance.now();
     const centerLng = map.getCenter().lng;
-    const { ages, headingOf } = this._source;
-    const buckets = { live: [], stale: [], offline: [] };
+    const { thresholds, headingOf } = this._source;
+    const buckets = Object.fromEntries(DRAW_ORDER.map((status) => [status, []]));
     const flashes = [];
     let hovered = null;
 
@@ -146,7 +150,7 @@ export const TrackerLayer = L.Layer.extend({
       const y = point.y - this._origin.y;
       if (x < -margin || y < -margin || x > this._width + margin || y > this._height + margin) continue;
       const marker = { x, y, heading: headingOf(tracker), tracker };
-      buckets[freshness(tracker.timestamp, nowMs, ages)].push(marker);
+      buckets[trackerStatus(tracker.timestamp, nowMs, thresholds)].push(marker);
       if (tracker.flashUntil > nowFrame) flashes.push(marker);
       if (tracker.id === this._hoveredId) hovered = marker;
       ids[count] = tracker.id;
@@ -199,7 +203,9 @@ function stampBucket(ctx, markers, styleName, sprites) {
     const half = sprite.width / 2;
     const left = Math.round(x * ratio - half);
     const top = Math.round(y * ratio - half);
-    const key = ((left + 1024) * 65536 + (top + 1024)) * 256 + sprite.index;
+    // The pixel (below 2^32), then the sprite, SPRITE_KINDS wide: no two sprites share a key
+    // whatever HEADING_STEPS is (exact integers while 2^32 * SPRITE_KINDS < 2^53: 700,000 steps).
+    const key = ((left + 1024) * 65536 + (top + 1024)) * SPRITE_KINDS + sprite.index;
     if (stamped.has(key)) continue;
     stamped.add(key);
     ctx.drawImage(sprite, left, top);
@@ -214,7 +220,11 @@ class MarkerSprites {
   }
 
   get(styleName, heading) {
-    const step = heading === null || heading === undefined ? -1 : Math.round((heading / 360) * HEADING_STEPS) % HEADING_STEPS;
+    // -1 is the dot; arrows fold into [0, HEADING_STEPS), so the cache never holds more than SPRITE_KINDS.
+    const step =
+      heading === null || heading === undefined
+        ? -1
+        : ((Math.round((heading / 360) * HEADING_STEPS) % HEADING_STEPS) + HEADING_STEPS) % HEADING_STEPS;
     const key = `${styleName}:${step}`;
     let sprite = this._cache.get(key);
     if (!sprite) {

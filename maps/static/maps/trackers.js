@@ -100,11 +100,3 @@ function moveTracker(tracker, update) {
   tracker.longitude = update.longitude;
   tracker.timestamp = update.timestamp;
 }
-
-/** How fresh a position is: "live", "stale" (older than onlineSeconds) or "offline" (older than offlineSeconds). */
-export function freshness(timestamp, nowMs, { onlineSeconds, offlineSeconds }) {
-  const ageSeconds = (nowMs - timestamp) / 1000;
-  if (ageSeconds > offlineSeconds) return "offline";
-  if (ageSeconds > onlineSeconds) return "stale";
-  return "live";
-}

@@ -96,17 +96,6 @@ export function formatClock(ms) {
   return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
 
-/** "12 s ago", "5 min ago", "3 h ago", "2 d ago". */
-export function formatAge(ms, nowMs = Date.now()) {
-  const seconds = Math.max(0, Math.round((nowMs - ms) / 1000));
-  if (seconds < 90) return `${seconds} s ago`;
-  const minutes = Math.round(seconds / 60);
-  if (minutes < 90) return `${minutes} min ago`;
-  const hours = Math.round(minutes / 60);
-  if (hours < 36) return `${hours} h ago`;
-  return `${Math.round(hours / 24)} d ago`;
-}
-
 export function formatSpeed(kmh) {
   if (kmh === null || kmh === undefined || !Number.isFinite(kmh)) return "unknown";
   return `${kmh < 10 ? kmh.toFixed(1) : Math.round(kmh)} km/h`;

@@ -1,0 +1,63 @@
+"""tracking/models.py: a tracker's status, pinned by tests/cases/status.json (shared with status.js).
+
+``Tracker.status`` (in Python) and ``Tracker.objects.with_status`` (in the
+database) must put every case in the same status.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from tests import cases
+from tracking.models import Tracker, TrackerStatus
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+CASES = cases.load("status")["cases"]
+
+
+def use_thresholds(settings, case: dict[str, Any]) -> None:
+    settings.TRACKING_ONLINE_SECONDS = case["onlineSeconds"]
+    settings.TRACKING_OFFLINE_SECONDS = case["offlineSeconds"]
+
+
+def last_seen(case: dict[str, Any]) -> datetime | None:
+    return None if case["ageMs"] is None else NOW - timedelta(milliseconds=case["ageMs"])
+
+
+@pytest.mark.parametrize("case", CASES, ids=cases.case_id)
+def test_a_tracker_has_the_status_its_case_says(settings, case: dict[str, Any]) -> None:
+    use_thresholds(settings, case)
+    tracker = Tracker(name="van", position_at=last_seen(case))
+    assert tracker.status(now=NOW) == case["status"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("case", CASES, ids=cases.case_id)
+def test_the_database_finds_a_tracker_by_the_status_its_case_says(
+    settings, case: dict[str, Any]
+) -> None:
+    use_thresholds(settings, case)
+    tracker = Tracker.objects.create(name="van", position_at=last_seen(case))
+
+    found = {
+        status.value
+        for status in TrackerStatus
+        if Tracker.objects.with_status(status, now=NOW).filter(pk=tracker.pk).exists()
+    }
+
+    assert found == {case["status"]}
+
+
+@pytest.mark.django_db
+def test_with_status_narrows_any_tracker_queryset(settings) -> None:
+    settings.TRACKING_ONLINE_SECONDS, settings.TRACKING_OFFLINE_SECONDS = 60, 900
+    Tracker.objects.create(name="active", position_at=NOW - timedelta(seconds=5))
+    Tracker.objects.create(name="inactive", position_at=NOW - timedelta(seconds=5), is_active=False)
+    Tracker.objects.create(name="old", position_at=NOW - timedelta(hours=1))
+
+    online = Tracker.objects.filter(is_active=True).with_status(TrackerStatus.ONLINE, now=NOW)
+
+    assert [tracker.name for tracker in online] == ["active"]
