@@ -6,6 +6,7 @@ database) must put every case in the same status.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -61,3 +62,42 @@ def test_with_status_narrows_any_tracker_queryset(settings) -> None:
     online = Tracker.objects.filter(is_active=True).with_status(TrackerStatus.ONLINE, now=NOW)
 
     assert [tracker.name for tracker in online] == ["active"]
+
+
+# --- Names ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_tracker_saved_without_a_name_is_named_after_its_device_id() -> None:
+    tracker = Tracker.objects.create(id="6f1c2a4e-3b0d-4c7e-9a51-0e2d8f7b9c10", name="  ")
+    tracker.refresh_from_db()
+    assert tracker.name == "Tracker 6f1c2a4e" == str(tracker)
+    named = Tracker.objects.create(name="Van 12")
+    assert str(named) == "Van 12"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_names_the_trackers_that_had_no_name() -> None:
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = (
+        [("tracking", "0004_tracker_rows_updated_in_place")],
+        [("tracking", "0005_tracker_names")],
+    )
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    old_tracker = executor.loader.project_state(before).apps.get_model("tracking", "Tracker")
+    old_tracker.objects.create(id="0b7e0000-0000-4000-8000-000000000001", name="")
+    old_tracker.objects.create(id="0b7e0000-0000-4000-8000-000000000002", name="Bus 4")
+
+    executor = MigrationExecutor(connection)
+    executor.migrate(after)
+    try:
+        assert dict(Tracker.objects.values_list("id", "name")) == {
+            uuid.UUID("0b7e0000-0000-4000-8000-000000000001"): "Tracker 0b7e0000",
+            uuid.UUID("0b7e0000-0000-4000-8000-000000000002"): "Bus 4",
+        }
+    finally:  # later tests expect every migration applied
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())

@@ -11,6 +11,7 @@ from tests.conftest import event_body
 from tracking.hub.tokens import connection_id_from_token
 from tracking.ingest.sources import RawEvent
 from tracking.ingest.store import ingest_batch
+from tracking.models import Tracker
 
 
 def test_negotiate_offers_websockets_with_a_connection_token(client: Client) -> None:
@@ -57,7 +58,7 @@ def test_the_tracker_api_names_latitude_and_longitude(client: Client, now: datet
     assert listed == [
         {
             "id": str(tracker_id),
-            "name": "",
+            "name": f"Tracker {str(tracker_id)[:8]}",
             "latitude": 60.17,
             "longitude": 24.94,
             "timestamp": int(now.timestamp() * 1000),
@@ -72,11 +73,66 @@ def test_the_tracker_api_names_latitude_and_longitude(client: Client, now: datet
 @pytest.mark.django_db
 def test_the_tracker_api_explains_bad_requests(client: Client) -> None:
     assert "UUID" in client.get("/api/trackers?id=nope").json()["error"]
-    assert client.get("/api/trackers").status_code == 400
     too_many = "&".join(f"id={uuid.uuid4()}" for _ in range(501))
     assert "At most 500" in client.get(f"/api/trackers?{too_many}").json()["error"]
     assert client.get(f"/api/trackers/{uuid.uuid4()}").status_code == 404
     assert client.get("/api/trackers/not-a-uuid").status_code == 404
+
+
+def register(*names: str, seen: datetime | None = None) -> list[Tracker]:
+    trackers = [Tracker.objects.create(name=name, position_at=seen) for name in names]
+    return trackers
+
+
+@pytest.mark.django_db
+def test_the_tracker_list_pages_through_every_active_tracker_by_name(client: Client) -> None:
+    register("Van 3", "Bus 1", "Van 1", "Tram 2", "Bus 2")
+    Tracker.objects.create(name="Aardvark (retired)", is_active=False)
+
+    first = client.get("/api/trackers?page_size=2").json()
+    assert (first["count"], first["page"], first["pages"]) == (5, 1, 3)
+    assert [t["name"] for t in first["trackers"]] == ["Bus 1", "Bus 2"]
+    assert first["previous"] is None
+    second = client.get(first["next"]).json()
+    assert [t["name"] for t in second["trackers"]] == ["Tram 2", "Van 1"]
+    last = client.get(second["next"]).json()
+    assert [t["name"] for t in last["trackers"]] == ["Van 3"] and last["next"] is None
+    assert client.get(last["previous"]).json() == second
+
+
+@pytest.mark.django_db
+def test_the_tracker_list_searches_names_and_device_ids_and_filters_by_status(
+    client: Client, now: datetime
+) -> None:
+    van, bus = register("Van 12", "Bus 7", seen=now)
+    register("Van 13")  # never seen
+
+    assert [t["name"] for t in client.get("/api/trackers?q=van").json()["trackers"]] == [
+        "Van 12",
+        "Van 13",
+    ]
+    by_id = client.get(f"/api/trackers?q={str(bus.id)[:6]}").json()["trackers"]
+    assert [t["id"] for t in by_id] == [str(bus.id)]
+    online = client.get("/api/trackers?status=online&q=van").json()
+    assert [t["id"] for t in online["trackers"]] == [str(van.id)] and online["count"] == 1
+    assert client.get("/api/trackers?status=never").json()["count"] == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("status=lost", "status must be one of online, stale, offline, never"),
+        ("page=0", "page must be 1 or more"),
+        ("page=two", "page must be a whole number"),
+        ("page=9", "page 9 is past the last page, 1"),
+        ("page_size=501", "page_size may be at most 500"),
+    ],
+)
+def test_the_tracker_list_explains_bad_parameters(client: Client, query: str, says: str) -> None:
+    register("Van 1")
+    response = client.get(f"/api/trackers?{query}")
+    assert response.status_code == 400 and says in response.json()["error"]
 
 
 def test_wrong_api_urls_and_methods_get_json_that_says_what_is_there() -> None:
@@ -84,7 +140,7 @@ def test_wrong_api_urls_and_methods_get_json_that_says_what_is_there() -> None:
     missing = client.get("/api/trackers/not-a-uuid")
     assert missing.status_code == 404
     assert "/api/trackers/not-a-uuid" in missing.json()["error"]
-    assert "GET /api/trackers?id=UUID" in missing.json()["error"]
+    assert "GET /api/trackers" in missing.json()["error"]
     assert client.post("/api/nothing-here").status_code == 404
     # A read-only endpoint posted to says the method is wrong, not that CSRF failed.
     posted = client.post(f"/api/trackers?id={uuid.uuid4()}")

@@ -19,13 +19,13 @@ from django.contrib import admin, messages
 from django.contrib.admin import widgets
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 from django.db.models.expressions import Combinable
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.text import Truncator, smart_split, unescape_string_literal
+from django.utils.text import Truncator
 from django.utils.translation import ngettext
 
 from tracking.ages import ago
@@ -38,14 +38,13 @@ from tracking.models import (
     TrackerQuerySet,
     TrackerStatus,
 )
+from tracking.selectors import tracker_search
 
 admin.site.site_header = "Tracker map administration"
 admin.site.site_title = "Tracker map administration"
 admin.site.index_title = "Trackers, their history, and refused events"
 
 RECENT_POSITIONS = 20
-
-_HEX_DIGITS = frozenset("0123456789abcdef")
 
 # Background colours of the status badges; white text reads on each, light or dark theme.
 _STATUS_COLOURS = {
@@ -57,37 +56,6 @@ _STATUS_COLOURS = {
 
 
 # --- Helpers ------------------------------------------------------------------------------------
-
-
-def uuid_prefix_range(text: str) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """The lowest and highest UUID starting with ``text``, or None if it is no UUID prefix.
-
-    Hyphens and case are ignored, so a full UUID, its hex, or its first few
-    characters all work. A range compares the stored UUID as it is, so it uses
-    the primary-key index and never casts: a partial UUID cannot fail as a
-    UUID value would on PostgreSQL.
-    """
-    digits = text.strip().lower().replace("-", "")
-    if not digits or len(digits) > 32 or not set(digits) <= _HEX_DIGITS:
-        return None
-    return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
-
-
-def tracker_search(search_term: str, *, name: str, tracker_id: str) -> Q:
-    """Every word must be in the tracker's name or start its device id.
-
-    Words split like the admin's own search: quoted phrases stay together.
-    """
-    condition = Q()
-    for word in smart_split(search_term):
-        if word[:1] in {'"', "'"} and word[-1:] == word[0] and len(word) > 1:
-            word = unescape_string_literal(word)
-        matches = Q(**{f"{name}__icontains": word})
-        id_range = uuid_prefix_range(word)
-        if id_range is not None:
-            matches |= Q(**{f"{tracker_id}__range": id_range})
-        condition &= matches
-    return condition
 
 
 def fixed(value: float | None, digits: int) -> str | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import models
@@ -16,6 +16,12 @@ from tracking.grid import Grid
 def configured_grid() -> Grid:
     """The grid of ``TRACKING_GRID_DEGREES``, in which trackers' stored cells are numbered."""
     return Grid(settings.TRACKING_GRID_DEGREES)
+
+
+def default_tracker_name(tracker_id: uuid.UUID) -> str:
+    """The name of a tracker nobody named (one registered on first sight, say):
+    "Tracker" and the first eight characters of its device id."""
+    return f"Tracker {str(tracker_id)[:8]}"
 
 
 class TrackerStatus(models.TextChoices):
@@ -83,7 +89,11 @@ class Tracker(models.Model):
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, verbose_name="device id")
-    name = models.CharField(max_length=100, blank=True)
+    name = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Left empty, it is “Tracker” and the first eight characters of the device id.",
+    )
     is_active = models.BooleanField(
         "active", default=True, help_text="Events from inactive trackers are rejected."
     )
@@ -106,7 +116,12 @@ class Tracker(models.Model):
         indexes = [models.Index(fields=["cell_x", "cell_y"], name="tracker_cell_idx")]
 
     def __str__(self) -> str:
-        return self.name or str(self.id)
+        return self.name or default_tracker_name(self.id)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self.name.strip():
+            self.name = default_tracker_name(self.id)
+        super().save(*args, **kwargs)
 
     def status(self, *, now: datetime | None = None) -> TrackerStatus:
         """Online, stale or offline by the age of the latest position; never seen without one."""

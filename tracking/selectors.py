@@ -1,4 +1,4 @@
-"""Database reads for the hub and the API."""
+"""Database reads for the hub, the API and the admin."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ from functools import reduce
 from operator import or_
 from typing import cast
 
+from django.core.paginator import EmptyPage, Page, Paginator
 from django.db.models import Q
+from django.utils.text import smart_split, unescape_string_literal
 
 from tracking.grid import Cell
-from tracking.models import Tracker
+from tracking.models import Tracker, TrackerStatus
 from tracking.positions import LatestPosition
 
 
@@ -41,3 +43,63 @@ def latest_positions_in_cells(*, cells: Collection[Cell]) -> list[LatestPosition
 
 def trackers_by_id(*, ids: Sequence[uuid.UUID]) -> list[Tracker]:
     return list(Tracker.objects.filter(id__in=ids))
+
+
+class PageNotFound(ValueError):
+    """A page number past the last page; ``str()`` says how many there are."""
+
+
+def tracker_page(
+    *,
+    search: str = "",
+    status: TrackerStatus | None = None,
+    page: int = 1,
+    page_size: int = 100,
+    now: datetime | None = None,
+) -> Page[Tracker]:
+    """One page of the active trackers, by name then id: those matching
+    ``search`` (see ``tracker_search``) and of ``status``, if given."""
+    trackers = Tracker.objects.filter(is_active=True).order_by("name", "id")
+    if search.strip():
+        trackers = trackers.filter(tracker_search(search, name="name", tracker_id="id"))
+    if status is not None:
+        trackers = trackers.with_status(status, now=now)
+    paginator = Paginator(trackers, page_size, allow_empty_first_page=True)
+    try:
+        return paginator.page(page)
+    except EmptyPage:
+        raise PageNotFound(f"page {page} is past the last page, {paginator.num_pages}.") from None
+
+
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def uuid_prefix_range(text: str) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """The lowest and highest UUID starting with ``text``, or None if it is no UUID prefix.
+
+    Hyphens and case are ignored, so a full UUID, its hex, or its first few
+    characters all work. A range compares the stored UUID as it is, so it uses
+    the primary-key index and never casts: a partial UUID cannot fail as a
+    UUID value would on PostgreSQL.
+    """
+    digits = text.strip().lower().replace("-", "")
+    if not digits or len(digits) > 32 or not set(digits) <= _HEX_DIGITS:
+        return None
+    return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
+
+
+def tracker_search(search_term: str, *, name: str, tracker_id: str) -> Q:
+    """Every word must be in the tracker's name or start its device id.
+
+    Words split like the admin's own search: quoted phrases stay together.
+    """
+    condition = Q()
+    for word in smart_split(search_term):
+        if word[:1] in {'"', "'"} and word[-1:] == word[0] and len(word) > 1:
+            word = unescape_string_literal(word)
+        matches = Q(**{f"{name}__icontains": word})
+        id_range = uuid_prefix_range(word)
+        if id_range is not None:
+            matches |= Q(**{f"{tracker_id}__range": id_range})
+        condition &= matches
+    return condition

@@ -15,18 +15,21 @@ from django.views.decorators.http import require_GET
 
 from tracking.access import api_refusal
 from tracking.events import unix_ms
-from tracking.models import Tracker
-from tracking.selectors import trackers_by_id
+from tracking.models import Tracker, TrackerStatus
+from tracking.selectors import PageNotFound, tracker_page, trackers_by_id
 
 # The most ids one request to the tracker list may ask for.
 MAX_IDS_PER_REQUEST = 500
+# Trackers per page of the tracker list, unless asked otherwise, and at most.
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 500
 
 
 def tracker_json(tracker: Tracker) -> dict[str, Any]:
     """A tracker for the API; latitude and longitude by name, time in Unix ms."""
     return {
         "id": str(tracker.id),
-        "name": tracker.name,
+        "name": str(tracker),
         "latitude": tracker.latitude,
         "longitude": tracker.longitude,
         "timestamp": unix_ms(tracker.position_at) if tracker.position_at else None,
@@ -39,12 +42,47 @@ def tracker_json(tracker: Tracker) -> dict[str, Any]:
 @csrf_exempt  # read-only: a POST gets 405 and says why, not a CSRF page.
 @require_GET
 def tracker_list(request: HttpRequest) -> JsonResponse:
-    """``GET /api/trackers?id=UUID&id=UUID``: the named trackers (active ones only)."""
+    """``GET /api/trackers``: a page of the active trackers, or with
+    ``?id=UUID&id=UUID`` the named ones."""
     if (refusal := api_refusal(request)) is not None:
         return refusal
-    raw_ids = request.GET.getlist("id")
-    if not raw_ids:
-        return JsonResponse({"error": "Name the trackers with ?id=UUID (repeatable)."}, status=400)
+    if "id" in request.GET:
+        return _named_trackers(request.GET.getlist("id"))
+    try:
+        page_number = _positive_integer(request.GET.get("page", "1"), name="page")
+        page_size = _positive_integer(
+            request.GET.get("page_size", str(DEFAULT_PAGE_SIZE)), name="page_size"
+        )
+        if page_size > MAX_PAGE_SIZE:
+            raise ValueError(f"page_size may be at most {MAX_PAGE_SIZE}, got {page_size}.")
+        status = request.GET.get("status")
+        if status is not None and status not in TrackerStatus.values:
+            raise ValueError(
+                f"status must be one of {', '.join(TrackerStatus.values)}, got {status!r}."
+            )
+        page = tracker_page(
+            search=request.GET.get("q", ""),
+            status=None if status is None else TrackerStatus(status),
+            page=page_number,
+            page_size=page_size,
+        )
+    except (ValueError, PageNotFound) as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    return JsonResponse(
+        {
+            "count": page.paginator.count,
+            "page": page.number,
+            "pages": page.paginator.num_pages,
+            "next": _page_url(request, page.next_page_number()) if page.has_next() else None,
+            "previous": (
+                _page_url(request, page.previous_page_number()) if page.has_previous() else None
+            ),
+            "trackers": [tracker_json(tracker) for tracker in page],
+        }
+    )
+
+
+def _named_trackers(raw_ids: list[str]) -> JsonResponse:
     if len(raw_ids) > MAX_IDS_PER_REQUEST:
         return JsonResponse(
             {"error": f"At most {MAX_IDS_PER_REQUEST} ids per request, got {len(raw_ids)}."},
@@ -56,6 +94,22 @@ def tracker_list(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"error": "Every id must be a UUID."}, status=400)
     trackers = [tracker for tracker in trackers_by_id(ids=ids) if tracker.is_active]
     return JsonResponse({"trackers": [tracker_json(tracker) for tracker in trackers]})
+
+
+def _positive_integer(raw: str, *, name: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw[:40]!r}.") from None
+    if value < 1:
+        raise ValueError(f"{name} must be 1 or more, got {value}.")
+    return value
+
+
+def _page_url(request: HttpRequest, number: int) -> str:
+    query = request.GET.copy()
+    query["page"] = str(number)
+    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
 @csrf_exempt  # read-only, as above.
@@ -75,7 +129,7 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {
             "error": f"No API endpoint at {request.path}. There are POST /api/signalr/negotiate, "
-            "GET /api/trackers?id=UUID and GET /api/trackers/UUID."
+            "GET /api/trackers (?q=, ?status=, ?page=, or ?id=UUID) and GET /api/trackers/UUID."
         },
         status=404,
     )

@@ -35,6 +35,7 @@ def test_it_registers_an_unknown_tracker_and_stores_its_position(now: datetime) 
     result = ingest_batch(events=[at(tracker_id, now, 60.17, 24.94)], now=now)
 
     tracker = Tracker.objects.get(id=tracker_id)
+    assert tracker.name == f"Tracker {str(tracker_id)[:8]}"
     assert (tracker.latitude, tracker.longitude, tracker.position_at) == (60.17, 24.94, now)
     assert (tracker.cell_x, tracker.cell_y) == (24, 60)
     assert Position.objects.filter(tracker=tracker).count() == 1

@@ -21,7 +21,7 @@ from django.utils import timezone
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.ingest import bulk
 from tracking.ingest.sources import RawEvent
-from tracking.models import RejectedEvent, Tracker, configured_grid
+from tracking.models import RejectedEvent, Tracker, configured_grid, default_tracker_name
 from tracking.positions import LatestPosition
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,11 @@ def _batch_trackers(ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
     unknown = ids - known.keys()
     if unknown and settings.TRACKING_AUTO_REGISTER:
         Tracker.objects.bulk_create(
-            [Tracker(id=tracker_id) for tracker_id in unknown], ignore_conflicts=True
+            [
+                Tracker(id=tracker_id, name=default_tracker_name(tracker_id))
+                for tracker_id in unknown
+            ],
+            ignore_conflicts=True,
         )
         # Read back: another process may have registered (or deactivated) one meanwhile.
         known.update(bulk.tracker_states(unknown))
@@ -178,7 +182,7 @@ def register_trackers(*, trackers: Iterable[tuple[uuid.UUID, str]]) -> int:
     existing = set(Tracker.objects.filter(id__in=wanted).values_list("id", flat=True))
     created = Tracker.objects.bulk_create(
         [
-            Tracker(id=tracker_id, name=name)
+            Tracker(id=tracker_id, name=name or default_tracker_name(tracker_id))
             for tracker_id, name in wanted.items()
             if tracker_id not in existing
         ],
