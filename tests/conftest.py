@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.test import override_settings
@@ -102,3 +104,61 @@ def make_body():
 @pytest.fixture
 def minutes_ago(now: datetime):
     return lambda minutes: now - timedelta(minutes=minutes)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright (one per test module: the
+    sync API must not outlive the module's tests into the async ones)."""
+    if not Path(support.CHROMIUM).exists():
+        support.unavailable("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=support.CHROMIUM, args=support.CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser tab at 1280 x 800; ``page.errors`` collects uncaught script errors."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="module")
+def demo_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("demo") / "demo.log"
+
+
+@pytest.fixture(scope="module")
+def demo(demo_log: Path) -> Iterator[str]:
+    """``manage.py demo`` on a fresh SQLite database (60 trackers): its URL."""
+    port = support.free_port()
+    env = support.base_env(
+        DATABASE_URL=f"sqlite:///{demo_log.parent / 'db.sqlite3'}", TRACKING_BATCH_WAIT_MS="100"
+    )
+    command = [
+        *(support.PYTHON, "manage.py", "demo", "--port", str(port)),
+        *("--trackers", "60", "--seed", "5"),
+    ]
+    with support.background(command, env=env, log=demo_log) as process:
+        support.wait_for_port("127.0.0.1", port, timeout=60, process=process)
+        yield f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture(scope="module")
+def demo_admin_password(demo: str, demo_log: Path) -> str:
+    """The password the demo printed for the admin user it created."""
+    said = support.wait_until(
+        lambda: re.search(r"created user 'admin' with password '([^']+)'", demo_log.read_text()),
+        what="the demo's admin password",
+    )
+    return str(said[1])

@@ -552,3 +552,18 @@ def test_event_hub_partitions_are_listed_read_only(admin_client: Client) -> None
     checkpoint_page = admin_client.get("/admin/tracking/eventhubcheckpoint/").content.decode()
     assert "4096" in checkpoint_page and "41" in checkpoint_page
     assert admin_client.get("/admin/tracking/eventhubcheckpoint/add/").status_code == 403
+
+
+# --- Branding ------------------------------------------------------------------------------------
+
+
+def test_every_admin_page_carries_the_maps_name_icon_and_a_link_back_to_the_map(
+    admin_client: Client,
+) -> None:
+    for url in (reverse("admin:index"), TRACKERS, POSITIONS):
+        content = admin_client.get(url).content.decode()
+        assert re.search(
+            r'<div id="site-name">.*favicon[^"]*\.svg.*Tracker map administration', content, re.S
+        )
+        assert f'<a href="{reverse("maps:index")}">Live map</a>' in content
+        assert "View site" not in content

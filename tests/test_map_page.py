@@ -5,8 +5,6 @@ cases shared with their Python twins (tests/cases/) as Python does."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,53 +15,6 @@ from tracking.models import TrackerStatus
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 HELSINKI = "#14/60.1750/24.9450"
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("demo")
-    port = support.free_port()
-    env = support.base_env(
-        DATABASE_URL=f"sqlite:///{folder / 'db.sqlite3'}", TRACKING_BATCH_WAIT_MS="100"
-    )
-    command = [
-        support.PYTHON,
-        "manage.py",
-        "demo",
-        "--port",
-        str(port),
-        "--trackers",
-        "60",
-        "--seed",
-        "5",
-    ]
-    with support.background(command, env=env, log=folder / "demo.log") as process:
-        support.wait_for_port("127.0.0.1", port, timeout=60, process=process)
-        yield f"http://127.0.0.1:{port}/"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(support.CHROMIUM).exists():
-        support.unavailable("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=support.CHROMIUM, args=support.CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    yield page
-    context.close()
 
 
 def trackers(page: Any) -> dict[str, dict[str, float]]:
@@ -323,3 +274,25 @@ def test_tracker_details_beyond_the_cache_limit_forget_the_least_recently_wanted
     )
 
     assert answer == {"size": 3, "known": [True, False, True, True]}
+
+
+def test_an_operator_signs_in_to_the_demo_sees_the_trackers_and_goes_back_to_the_map(
+    demo: str, demo_admin_password: str, page: Any
+) -> None:
+    page.goto(f"{demo}admin/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", demo_admin_password)
+    page.click("input[type=submit]")
+    page.wait_for_selector("#site-name")
+    page.goto(f"{demo}admin/tracking/tracker/")
+    page.wait_for_selector("#result_list")
+    assert page.locator("#result_list tbody tr").count() == 60
+    assert page.locator("#site-name img").is_visible()
+    # Every simulated tracker has its route's name, and they report: none is "Never seen".
+    assert page.locator("#result_list").inner_text().count("Never seen") == 0
+    page.screenshot(path=str(support.ARTIFACTS / "admin-trackers.png"), full_page=True)
+
+    page.click("text=Live map")
+    page.wait_for_url(demo)
+    assert page.title() == "Live tracker map"
+    assert page.errors == []

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime
 
@@ -161,6 +162,9 @@ def test_the_map_page_carries_its_settings(client: Client) -> None:
     )
     config = json.loads(html[start : html.index("</script>", start)])
     assert config["hubUrl"] == "/api/signalr"
+    # The page is laid out by the project's base template.
+    assert "<title>Live tracker map</title>" in html
+    assert re.search(r'<link rel="icon" href="[^"]*favicon[^"]*\.svg"', html)
     assert config["gridDegrees"] == 1.0 and config["maxCells"] == 50
     assert config["tileUrl"].startswith("https://tile.openstreetmap.org/")
 
