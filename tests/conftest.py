@@ -7,10 +7,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 from django.test import override_settings
 
 from tests import support
+
+# Property-based tests go through real requests and databases, whose speed
+# varies with the machine: no per-example deadline, and no complaint that
+# examples are slow to make.
+hypothesis.settings.register_profile(
+    "tracker",
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+    print_blob=True,
+)
+hypothesis.settings.load_profile("tracker")
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,8 @@ from datetime import datetime
 
 import pytest
 from django.test import Client, override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import event_body
 from tracking.hub.tokens import connection_id_from_token
@@ -191,3 +193,33 @@ def test_the_vendored_scripts_are_served(client: Client) -> None:
         response = client.get(path)
         assert response.status_code == 200, path
         b"".join(response.streaming_content)  # type: ignore[attr-defined]
+
+
+# --- Whatever a client sends ---------------------------------------------------------------------
+
+query_values = st.text(max_size=40) | st.integers(-5, 10**12).map(str)
+
+
+@pytest.mark.django_db
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    query=st.dictionaries(
+        st.sampled_from(["q", "status", "page", "page_size", "id", "other"]),
+        query_values,
+        max_size=4,
+    )
+)
+def test_any_query_to_the_tracker_list_gets_a_page_or_a_json_error(
+    client: Client, query: dict[str, str]
+) -> None:
+    if not Tracker.objects.exists():
+        register("Van 1", "Bus 2")
+    response = client.get("/api/trackers", query)
+    assert response.status_code in (200, 400), response.content
+    body = response.json()
+    if response.status_code == 400:
+        assert body["error"]
+    else:
+        assert isinstance(body["trackers"], list)
+        if "id" not in query:
+            assert 0 <= len(body["trackers"]) <= body["count"] <= 2

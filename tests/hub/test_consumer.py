@@ -11,6 +11,8 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import event_body
 from tracker_site.asgi import application
@@ -503,3 +505,51 @@ async def test_viewers_of_the_default_fan_out_hold_one_redis_subscription_per_ce
                 assert record["target"] == "locationUpdated"
         assert await server.pubsub_channels(f"{prefix}*") == []
     await server.aclose()
+
+
+# (The test communicator cannot send an empty frame.)
+hostile_messages = st.one_of(
+    st.text(min_size=1, max_size=200),
+    st.binary(min_size=1, max_size=64),
+    st.lists(
+        st.fixed_dictionaries(
+            {"type": st.integers(0, 10)},
+            optional={
+                "invocationId": st.text(max_size=4) | st.integers(),
+                "target": st.sampled_from(["updateMapGridGroups", "x"]) | st.text(max_size=8),
+                "arguments": st.lists(
+                    st.lists(st.lists(st.integers(-400, 400), max_size=3), max_size=4)
+                    | st.text(max_size=4),
+                    max_size=3,
+                ),
+            },
+        ).map(lambda record: orjson.dumps(record).decode() + RS),
+        min_size=1,
+        max_size=3,
+    ).map("".join),
+)
+
+
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(messages=st.lists(hostile_messages, min_size=1, max_size=4))
+async def test_whatever_a_client_sends_the_hub_answers_or_closes_and_keeps_serving(
+    messages: list[str | bytes],
+) -> None:
+    async with connected_client() as hub:
+        for message in messages:
+            if isinstance(message, bytes):
+                await hub.communicator.send_to(bytes_data=message)
+            else:
+                await hub.communicator.send_to(text_data=message)
+        # Everything the hub said is hub protocol; a close, if any, came last.
+        said: list[dict[str, Any]] = []
+        while not await hub.communicator.receive_nothing(0.05):
+            output = await hub.communicator.receive_output(1)
+            if output["type"] == "websocket.close":
+                said.append({"type": "closed"})
+                break
+            said += [orjson.loads(r) for r in output["text"].split(RS)[:-1]]
+        assert all(record.get("type") in (1, 3, 6, 7, "closed") for record in said)
+    # And the next client is served as if nothing had happened.
+    async with connected_client() as next_client:
+        assert "result" in await next_client.join([[24, 60]])

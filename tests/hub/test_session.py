@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.support import eventually
 from tracking.grid import Cell, Grid
@@ -350,3 +352,55 @@ async def test_closing_the_hub_stops_watching_every_cell() -> None:
     await hub.update_map_grid_groups([[24, 60], [-75, 40]], [])
     await hub.close()
     assert ports.watching == set() == hub.cells
+
+
+# --- Whatever a client sends ---------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)  # what JSON numbers the codec reads as integers
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(
+    arguments=st.lists(json_values, max_size=3),
+    target=st.sampled_from(["updateMapGridGroups", "updatemapgridgroups", "nope", ""]),
+)
+async def test_any_invocation_with_an_id_gets_exactly_one_completion(
+    arguments: list[Any], target: str
+) -> None:
+    hub = MapHub(grid=Grid(1.0), max_cells=3, ports=Ports())
+    session, socket, _ = make_session(hub)
+    await session.receive(HANDSHAKE)
+    await session.receive(invocation(target, *arguments, invocation_id="7"))
+    completions = [r for r in socket.records() if r.get("type") == 3]
+    assert len(completions) == 1 and completions[0]["invocationId"] == "7"
+    assert ("result" in completions[0]) != ("error" in completions[0])
+    assert not socket.closed and len(hub.cells) <= 3
+
+
+@given(
+    texts=st.lists(
+        st.text(max_size=60) | json_values.map(lambda v: orjson.dumps(v).decode() + RS), max_size=5
+    )
+)
+async def test_any_text_after_the_handshake_is_answered_or_closed_never_raised(
+    texts: list[str],
+) -> None:
+    session, socket, _ = make_session(limits=SessionLimits(max_message_chars=200))
+    await session.receive(HANDSHAKE)
+    for text in texts:
+        await session.receive(text)
+    # Whatever came, every record sent is valid hub protocol, and a close is the last one.
+    records = socket.records()
+    assert all(isinstance(r, dict) for r in records)
+    closes = [n for n, r in enumerate(records) if r.get("type") == 7]
+    assert closes in ([], [len(records) - 1])
+    assert socket.closed == bool(closes)
