@@ -1,0 +1,56 @@
+"""Watch one map cell through the hub, as any SignalR client would.
+
+    python docs/examples/watch_cell.py [--url http://127.0.0.1:8000] [--cell 24 60] [--count N]
+
+Joins the cell (numbered longitude first: [24, 60] holds Helsinki), prints the
+latest position of every tracker in it, then each update as it comes, until
+Ctrl-C (or --count updates).
+"""
+
+import argparse
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+
+from pysignalr.client import SignalRClient
+
+
+async def watch(url: str, cell: list[int], count: int | None) -> None:
+    client = SignalRClient(f"{url}/api/signalr")
+    enough = asyncio.Event()
+    seen = 0
+
+    async def on_open() -> None:
+        # updateMapGridGroups(newGridNumbers, previousGridNumbers)
+        await client.send("updateMapGridGroups", [[cell], []])
+
+    async def on_location(arguments: list) -> None:
+        nonlocal seen
+        tracker_id, latitude, longitude, timestamp_ms = arguments
+        at = datetime.fromtimestamp(timestamp_ms / 1000, UTC).strftime("%H:%M:%S")
+        print(f"{at}  {tracker_id}  {latitude:.5f}, {longitude:.5f}", flush=True)
+        seen += 1
+        if count is not None and seen >= count:
+            enough.set()
+
+    client.on_open(on_open)
+    client.on("locationUpdated", on_location)
+    running = asyncio.create_task(client.run())
+    done = asyncio.create_task(enough.wait())
+    await asyncio.wait({running, done}, return_when=asyncio.FIRST_COMPLETED)
+    running.cancel()
+    done.cancel()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="where the map is served")
+    parser.add_argument("--cell", nargs=2, type=int, default=[24, 60], metavar=("X", "Y"))
+    parser.add_argument("--count", type=int, default=None, help="stop after this many updates")
+    arguments = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it ends
+        asyncio.run(watch(arguments.url, arguments.cell, arguments.count))
+
+
+if __name__ == "__main__":
+    main()
