@@ -650,3 +650,16 @@ def test_every_repository_path_in_the_docs_exists() -> None:
         for text in spans(prose(doc.read_text())):
             if "/" in text and " " not in text and text.split("/")[0] in top:
                 assert (ROOT / text).exists(), f"{doc.name} names {text}, which does not exist"
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_within_the_docs_reaches_a_heading() -> None:
+    for doc in (ROOT / "docs").glob("*.md"):
+        text = prose(doc.read_text())
+        anchors = {github_anchor(h) for h in re.findall(r"^#+ (.+)$", text, re.MULTILINE)}
+        links = re.findall(r"\]\(#([^)]+)\)", text)
+        assert sorted(set(links) - anchors) == [], doc.name
