@@ -572,15 +572,16 @@ def test_the_tracker_object_has_the_documented_keys_and_types(client: Client) ->
         speed=31.5,
         heading=90.0,
     )
-    never = Tracker.objects.create()
+    fields = {span(row["tracker field"]): row for row in table("tracker field")}
+    # The name row says what a tracker of a given id answers when nobody named it.
+    unnamed_id, unnamed_name = spans(fields["name"]["meaning"])[-2:]
+    never = Tracker.objects.create(id=uuid.UUID(unnamed_id))
     for tracker in (seen, never):
         answer = client.get(f"/api/trackers/{tracker.id}").json()
         assert set(answer) == set(tracker_keys())
         for key, kind in tracker_keys().items():
             assert conforms(answer[key], kind), (key, answer[key])
-    fields = {span(row["tracker field"]): row for row in table("tracker field")}
-    unnamed = json.loads(span(fields["name"]["meaning"]))
-    assert client.get(f"/api/trackers/{never.id}").json()["name"] == unnamed, (
+    assert client.get(f"/api/trackers/{never.id}").json()["name"] == json.loads(unnamed_name), (
         "an unnamed tracker's name is not what docs/protocol.md §4.1 says"
     )
     statuses = re.findall(r"`(\w+)`", fields["status"]["meaning"])
