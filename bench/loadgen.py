@@ -163,7 +163,7 @@ class SyntheticFleet:
 
 
 def event_body(tracker_id: str, report: Report) -> bytes:
-    """The PROTOCOL 1 body of a report; ``Ts`` in whole milliseconds, so the hub's ms match."""
+    """The event body (docs/protocol.md §1.1) of a report; ``Ts`` in whole milliseconds, so the hub's ms match."""
     seconds, millis = divmod(report.timestamp_ms, 1000)
     moment = datetime.fromtimestamp(seconds, UTC)
     return orjson.dumps(

@@ -99,7 +99,7 @@ def event_body(
     at: datetime,
     **extra: object,
 ) -> bytes:
-    """A PROTOCOL 1 body, written as a device would (7 fractional digits, Z)."""
+    """An event body (docs/protocol.md §1.1), written as a device would (7 fractional digits, Z)."""
     import orjson
 
     stamp = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0Z"

@@ -1,4 +1,4 @@
-"""Location events (PROTOCOL 1): parse and validate one body; no Django import.
+"""Location events (docs/protocol.md §1): parse and validate one body; no Django import.
 
 A device sends one UTF-8 JSON object per event, PascalCase keys::
 

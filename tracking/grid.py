@@ -1,9 +1,12 @@
-"""The map grid (PROTOCOL 2): pure functions, no Django import.
+"""The map grid (docs/protocol.md §2): pure functions, no Django import.
 
 A cell is numbered ``(x, y) = (floor(lng / size), floor(lat / size))``,
-longitude first. Every connection joins the channel-layer groups of the cells
-that cover its viewport, and every update goes to the group of the cell its
-tracker is in now.
+longitude first. Every connection watches the cells that cover its viewport,
+and every update goes to the cell its tracker is in now. By default each web
+process subscribes to one Redis pub/sub channel per watched cell and hands
+what arrives to its own connections (``tracking.hub.fanout``); ``group_name``
+names a cell for that channel and for the channels group used instead with
+``HUB_FANOUT=channel-layer``.
 """
 
 from __future__ import annotations
@@ -85,7 +88,9 @@ def normalize_longitude(longitude: float) -> float:
 
 
 def group_name(cell: Cell) -> str:
-    """The channel-layer group of a cell: letters, digits, ``_`` and ``.`` only.
+    """The name of a cell, for its Redis pub/sub channel (after the
+    ``CHANNEL_LAYER_PREFIX``) and its channels group: letters, digits and ``.``
+    only (docs/protocol.md §2.4).
 
     A negative number is written with an ``m`` (``cell.m12.60``) so the name is
     valid for every channel layer and cannot be mistaken for a separator.

@@ -320,7 +320,7 @@ class _Driver:
 
 
 class Fleet:
-    """Simulated trackers reporting their positions as PROTOCOL 1 bodies.
+    """Simulated trackers reporting their positions as event bodies (docs/protocol.md §1).
 
     Trackers are dealt to ``routes`` round-robin, start at a uniformly random
     point in a random direction at ``speed_kmh`` ±10%, and report every

@@ -1,4 +1,4 @@
-// The map grid (PROTOCOL 2), the browser's half: which cells cover a viewport.
+// The map grid (docs/protocol.md §2), the browser's half: which cells cover a viewport.
 // Mirrors tracking/grid.py. A cell is [x, y] = [floor(lng / size), floor(lat / size)],
 // LONGITUDE FIRST, with x folded into [-180 / size, 180 / size).
 

@@ -1,4 +1,4 @@
-// The SignalR connection to the tracking hub (PROTOCOL 3): JSON hub protocol,
+// The SignalR connection to the tracking hub (docs/protocol.md §3): JSON hub protocol,
 // automatic reconnect forever with capped backoff, and a first start that is
 // retried too (automatic reconnect only covers a connection that once started).
 
