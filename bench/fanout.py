@@ -14,7 +14,7 @@ database (migrated once per run):
   fleet (``bench.loadgen.SyntheticFleet``: trackers spread uniformly over
   20 x 20 one-degree cells, each reporting every ``1 / rate`` seconds with its
   ``Ts``, moving 0.002 degrees a report and now and then crossing into a
-  neighbouring cell) fed every 100 ms through the real ``tracking.pipeline
+  neighbouring cell) fed every 100 ms through the real ``tracking.ingest.pipeline
   .Pipeline``, so the database work is included. Its ``publish=`` is the
   product's ``publish_locations`` (one message per cell per batch,
   "coalesced"), or for the naive comparison one publish per event, one

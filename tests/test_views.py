@@ -148,6 +148,7 @@ def test_wrong_api_urls_and_methods_get_json_that_says_what_is_there() -> None:
     # A read-only endpoint posted to says the method is wrong, not that CSRF failed.
     posted = client.post(f"/api/trackers?id={uuid.uuid4()}")
     assert posted.status_code == 405 and posted["Allow"] == "GET"
+    assert posted.json()["error"] == "/api/trackers answers GET, not POST."
     # The hub over plain HTTP says how to reach it.
     for method in (client.get, client.post):
         hub = method("/api/signalr")

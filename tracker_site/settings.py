@@ -323,7 +323,7 @@ HUB_HANDSHAKE_TIMEOUT_SECONDS: float = _env_number(
 HUB_MAX_MESSAGE_BYTES: int = _env_number("HUB_MAX_MESSAGE_BYTES", 32768, minimum=1024)
 # How updates reach the web processes: "cells" (one Redis pub/sub channel per
 # cell, or in-process without Redis) or "channel-layer" (a channels group per
-# cell). See tracking/fanout.py and BENCHMARKS.md.
+# cell). See tracking/hub/fanout/ and BENCHMARKS.md.
 HUB_FANOUT = os.environ.get("HUB_FANOUT", "cells")
 if HUB_FANOUT not in {"cells", "channel-layer"}:
     raise ImproperlyConfigured(f"HUB_FANOUT must be 'cells' or 'channel-layer', got {HUB_FANOUT!r}")

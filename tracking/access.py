@@ -1,11 +1,18 @@
-"""Who may see the map: one rule for the map page, the API and the hub."""
+"""What the map and its API let in: who (one rule for the page, the API and the
+hub), and which HTTP methods an API endpoint takes, refused in JSON like every
+other answer under ``/api/``."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+View = Callable[..., HttpResponse]
 
 
 def may_view_map(user: Any) -> bool:
@@ -18,3 +25,28 @@ def api_refusal(request: HttpRequest) -> JsonResponse | None:
     if may_view_map(request.user):
         return None
     return JsonResponse({"error": "Sign in to see the map."}, status=401)
+
+
+def api_methods(*methods: str) -> Callable[[View], View]:
+    """An API endpoint that takes only ``methods``: another gets a JSON 405 naming
+    them (and the ``Allow`` header). CSRF is not checked: the API changes
+    nothing a browser session could be tricked into, and a client posting to a
+    read-only endpoint should read that the method is wrong, not a CSRF page."""
+
+    def wrap(view: View) -> View:
+        @csrf_exempt
+        @functools.wraps(view)
+        def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                allowed = ", ".join(methods)
+                response = JsonResponse(
+                    {"error": f"{request.path} answers {allowed}, not {request.method}."},
+                    status=405,
+                )
+                response["Allow"] = allowed
+                return response
+            return view(request, *args, **kwargs)
+
+        return endpoint
+
+    return wrap

@@ -11,9 +11,8 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
 
-from tracking.access import api_refusal
+from tracking.access import api_methods, api_refusal
 from tracking.events import unix_ms
 from tracking.models import Tracker, TrackerStatus
 from tracking.selectors import PageNotFound, tracker_page, trackers_by_id
@@ -39,8 +38,7 @@ def tracker_json(tracker: Tracker) -> dict[str, Any]:
     }
 
 
-@csrf_exempt  # read-only: a POST gets 405 and says why, not a CSRF page.
-@require_GET
+@api_methods("GET")
 def tracker_list(request: HttpRequest) -> JsonResponse:
     """``GET /api/trackers``: a page of the active trackers, or with
     ``?id=UUID&id=UUID`` the named ones."""
@@ -112,8 +110,7 @@ def _page_url(request: HttpRequest, number: int) -> str:
     return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
-@csrf_exempt  # read-only, as above.
-@require_GET
+@api_methods("GET")
 def tracker_detail(request: HttpRequest, tracker_id: uuid.UUID) -> JsonResponse:
     if (refusal := api_refusal(request)) is not None:
         return refusal

@@ -6,14 +6,12 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
 
-from tracking.access import api_refusal
+from tracking.access import api_methods, api_refusal
 from tracking.hub.tokens import new_connection
 
 
-@csrf_exempt  # SignalR clients post no CSRF token; negotiate changes nothing.
-@require_POST
+@api_methods("POST")  # SignalR clients post no CSRF token; negotiate changes nothing.
 def negotiate(request: HttpRequest) -> JsonResponse:
     """``POST /api/signalr/negotiate``: where and how to connect (TransportProtocols.md)."""
     if (refusal := api_refusal(request)) is not None:

@@ -1,7 +1,7 @@
 """Event Hub partition ownership and checkpoints, kept in the Django database.
 
 These are the storage operations behind the SDK's ``CheckpointStore``
-(``tracking.eventhub.DatabaseCheckpointStore`` adapts them), in the shapes
+(``tracking.ingest.sources.eventhub.DatabaseCheckpointStore`` adapts them), in the shapes
 the SDK uses: dictionaries with ``fully_qualified_namespace``,
 ``eventhub_name``, ``consumer_group`` and ``partition_id``; ownership adds
 ``owner_id``, ``last_modified_time`` (float seconds since the epoch: the
