@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
@@ -404,3 +405,34 @@ async def test_any_text_after_the_handshake_is_answered_or_closed_never_raised(
     closes = [n for n, r in enumerate(records) if r.get("type") == 7]
     assert closes in ([], [len(records) - 1])
     assert socket.closed == bool(closes)
+
+
+async def test_updates_arriving_while_a_snapshot_is_read_go_out_after_it() -> None:
+    reading, release = asyncio.Event(), asyncio.Event()
+
+    class Snapshotting(Hub):
+        @hub_method("join", arguments=())
+        async def join(self) -> Reply:
+            async def snapshot() -> list[str]:
+                reading.set()
+                await release.wait()
+                return ["snapshot" + RS]
+
+            return Reply("joined", then=snapshot)
+
+    session, socket, _ = make_session(Snapshotting(), limits=SessionLimits(coalesce_seconds=0))
+    await session.receive(HANDSHAKE)
+    answering = asyncio.create_task(session.receive(invocation("join")))
+    await asyncio.wait_for(reading.wait(), timeout=5)
+    session.deliver("live" + RS)
+    for _ in range(5):  # loop turns enough for a flush, were one scheduled, to send
+        await asyncio.sleep(0)
+    release.set()
+    await answering
+    await eventually(lambda: socket.messages[-1] == "live" + RS, what="the live update")
+    assert [m.split(RS)[0][:12] for m in socket.messages] == [
+        "{}",
+        '{"type":3,"i',
+        "snapshot",
+        "live",
+    ]

@@ -147,6 +147,10 @@ class HubSession:
         self._outbox: list[str] = []
         self._flush_timer: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
+        # While an invocation is answered (its completion, then what follows it,
+        # such as a snapshot), deliveries wait, so a client never sees an update
+        # before the snapshot it belongs after.
+        self._answering = False
         now = clock()
         self.opened_at = self.last_received = self.last_sent = now
 
@@ -201,6 +205,15 @@ class HubSession:
             assert isinstance(message, Ping | Ignored)
 
     async def _invoke(self, invocation: Invocation) -> None:
+        self._answering = True
+        try:
+            await self._answer(invocation)
+        finally:
+            self._answering = False
+            if self._outbox and self._flush_timer is None:
+                self._schedule_flush()
+
+    async def _answer(self, invocation: Invocation) -> None:
         answer = invocation.invocation_id
         try:
             if invocation.stream_ids:
@@ -248,10 +261,13 @@ class HubSession:
         if self.closing or not self.handshaken:
             return
         self._outbox.append(records)
-        if self._flush_timer is None:
-            self._flush_timer = asyncio.get_running_loop().call_later(
-                self.limits.coalesce_seconds, self._start_flush
-            )
+        if self._flush_timer is None and not self._answering:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        self._flush_timer = asyncio.get_running_loop().call_later(
+            self.limits.coalesce_seconds, self._start_flush
+        )
 
     @property
     def queued(self) -> int:
@@ -263,6 +279,8 @@ class HubSession:
         self._flushing = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
+        if self._answering:
+            return  # the invocation's end schedules the flush again
         if self._outbox and not self.closing:
             text = "".join(self._outbox)
             self._outbox.clear()
