@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 
@@ -122,3 +125,33 @@ def test_it_rejects_an_oversized_body_without_parsing_it() -> None:
 
 def test_it_ignores_unknown_keys_for_forward_compatibility() -> None:
     assert parse(valid(Battery=87)).latitude == 60.170218
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_it_rejects_a_timestamp_whose_utc_is_outside_the_calendar(stamp: str) -> None:
+    body = orjson.dumps({"Id": str(uuid.uuid4()), "Lat": 1, "Lng": 2, "Ts": stamp})
+    with pytest.raises(InvalidEvent, match="outside the years 1 to 9999 in UTC"):
+        parse_event(body, now=NOW, max_future=timedelta(seconds=300))
+
+
+@given(
+    body=st.binary(max_size=300)
+    | st.fixed_dictionaries(
+        {
+            "Id": st.uuids().map(str) | st.text(max_size=40),
+            "Lat": st.floats() | st.integers() | st.text(max_size=5),
+            "Lng": st.floats() | st.integers() | st.none(),
+            "Ts": st.datetimes(timezones=st.timezones()).map(datetime.isoformat)
+            | st.text(max_size=40),
+        },
+        optional={"Speed": st.floats(), "Heading": st.floats(), "Accuracy": st.floats()},
+    ).map(lambda fields: json.dumps(fields).encode())  # NaN, huge integers and all
+)
+def test_any_body_is_an_event_or_a_rejection_with_a_reason(body: bytes) -> None:
+    try:
+        event = parse_event(body, now=NOW, max_future=timedelta(seconds=300))
+    except InvalidEvent as exc:
+        assert str(exc)
+    else:
+        assert -90 <= event.latitude <= 90 and -180 <= event.longitude < 180
+        assert event.timestamp.tzinfo is UTC

@@ -177,4 +177,8 @@ def _timestamp(value: object) -> datetime:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
         raise InvalidEvent(f"Ts {value[:64]!r} is not a valid date and time: {exc}") from None
-    return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    try:
+        return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00:00+01:00 is a valid string whose UTC is before year 1.
+        raise InvalidEvent(f"Ts {value[:64]!r} is outside the years 1 to 9999 in UTC") from None

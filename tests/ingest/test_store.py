@@ -103,13 +103,19 @@ def test_a_bad_body_in_a_batch_keeps_the_good_ones(now: datetime) -> None:
         raw(b'{"Id": "nope"}', origin="file.jsonl:2"),
         at(good[1], now),
         raw(b"\xff\xfe garbage", origin="file.jsonl:4"),
+        raw(
+            b'{"Id": "%s", "Lat": 1, "Lng": 2, "Ts": "0001-01-01T00:00:00+01:00"}'
+            % str(good[0]).encode(),
+            origin="file.jsonl:5",
+        ),
     ]
     result = ingest_batch(events=events, now=now)
 
-    assert result.accepted == 2 and result.rejected == 2
+    assert result.accepted == 2 and result.rejected == 3
     assert set(Position.objects.values_list("tracker_id", flat=True)) == set(good)
     rejected = {r.source: r for r in RejectedEvent.objects.all()}
-    assert set(rejected) == {"file.jsonl:2", "file.jsonl:4"}
+    assert set(rejected) == {"file.jsonl:2", "file.jsonl:4", "file.jsonl:5"}
+    assert "outside the years 1 to 9999" in rejected["file.jsonl:5"].reason
     assert (
         "Id" in rejected["file.jsonl:2"].reason
         and rejected["file.jsonl:2"].body == '{"Id": "nope"}'
