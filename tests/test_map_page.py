@@ -215,6 +215,36 @@ def test_grid_js_computes_every_grid_case_as_the_python_grid_does(demo: str, pag
     assert page.errors == []
 
 
+def test_geo_js_measures_and_folds_every_geo_case_as_python_does(demo: str, page: Any) -> None:
+    shared = cases.load("geo")
+    page.goto(demo)
+
+    answers = page.evaluate(
+        """async ({ url, cases }) => {
+          const { distanceMetres, bearingDegrees, wrapLongitude } = await import(url);
+          const apart = (c, f) => f(c.from[0], c.from[1], c.to[0], c.to[1]);
+          return {
+            distance: cases.distance.map((c) => apart(c, distanceMetres)),
+            bearing: cases.bearing.map((c) => apart(c, bearingDegrees)),
+            wrapLongitude: cases.wrapLongitude.map((c) => wrapLongitude(c.longitude)),
+          };
+        }""",
+        {"url": module_url(page, "geo.js"), "cases": shared},
+    )
+
+    # The two languages' sine and cosine may differ in the last bit.
+    tolerances = {"distance": ("metres", 0.01), "bearing": ("degrees", 1e-6)}
+    tolerances["wrapLongitude"] = ("wrapped", 0.0)
+    wrong = [
+        f"{name} {cases.case_id(case)}: expected {case[key]!r}, JavaScript says {answer!r}"
+        for name, (key, tolerance) in tolerances.items()
+        for case, answer in zip(shared[name], answers[name], strict=True)
+        if abs(answer - case[key]) > tolerance
+    ]
+    assert wrong == []
+    assert page.errors == []
+
+
 def test_status_js_gives_every_status_case_the_status_python_gives(demo: str, page: Any) -> None:
     shared = cases.load("status")["cases"]
     page.goto(demo)
