@@ -54,7 +54,7 @@ from tracking.hub.routing import websocket_urlpatterns
 from tracking.hub.session import HubSession, SessionLimits
 from tracking.hub.tokens import new_connection
 from tracking.models import Tracker
-from tracking.positions import LatestPosition
+from tracking.positions import LatestPosition, newest_per_tracker
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_PATH = ROOT / "docs" / "protocol.md"
@@ -183,21 +183,12 @@ def parse_documented(body: str | bytes) -> LocationEvent:
 def documented_positions() -> list[LatestPosition]:
     """The latest position of each tracker of the doc's event examples, as the
     store keeps it: the event with the latest ``Ts`` wins."""
-    latest: dict[uuid.UUID, LocationEvent] = {}
-    for block in blocks("event"):
-        event = parse_documented(block.text)
-        seen = latest.get(event.tracker_id)
-        if seen is None or event.timestamp > seen.timestamp:
-            latest[event.tracker_id] = event
+    documented = [parse_documented(block.text) for block in blocks("event")]
     return [
-        LatestPosition(
-            tracker_id=event.tracker_id,
-            latitude=event.latitude,
-            longitude=event.longitude,
-            timestamp=event.timestamp,
-            cell=GRID.cell_of(latitude=event.latitude, longitude=event.longitude),
+        LatestPosition.of(
+            event, cell=GRID.cell_of(latitude=event.latitude, longitude=event.longitude)
         )
-        for event in latest.values()
+        for event in newest_per_tracker(documented)
     ]
 
 

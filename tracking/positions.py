@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from tracking.events import LocationEvent
 from tracking.grid import Cell
 
 
@@ -18,3 +20,25 @@ class LatestPosition:
     longitude: float
     timestamp: datetime
     cell: Cell
+
+    @classmethod
+    def of(cls, event: LocationEvent, *, cell: Cell) -> LatestPosition:
+        """The position an event reports, which lies in ``cell``."""
+        return cls(
+            tracker_id=event.tracker_id,
+            latitude=event.latitude,
+            longitude=event.longitude,
+            timestamp=event.timestamp,
+            cell=cell,
+        )
+
+
+def newest_per_tracker(events: Iterable[LocationEvent]) -> list[LocationEvent]:
+    """Each tracker's event with the latest ``Ts`` (of two alike, the first):
+    the one that may move its latest position."""
+    newest: dict[uuid.UUID, LocationEvent] = {}
+    for event in events:
+        seen = newest.get(event.tracker_id)
+        if seen is None or event.timestamp > seen.timestamp:
+            newest[event.tracker_id] = event
+    return list(newest.values())

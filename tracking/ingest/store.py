@@ -22,7 +22,7 @@ from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.ingest import bulk
 from tracking.ingest.sources import RawEvent
 from tracking.models import RejectedEvent, Tracker, configured_grid, default_tracker_name
-from tracking.positions import LatestPosition
+from tracking.positions import LatestPosition, newest_per_tracker
 
 logger = logging.getLogger(__name__)
 
@@ -135,27 +135,14 @@ def _batch_trackers(ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
 
 def _move_latest(events: Iterable[LocationEvent]) -> list[LatestPosition]:
     """Move each tracker to its newest event of the batch, if that is newer."""
-    newest: dict[uuid.UUID, LocationEvent] = {}
-    for event in events:
-        seen = newest.get(event.tracker_id)
-        if seen is None or event.timestamp > seen.timestamp:
-            newest[event.tracker_id] = event
     grid = configured_grid()
     items = [
         (event, grid.cell_of(latitude=event.latitude, longitude=event.longitude))
-        for event in newest.values()
+        for event in newest_per_tracker(events)
     ]
     moved = bulk.update_latest(items)
     return [
-        LatestPosition(
-            tracker_id=event.tracker_id,
-            latitude=event.latitude,
-            longitude=event.longitude,
-            timestamp=event.timestamp,
-            cell=cell,
-        )
-        for event, cell in items
-        if event.tracker_id in moved
+        LatestPosition.of(event, cell=cell) for event, cell in items if event.tracker_id in moved
     ]
 
 
