@@ -73,4 +73,4 @@ bench-full: $(STAMP) check-system-packages
 	$(PY) -m bench.run --full
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts staticfiles
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis test-artifacts staticfiles

@@ -270,6 +270,24 @@ def test_the_production_steps_run_as_written(
         checkout.run("production-database")
         setup = checkout.run("production-setup")
         assert "Superuser created successfully." in setup, setup
+        # The tests of a checkout with an operator's .env keep to their own settings.
+        tests = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "tests/test_settings.py",
+            ],
+            cwd=checkout.folder,
+            env=checkout.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert tests.returncode == 0, tests.stdout[-3000:]
         server = checkout.start("production-web")
         support.wait_for_port("127.0.0.1", web, timeout=60)
         pipeline = checkout.start("production-pipeline")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,11 @@ def _load_dotenv(path: Path) -> None:
         os.environ.setdefault(key.strip(), value)
 
 
-_load_dotenv(Path(os.environ.get("ENV_FILE", "") or BASE_DIR / ".env"))
+# The test suite makes its own settings: the .env of a developer or an operator
+# must not point it at real services (a test that wants one names ENV_FILE).
+_ENV_FILE = os.environ.get("ENV_FILE", "")
+if _ENV_FILE or "pytest" not in sys.modules:
+    _load_dotenv(Path(_ENV_FILE or BASE_DIR / ".env"))
 
 # A key that is fine on a laptop and refused in production (see the check below).
 _DEVELOPMENT_SECRET_KEY = "development-only-insecure-key-do-not-use-in-production"
