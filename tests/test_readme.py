@@ -236,6 +236,8 @@ def test_the_hub_client_and_the_api_call_work_against_the_demo(
     )
     # Cell [24, 60] is 60 <= latitude < 61, 24 <= longitude < 25.
     assert all(60 <= float(lat) < 61 and 24 <= float(lng) < 25 for lat, lng in updates)
+    checkout.close()  # Ctrl-C, as the README says, ends it quietly
+    assert "Error" not in log.read_text() and "Traceback" not in log.read_text(), log.read_text()
 
     answer = orjson.loads(checkout.run("api"))
     assert answer["count"] > 0 and len(answer["trackers"]) == 2

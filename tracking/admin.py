@@ -1,4 +1,4 @@
-"""The operators' admin: trackers, their position history, and refused event bodies.
+"""The operators' admin: trackers, their position history, and rejected event bodies.
 
 History is big, so nothing here loads it whole: the tracker page reads the 20
 newest positions, the history list skips the unfiltered count and reads one
@@ -42,7 +42,7 @@ from tracking.selectors import tracker_search
 
 admin.site.site_header = "Tracker map administration"
 admin.site.site_title = "Tracker map administration"
-admin.site.index_title = "Trackers, their history, and refused events"
+admin.site.index_title = "Trackers, their history, and rejected events"
 
 RECENT_POSITIONS = 20
 

@@ -9,7 +9,7 @@ Ctrl-C (or --count updates).
 
 import argparse
 import asyncio
-import contextlib
+import signal
 from datetime import UTC, datetime
 
 from pysignalr.client import SignalRClient
@@ -26,6 +26,8 @@ async def watch(url: str, cell: list[int], count: int | None) -> None:
 
     async def on_location(arguments: list) -> None:
         nonlocal seen
+        if enough.is_set():
+            return
         tracker_id, latitude, longitude, timestamp_ms = arguments
         at = datetime.fromtimestamp(timestamp_ms / 1000, UTC).strftime("%H:%M:%S")
         print(f"{at}  {tracker_id}  {latitude:.5f}, {longitude:.5f}", flush=True)
@@ -35,11 +37,17 @@ async def watch(url: str, cell: list[int], count: int | None) -> None:
 
     client.on_open(on_open)
     client.on("locationUpdated", on_location)
+    # Ctrl-C (or SIGTERM) ends the watch as --count does: the client is stopped
+    # and waited for, so it closes its connection before the program exits.
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, enough.set)
     running = asyncio.create_task(client.run())
-    done = asyncio.create_task(enough.wait())
-    await asyncio.wait({running, done}, return_when=asyncio.FIRST_COMPLETED)
-    running.cancel()
-    done.cancel()
+    stopping = asyncio.create_task(enough.wait())
+    await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (running, stopping):
+        task.cancel()
+    await asyncio.gather(running, stopping, return_exceptions=True)
 
 
 def main() -> None:
@@ -48,8 +56,7 @@ def main() -> None:
     parser.add_argument("--cell", nargs=2, type=int, default=[24, 60], metavar=("X", "Y"))
     parser.add_argument("--count", type=int, default=None, help="stop after this many updates")
     arguments = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it ends
-        asyncio.run(watch(arguments.url, arguments.cell, arguments.count))
+    asyncio.run(watch(arguments.url, arguments.cell, arguments.count))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ def negotiate(request: HttpRequest) -> JsonResponse:
     except ValueError:
         requested = -1
     if requested < 0:
-        return JsonResponse({"error": "negotiateVersion must be 0 or more."}, status=400)
+        return JsonResponse(
+            {"error": "negotiateVersion must be a whole number, 0 or more."}, status=400
+        )
     # Version 1 is the newest there is: a client asking for more gets 1.
     version = min(requested, 1)
     connection_id, connection_token = new_connection()
