@@ -567,3 +567,14 @@ def test_every_admin_page_carries_the_maps_name_icon_and_a_link_back_to_the_map(
         )
         assert f'<a href="{reverse("maps:index")}">Live map</a>' in content
         assert "View site" not in content
+
+
+def test_a_trackers_page_links_to_the_live_map_over_its_latest_position(
+    admin_client: Client,
+) -> None:
+    tracker = seen("Van 7", 30, latitude=60.171234, longitude=24.941234)
+    never = seen("Van 8", None)
+    page = admin_client.get(reverse("admin:tracking_tracker_change", args=[tracker.pk]))
+    assert '<a href="/#16/60.17123/24.94123">Show on the live map</a>' in page.content.decode()
+    page = admin_client.get(reverse("admin:tracking_tracker_change", args=[never.pk]))
+    assert "Show on the live map" not in page.content.decode()

@@ -306,7 +306,7 @@ def test_tracker_details_beyond_the_cache_limit_forget_the_least_recently_wanted
     assert answer == {"size": 3, "known": [True, False, True, True]}
 
 
-def test_an_operator_signs_in_to_the_demo_sees_the_trackers_and_goes_back_to_the_map(
+def test_an_operator_signs_in_finds_a_tracker_and_follows_it_to_the_map(
     demo: str, demo_admin_password: str, page: Any
 ) -> None:
     page.goto(f"{demo}admin/")
@@ -322,7 +322,20 @@ def test_an_operator_signs_in_to_the_demo_sees_the_trackers_and_goes_back_to_the
     assert page.locator("#result_list").inner_text().count("Never seen") == 0
     page.screenshot(path=str(support.ARTIFACTS / "admin-trackers.png"), full_page=True)
 
+    # From a tracker's page to the map, over that tracker.
+    page.click("#result_list tbody tr th a")
+    device_id = page.locator(".field-id .readonly").inner_text().strip()
+    page.screenshot(path=str(support.ARTIFACTS / "admin-tracker.png"), full_page=True)
+    page.click("text=Show on the live map")
+    page.wait_for_url(re.compile(r".*/#16/-?\d+\.\d+/-?\d+\.\d+$"))
+    assert page.title() == "Live tracker map"
+    page.wait_for_function(
+        "id => window.trackerMap && window.trackerMap.trackers().some((t) => t.id === id)",
+        arg=device_id,
+        timeout=15_000,
+    )
+    # And back: the admin's header links to the map too.
+    page.go_back()
     page.click("text=Live map")
     page.wait_for_url(demo)
-    assert page.title() == "Live tracker map"
     assert page.errors == []

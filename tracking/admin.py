@@ -45,6 +45,8 @@ admin.site.site_title = "Tracker map administration"
 admin.site.index_title = "Trackers, their history, and rejected events"
 
 RECENT_POSITIONS = 20
+# The zoom of the map a tracker's page links to: streets around it.
+MAP_LINK_ZOOM = 16
 
 # Background colours of the status badges; white text reads on each, light or dark theme.
 _STATUS_COLOURS = {
@@ -139,6 +141,7 @@ class TrackerAdmin(admin.ModelAdmin):
         "cell",
         "speed_display",
         "heading_display",
+        "on_the_map",
     ]
 
     # --- Columns and read-only fields ---
@@ -188,6 +191,17 @@ class TrackerAdmin(admin.ModelAdmin):
     speed_display = fixed_column("speed", "speed (km/h)", digits=1)
 
     heading_display = fixed_column("heading", "heading (°)", digits=0)
+
+    @admin.display(description="on the map")
+    def on_the_map(self, tracker: Tracker) -> str | None:
+        """A link to the live map at street zoom over the latest position (the
+        map reads its view from the URL's "#zoom/latitude/longitude")."""
+        if tracker.latitude is None or tracker.longitude is None:
+            return None
+        view = f"#{MAP_LINK_ZOOM}/{tracker.latitude:.5f}/{tracker.longitude:.5f}"
+        return format_html(
+            '<a href="{}{}">Show on the live map</a>', reverse("maps:index"), view
+        )
 
     @admin.display(description="recent positions")
     def recent_positions(self, tracker: Tracker) -> str:
