@@ -199,9 +199,7 @@ class TrackerAdmin(admin.ModelAdmin):
         if tracker.latitude is None or tracker.longitude is None:
             return None
         view = f"#{MAP_LINK_ZOOM}/{tracker.latitude:.5f}/{tracker.longitude:.5f}"
-        return format_html(
-            '<a href="{}{}">Show on the live map</a>', reverse("maps:index"), view
-        )
+        return format_html('<a href="{}{}">Show on the live map</a>', reverse("maps:index"), view)
 
     @admin.display(description="recent positions")
     def recent_positions(self, tracker: Tracker) -> str:
