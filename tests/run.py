@@ -138,13 +138,7 @@ def run_pytest(args: Sequence[str], env: Mapping[str, str]) -> int:
         # Ctrl-C from the terminal reached pytest too; SIGTERM came to this
         # process alone, so pytest is asked to stop as Ctrl-C would. Either
         # way it gets a while to tear its fixtures down (drop its databases).
-        if isinstance(interruption, Terminated):
-            process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        support.stop(process, send=signal.SIGINT if isinstance(interruption, Terminated) else None)
         raise
 
 

@@ -421,13 +421,36 @@ def background(
         try:
             yield process
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop(process)
+
+
+def stop(
+    process: subprocess.Popen[Any],
+    *,
+    send: int | None = signal.SIGTERM,
+    grace: float = 15,
+    group: bool = False,
+) -> None:
+    """Ask a process to stop with the signal ``send`` (None: it was asked
+    already), give it ``grace`` seconds to tidy up, then kill it. ``group``
+    signals its whole process group (what a terminal's Ctrl-C reaches)."""
+
+    def signal_it(signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(process.pid, signum)
+            else:
+                process.send_signal(signum)
+
+    if process.poll() is not None:
+        return
+    if send is not None:
+        signal_it(send)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        signal_it(signal.SIGKILL)
+        process.wait()
 
 
 class TcpProxy:

@@ -13,8 +13,6 @@ the test ends.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
 import shutil
 import signal
@@ -166,14 +164,7 @@ class Terminals:
         """Ctrl-C in every terminal still running, as a user ends a session."""
         while self.running:
             process, _ = self.running.pop()
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGINT)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            support.stop(process, send=signal.SIGINT, grace=20, group=True)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Set-at-a-time writes for the pipeline, in each database's fastest form.
 
-``services.ingest_batch`` decides what to write; this module writes it. On
+``store.ingest_batch`` decides what to write; this module writes it. On
 PostgreSQL rows are streamed with ``COPY`` into temporary tables and merged
 with one statement each; elsewhere (SQLite) they go as multi-row statements.
 Both compare times in the database, so the latest position only moves forward
