@@ -1,6 +1,6 @@
 """What the map and its API let in: who (one rule for the page, the API and the
-hub), and which HTTP methods an API endpoint takes, refused in JSON like every
-other answer under ``/api/``."""
+hub), and which HTTP methods an API endpoint takes; the API refuses in JSON,
+like every other answer under ``/api/``."""
 
 from __future__ import annotations
 
@@ -20,18 +20,13 @@ def may_view_map(user: Any) -> bool:
     return not settings.MAP_LOGIN_REQUIRED or bool(user.is_authenticated)
 
 
-def api_refusal(request: HttpRequest) -> JsonResponse | None:
-    """The answer of an API endpoint to a visitor who may not see the map, or None."""
-    if may_view_map(request.user):
-        return None
-    return JsonResponse({"error": "Sign in to see the map."}, status=401)
-
-
-def api_methods(*methods: str) -> Callable[[View], View]:
-    """An API endpoint that takes only ``methods``: another gets a JSON 405 naming
-    them (and the ``Allow`` header). CSRF is not checked: the API changes
-    nothing a browser session could be tricked into, and a client posting to a
-    read-only endpoint should read that the method is wrong, not a CSRF page."""
+def api_endpoint(*methods: str) -> Callable[[View], View]:
+    """An API endpoint that takes only ``methods`` and answers only those who may
+    see the map. Another method gets a JSON 405 naming the right ones (and the
+    ``Allow`` header); a visitor who may not see the map, a JSON 401. CSRF is
+    not checked: the API changes nothing a browser session could be tricked
+    into, and a client posting to a read-only endpoint should read that the
+    method is wrong, not a CSRF page."""
 
     def wrap(view: View) -> View:
         @csrf_exempt
@@ -45,6 +40,8 @@ def api_methods(*methods: str) -> Callable[[View], View]:
                 )
                 response["Allow"] = allowed
                 return response
+            if not may_view_map(request.user):
+                return JsonResponse({"error": "Sign in to see the map."}, status=401)
             return view(request, *args, **kwargs)
 
         return endpoint

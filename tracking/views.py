@@ -12,10 +12,10 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from tracking.access import api_methods, api_refusal
+from tracking.access import api_endpoint
 from tracking.events import unix_ms
 from tracking.models import Tracker, TrackerStatus
-from tracking.selectors import PageNotFound, tracker_page, trackers_by_id
+from tracking.selectors import tracker_page, trackers_by_id
 
 # The most ids one request to the tracker list may ask for.
 MAX_IDS_PER_REQUEST = 500
@@ -38,12 +38,10 @@ def tracker_json(tracker: Tracker) -> dict[str, Any]:
     }
 
 
-@api_methods("GET")
+@api_endpoint("GET")
 def tracker_list(request: HttpRequest) -> JsonResponse:
     """``GET /api/trackers``: a page of the active trackers, or with
     ``?id=UUID&id=UUID`` the named ones."""
-    if (refusal := api_refusal(request)) is not None:
-        return refusal
     if "id" in request.GET:
         return _named_trackers(request.GET.getlist("id"))
     try:
@@ -64,7 +62,7 @@ def tracker_list(request: HttpRequest) -> JsonResponse:
             page=page_number,
             page_size=page_size,
         )
-    except (ValueError, PageNotFound) as exc:
+    except ValueError as exc:  # a bad parameter, or a page past the last
         return JsonResponse({"error": str(exc)}, status=400)
     return JsonResponse(
         {
@@ -110,10 +108,8 @@ def _page_url(request: HttpRequest, number: int) -> str:
     return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
-@api_methods("GET")
+@api_endpoint("GET")
 def tracker_detail(request: HttpRequest, tracker_id: uuid.UUID) -> JsonResponse:
-    if (refusal := api_refusal(request)) is not None:
-        return refusal
     tracker = Tracker.objects.filter(id=tracker_id, is_active=True).first()
     if tracker is None:
         return JsonResponse({"error": f"No active tracker {tracker_id}."}, status=404)

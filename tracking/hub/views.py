@@ -7,15 +7,13 @@ from typing import Any
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from tracking.access import api_methods, api_refusal
+from tracking.access import api_endpoint
 from tracking.hub.tokens import new_connection
 
 
-@api_methods("POST")  # SignalR clients post no CSRF token; negotiate changes nothing.
+@api_endpoint("POST")  # SignalR clients post no CSRF token; negotiate changes nothing.
 def negotiate(request: HttpRequest) -> JsonResponse:
     """``POST /api/signalr/negotiate``: where and how to connect (TransportProtocols.md)."""
-    if (refusal := api_refusal(request)) is not None:
-        return refusal
     try:
         requested = int(request.GET.get("negotiateVersion", "0"))
     except ValueError:
