@@ -36,8 +36,9 @@ def presented_token(scope: Mapping[str, Any]) -> str | None:
     """The API token a WebSocket was opened with: the ``access_token`` query
     parameter (what SignalR clients in a browser send, since a browser cannot
     set a WebSocket's headers) or an ``Authorization: Bearer`` header (what
-    clients outside a browser send); None when neither is there."""
-    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    clients outside a browser send); None when neither is there. Present but
+    empty is presented: it signs nobody in."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
     if "access_token" in query:
         return query["access_token"][0]
     for name, value in scope.get("headers", ()):
