@@ -114,8 +114,9 @@ class HubConsumer(AsyncWebsocketConsumer):
                 return None
             user, credential = found.user, Credential(token_id=found.pk)
             self.scope["user"] = user
-        elif user.is_authenticated and self.scope["session"].session_key:
-            credential = Credential(session_key=self.scope["session"].session_key)
+        elif user.is_authenticated:
+            session_key = getattr(self.scope.get("session"), "session_key", None)
+            credential = Credential(session_key=session_key) if session_key else None
         if not may_view_map(user):
             logger.info("hub: refused an anonymous connection (MAP_LOGIN_REQUIRED is on)")
             return None
