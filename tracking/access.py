@@ -104,8 +104,8 @@ def ended_credentials(
 ) -> set[Credential]:
     """Those of ``credentials`` that sign nobody in any more: a token revoked,
     expired, deleted or of an inactive user; a session signed out of (Django's
-    ``logout`` deletes it) or expired. One query for the tokens and, with the
-    database session engines, one for the sessions, however many there are.
+    ``logout`` deletes it) or expired. One query per 500 tokens and, with the
+    database session engines, one per 500 sessions, not one per connection.
     Sessions in signed cookies live only in the browser, so they never end here."""
     now = now or timezone.now()
     token_ids = sorted({c.token_id for c in credentials if c.token_id is not None})
