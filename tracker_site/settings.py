@@ -210,6 +210,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+# How long an API token made without an explicit expiry lasts (tracking/api_tokens.py).
+API_TOKEN_DAYS: int = _env_number("API_TOKEN_DAYS", 90, minimum=1)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -332,6 +334,12 @@ HUB_MAX_MESSAGE_BYTES: int = _env_number("HUB_MAX_MESSAGE_BYTES", 32768, minimum
 HUB_FANOUT = os.environ.get("HUB_FANOUT", "cells")
 if HUB_FANOUT not in {"cells", "channel-layer"}:
     raise ImproperlyConfigured(f"HUB_FANOUT must be 'cells' or 'channel-layer', got {HUB_FANOUT!r}")
+# How often each web process re-checks what signed in its open hub connections
+# (an API token, a session), closing those whose token was revoked or expired
+# or whose user signed out (tracking/hub/sign_in.py).
+HUB_CREDENTIAL_CHECK_SECONDS: float = _env_number(
+    "HUB_CREDENTIAL_CHECK_SECONDS", 15.0, minimum=0.1, integer=False
+)
 HUB_COALESCE_MS: float = _env_number("HUB_COALESCE_MS", 20.0, minimum=0, integer=False)
 
 # --- Logging -------------------------------------------------------------------
