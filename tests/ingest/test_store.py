@@ -18,6 +18,7 @@ from tracking.ingest.store import (
     parse_batch,
     prune_rejected,
     register_trackers,
+    rejected_prune_point,
     store_batch,
 )
 from tracking.models import Position, RejectedEvent, Tracker
@@ -180,17 +181,26 @@ def test_register_trackers_names_new_trackers_and_leaves_existing_ones(now: date
     assert Tracker.objects.get(id=fresh).name == "Sim 2"
 
 
-def test_prune_rejected_deletes_the_oldest_a_chunk_at_a_time_and_keeps_the_newest(
+def test_pruning_deletes_the_oldest_a_chunk_at_a_time_and_keeps_the_newest(
     now: datetime,
 ) -> None:
     ingest_batch(events=[raw(f"bad {n}".encode(), origin=str(n)) for n in range(10)], now=now)
-    assert prune_rejected(keep=3, chunk=4) == 4
-    assert sorted(RejectedEvent.objects.values_list("source", flat=True)) == [
-        "4", "5", "6", "7", "8", "9",
+    up_to = rejected_prune_point(keep=3)
+    assert up_to == RejectedEvent.objects.get(source="6").id
+    # Rejected meanwhile: newer than the point, so kept whatever the chunks do.
+    ingest_batch(events=[raw(b"bad 10", origin="10")], now=now)
+
+    assert up_to is not None
+    assert prune_rejected(up_to=up_to, chunk=4) == 4
+    assert sorted(RejectedEvent.objects.values_list("source", flat=True), key=int) == [
+        "4", "5", "6", "7", "8", "9", "10",
     ]  # fmt: skip
-    assert prune_rejected(keep=3, chunk=4) == 3
-    assert prune_rejected(keep=3, chunk=4) == 0
-    assert sorted(RejectedEvent.objects.values_list("source", flat=True)) == ["7", "8", "9"]
+    assert prune_rejected(up_to=up_to, chunk=4) == 3
+    assert prune_rejected(up_to=up_to, chunk=4) == 0
+    assert sorted(RejectedEvent.objects.values_list("source", flat=True), key=int) == [
+        "7", "8", "9", "10",
+    ]  # fmt: skip
+    assert rejected_prune_point(keep=4) is None
 
 
 def test_refusals_beyond_the_allowance_are_counted_by_category_but_not_stored(

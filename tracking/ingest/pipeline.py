@@ -36,6 +36,7 @@ from tracking.ingest.store import (
     ParsedBatch,
     parse_batch,
     prune_rejected,
+    rejected_prune_point,
     store_batch,
 )
 from tracking.positions import LatestPosition
@@ -152,8 +153,7 @@ class Pipeline:
         self.progress = Progress()
         self._allowance = StoreAllowance(per_minute=settings.TRACKING_REJECTED_STORE_PER_MINUTE)
         self._pruned_at = -math.inf
-        # Rejected events deleted in the pruning under way, or None between prunings.
-        self._pruning: int | None = None
+        self._pruning: _Pruning | None = None
         self._waiting: list[tuple[ParsedBatch, asyncio.Future[BatchResult]]] = []
         self._worker: asyncio.Task[None] | None = None
         # Events of the batch being retried while the database is down (else 0).
@@ -228,19 +228,25 @@ class Pipeline:
         """Every ``PRUNE_EVERY_SECONDS`` with rejected events stored, delete the
         ones beyond ``TRACKING_REJECTED_KEEP``: one chunk after each batch until
         none is left, so batches go on between chunks."""
+        loop = asyncio.get_running_loop()
         if self._pruning is None:
             stored = result.rejected - result.not_stored
             if not stored or time.monotonic() - self._pruned_at < PRUNE_EVERY_SECONDS:
                 return
             self._pruned_at = time.monotonic()
-            self._pruning = 0
-        deleted = await asyncio.get_running_loop().run_in_executor(
-            self._executor, _prune_rejected_chunk
-        )
-        self._pruning += deleted
+            # Where to stop is found once, here; the chunks follow the next batches.
+            up_to = await loop.run_in_executor(self._executor, _prune_point)
+            if up_to is not None:
+                self._pruning = _Pruning(up_to=up_to)
+            return
+        pruning = self._pruning
+        deleted = await loop.run_in_executor(self._executor, _prune_chunk, pruning.up_to)
+        pruning.deleted += deleted
         if deleted < PRUNE_CHUNK:
-            if self._pruning:
-                logger.info("pruned %d old rejected events (TRACKING_REJECTED_KEEP)", self._pruning)
+            if pruning.deleted:
+                logger.info(
+                    "pruned %d old rejected events (TRACKING_REJECTED_KEEP)", pruning.deleted
+                )
             self._pruning = None
 
     async def run_in_db(self, function: Callable[..., T], /, **kwargs: Any) -> T:
@@ -269,10 +275,26 @@ def _close_connection() -> None:
     connection.close()
 
 
-def _prune_rejected_chunk() -> int:
-    """One chunk of pruning; 0 (try again at the next pruning) if the database fails."""
+@dataclass
+class _Pruning:
+    """A pruning under way: rejected events up to this id go, a chunk at a time."""
+
+    up_to: int
+    deleted: int = 0
+
+
+def _prune_point() -> int | None:
     try:
-        return prune_rejected(keep=settings.TRACKING_REJECTED_KEEP, chunk=PRUNE_CHUNK)
+        return rejected_prune_point(keep=settings.TRACKING_REJECTED_KEEP)
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("could not prune rejected events: %s", exc)
+        return None
+
+
+def _prune_chunk(up_to: int) -> int:
+    """One chunk of pruning; 0 (the rest waits for the next pruning) if the database fails."""
+    try:
+        return prune_rejected(up_to=up_to, chunk=PRUNE_CHUNK)
     except (OperationalError, InterfaceError) as exc:
         logger.warning("could not prune rejected events: %s", exc)
         return 0

@@ -199,20 +199,23 @@ def register_trackers(*, trackers: Iterable[tuple[uuid.UUID, str]]) -> int:
     return len(created)
 
 
-def prune_rejected(*, keep: int, chunk: int) -> int:
-    """Delete the oldest rejected events beyond the newest ``keep``, at most
-    ``chunk`` of them; return how many went (fewer than ``chunk``: done).
+def rejected_prune_point(*, keep: int) -> int | None:
+    """The id of the newest rejected event that is not among the newest ``keep``:
+    it and every older one may go. None when there are no more than ``keep``."""
+    ids = RejectedEvent.objects.order_by("-id").values_list("id", flat=True)
+    found = list(ids[keep : keep + 1])
+    return found[0] if found else None
+
+
+def prune_rejected(*, up_to: int, chunk: int) -> int:
+    """Delete the oldest rejected events with ids up to ``up_to``, at most
+    ``chunk`` of them; return how many went (fewer than ``chunk``: none is left).
 
     One bounded statement per call, so the caller can interleave batches
     between chunks instead of waiting for a million rows to go at once.
     """
-    ids = RejectedEvent.objects.order_by("-id").values_list("id", flat=True)
-    newest_to_delete = list(ids[keep : keep + 1])
-    if not newest_to_delete:
-        return 0
-    # The chunk ends at the chunk-th oldest row, or at the newest one to go.
-    oldest = RejectedEvent.objects.order_by("id").values_list("id", flat=True)
-    chunk_end = list(oldest.filter(id__lte=newest_to_delete[0])[chunk - 1 : chunk])
-    last = chunk_end[0] if chunk_end else newest_to_delete[0]
-    deleted, _ = RejectedEvent.objects.filter(id__lte=last).delete()
+    # The ids as a LIMITed subquery: the database walks the primary key for
+    # them even before it has statistics of a freshly filled table.
+    oldest = RejectedEvent.objects.filter(id__lte=up_to).order_by("id")
+    deleted, _ = RejectedEvent.objects.filter(id__in=oldest.values("id")[:chunk]).delete()
     return deleted
