@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 from hypothesis import given
@@ -9,6 +11,7 @@ from hypothesis import strategies as st
 from tracking.events import InvalidEvent, parse_event
 from tracking.ingest.rejections import CATEGORY_LABELS, RejectionCounts, StoreAllowance
 
+ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 26, 11, 15, tzinfo=UTC)
 
 
@@ -82,3 +85,9 @@ def test_every_refusal_is_counted_under_a_category_an_operator_can_read(body: by
         parse_event(body, now=NOW, max_future=timedelta(minutes=5), max_bytes=200)
     except InvalidEvent as exc:
         assert exc.category in CATEGORY_LABELS, (exc.category, str(exc))
+
+
+def test_the_protocol_document_names_every_kind_of_refusal_as_the_progress_line_does() -> None:
+    doc = " ".join((ROOT / "docs" / "protocol.md").read_text().split())
+    sentence = doc.split("The kinds, as these lines name them: ", 1)[1].split(". ", 1)[0]
+    assert set(re.findall(r"\*([^*]+)\*", sentence)) == set(CATEGORY_LABELS.values())
