@@ -283,6 +283,10 @@ TRACKING_MAX_FUTURE_SECONDS: int = _env_number("TRACKING_MAX_FUTURE_SECONDS", 30
 TRACKING_MAX_EVENT_BYTES: int = _env_number("TRACKING_MAX_EVENT_BYTES", 16384, minimum=64)
 TRACKING_REJECTED_BODY_CHARS: int = _env_number("TRACKING_REJECTED_BODY_CHARS", 2000, minimum=16)
 TRACKING_REJECTED_KEEP: int = _env_number("TRACKING_REJECTED_KEEP", 100_000, minimum=100)
+# Rejected bodies stored per minute and process; beyond it they are only counted (0: none stored).
+TRACKING_REJECTED_STORE_PER_MINUTE: int = _env_number(
+    "TRACKING_REJECTED_STORE_PER_MINUTE", 600, minimum=0
+)
 TRACKING_ONLINE_SECONDS: int = _env_number("TRACKING_ONLINE_SECONDS", 60, minimum=1)
 TRACKING_OFFLINE_SECONDS: int = _env_number("TRACKING_OFFLINE_SECONDS", 900, minimum=1)
 if TRACKING_OFFLINE_SECONDS < TRACKING_ONLINE_SECONDS:

@@ -8,11 +8,12 @@ only. It returns what moved, for the pipeline to publish after the commit.
 
 from __future__ import annotations
 
-import logging
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -20,11 +21,10 @@ from django.utils import timezone
 
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.ingest import bulk
+from tracking.ingest.rejections import StoreAllowance
 from tracking.ingest.sources import RawEvent
 from tracking.models import RejectedEvent, Tracker, configured_grid, default_tracker_name
 from tracking.positions import LatestPosition, newest_per_tracker
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -33,9 +33,21 @@ class BatchResult:
     # Of the accepted, how many history did not hold yet (the rest were repeats).
     new: int = 0
     rejected: int = 0
+    # The rejected per category (``InvalidEvent.category``), and how many of
+    # them were only counted, over TRACKING_REJECTED_STORE_PER_MINUTE.
+    rejected_by_category: Counter[str] = field(default_factory=Counter)
+    not_stored: int = 0
     moved: list[LatestPosition] = field(default_factory=list)
     # Timestamps of the accepted events, for the lag figures.
     event_times: list[datetime] = field(default_factory=list)
+
+
+class Refusal(NamedTuple):
+    """A body refused, why (for an operator) and the kind of why (for counting)."""
+
+    raw: RawEvent
+    reason: str
+    category: str
 
 
 @dataclass(slots=True)
@@ -43,7 +55,7 @@ class ParsedBatch:
     """Bodies read and checked against the contract, before any database work."""
 
     valid: list[tuple[RawEvent, LocationEvent]] = field(default_factory=list)
-    refused: list[tuple[RawEvent, str]] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.valid) + len(self.refused)
@@ -61,12 +73,12 @@ def parse_batch(*, events: Sequence[RawEvent], now: datetime) -> ParsedBatch:
     parsed = ParsedBatch()
     for raw in events:
         if raw.problem is not None:
-            parsed.refused.append((raw, raw.problem))
+            parsed.refused.append(Refusal(raw, raw.problem, "not-data"))
             continue
         try:
             event = parse_event(raw.body, now=now, max_future=max_future, max_bytes=max_bytes)
         except InvalidEvent as exc:
-            parsed.refused.append((raw, str(exc)))
+            parsed.refused.append(Refusal(raw, str(exc), exc.category))
         else:
             parsed.valid.append((raw, event))
     return parsed
@@ -84,8 +96,14 @@ def ingest_batch(*, events: Sequence[RawEvent], now: datetime | None = None) -> 
     return store_batch(parsed=parse_batch(events=events, now=now), now=now)
 
 
-def store_batch(*, parsed: ParsedBatch, now: datetime) -> BatchResult:
-    """The database half of ``ingest_batch``: one transaction for a parsed batch."""
+def store_batch(
+    *, parsed: ParsedBatch, now: datetime, allowance: StoreAllowance | None = None
+) -> BatchResult:
+    """The database half of ``ingest_batch``: one transaction for a parsed batch.
+
+    Refused bodies are stored as far as ``allowance`` lets (all of them
+    without one), and counted per category in the result either way.
+    """
     refused = list(parsed.refused)
     result = BatchResult()
     with transaction.atomic():
@@ -95,21 +113,24 @@ def store_batch(*, parsed: ParsedBatch, now: datetime) -> BatchResult:
             is_active = active.get(event.tracker_id)
             if is_active is None:
                 reason = f"unknown tracker {event.tracker_id} (TRACKING_AUTO_REGISTER is off)"
-                refused.append((raw, reason))
+                refused.append(Refusal(raw, reason, "unknown-tracker"))
             elif not is_active:
-                refused.append((raw, f"tracker {event.tracker_id} is inactive"))
+                reason = f"tracker {event.tracker_id} is inactive"
+                refused.append(Refusal(raw, reason, "inactive-tracker"))
             else:
                 accepted.append(event)
         if accepted:
             result.new = bulk.insert_history(accepted, received_at=now)
             result.moved = _move_latest(accepted)
-        if refused:
-            _store_rejected(refused, received_at=now)
+        stored = len(refused) if allowance is None else allowance.take(len(refused))
+        if stored:
+            _store_rejected(refused[:stored], received_at=now)
     result.accepted = len(accepted)
     result.rejected = len(refused)
+    # Counted, not logged one by one: the pipeline's progress line sums them up.
+    result.rejected_by_category = Counter(refusal.category for refusal in refused)
+    result.not_stored = len(refused) - stored
     result.event_times = [event.timestamp for event in accepted]
-    for raw, reason in refused:
-        logger.warning("rejected event from %s: %s", raw.origin, reason)
     return result
 
 
@@ -146,7 +167,7 @@ def _move_latest(events: Iterable[LocationEvent]) -> list[LatestPosition]:
     ]
 
 
-def _store_rejected(refused: Sequence[tuple[RawEvent, str]], *, received_at: datetime) -> None:
+def _store_rejected(refused: Sequence[Refusal], *, received_at: datetime) -> None:
     limit = settings.TRACKING_REJECTED_BODY_CHARS
     RejectedEvent.objects.bulk_create(
         [
@@ -157,7 +178,7 @@ def _store_rejected(refused: Sequence[tuple[RawEvent, str]], *, received_at: dat
                 body=raw.body[: limit * 4].decode("utf-8", errors="backslashreplace")[:limit],
                 body_bytes=len(raw.body),
             )
-            for raw, reason in refused
+            for raw, reason, _ in refused
         ],
         batch_size=500,
     )
@@ -178,11 +199,23 @@ def register_trackers(*, trackers: Iterable[tuple[uuid.UUID, str]]) -> int:
     return len(created)
 
 
-def prune_rejected(*, keep: int) -> int:
-    """Delete all but the newest ``keep`` rejected events; return how many went."""
-    cutoff = RejectedEvent.objects.order_by("-id").values_list("id", flat=True)[keep : keep + 1]
-    oldest_kept = list(cutoff)
-    if not oldest_kept:
-        return 0
-    deleted, _ = RejectedEvent.objects.filter(id__lte=oldest_kept[0]).delete()
+def rejected_prune_point(*, keep: int) -> int | None:
+    """The id of the newest rejected event that is not among the newest ``keep``:
+    it and every older one may go. None when there are no more than ``keep``."""
+    ids = RejectedEvent.objects.order_by("-id").values_list("id", flat=True)
+    found = list(ids[keep : keep + 1])
+    return found[0] if found else None
+
+
+def prune_rejected(*, up_to: int, chunk: int) -> int:
+    """Delete the oldest rejected events with ids up to ``up_to``, at most
+    ``chunk`` of them; return how many went (fewer than ``chunk``: none is left).
+
+    One bounded statement per call, so the caller can interleave batches
+    between chunks instead of waiting for a million rows to go at once.
+    """
+    # The ids as a LIMITed subquery: the database walks the primary key for
+    # them even before it has statistics of a freshly filled table.
+    oldest = RejectedEvent.objects.filter(id__lte=up_to).order_by("id")
+    deleted, _ = RejectedEvent.objects.filter(id__in=oldest.values("id")[:chunk]).delete()
     return deleted
