@@ -15,6 +15,7 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests import support
 from tests.conftest import event_body
 from tracker_site.asgi import application
 from tracking.grid import Cell
@@ -536,21 +537,47 @@ hostile_messages = st.one_of(
 async def test_whatever_a_client_sends_the_hub_answers_or_closes_and_keeps_serving(
     messages: list[str | bytes],
 ) -> None:
-    async with connected_client() as hub:
-        for message in messages:
-            if isinstance(message, bytes):
-                await hub.communicator.send_to(bytes_data=message)
-            else:
-                await hub.communicator.send_to(text_data=message)
-        # Everything the hub said is hub protocol; a close, if any, came last.
-        said: list[dict[str, Any]] = []
-        while not await hub.communicator.receive_nothing(0.05):
-            output = await hub.communicator.receive_output(1)
-            if output["type"] == "websocket.close":
-                said.append({"type": "closed"})
-                break
-            said += [orjson.loads(r) for r in output["text"].split(RS)[:-1]]
-        assert all(record.get("type") in (1, 3, 6, 7, "closed") for record in said)
+    with support.logged_lines() as lines:
+        async with connected_client() as hub:
+            for message in messages:
+                if isinstance(message, bytes):
+                    await hub.communicator.send_to(bytes_data=message)
+                else:
+                    await hub.communicator.send_to(text_data=message)
+            # Everything the hub said is hub protocol; a close, if any, came last.
+            said: list[dict[str, Any]] = []
+            while not await hub.communicator.receive_nothing(0.05):
+                output = await hub.communicator.receive_output(1)
+                if output["type"] == "websocket.close":
+                    said.append({"type": "closed"})
+                    break
+                said += [orjson.loads(r) for r in output["text"].split(RS)[:-1]]
+            assert all(record.get("type") in (1, 3, 6, 7, "closed") for record in said)
+    # Whatever it sent, each thing the server logged about it is one line.
+    assert all(len(line.splitlines()) == 1 for line in lines), lines
     # And the next client is served as if nothing had happened.
     async with connected_client() as next_client:
         assert "result" in await next_client.join([[24, 60]])
+
+
+FORGED = "\n2026-11-29 12:00:00,000 WARNING tracking.hub: forged"
+
+
+async def test_a_method_name_cannot_forge_a_log_line(client: Client) -> None:
+    with support.logged_lines() as lines:
+        completion = await client.invoke(f"x{FORGED}")
+    assert completion["error"] == f"Unknown hub method 'x{FORGED}'."
+    [line] = [line for line in lines if "forged" in line]
+    assert "\n" not in line and "x\\n2026" in line, line
+
+
+async def test_a_protocol_name_cannot_forge_a_log_line() -> None:
+    communicator, connected = await open_hub()
+    assert connected
+    with support.logged_lines() as lines:
+        handshake = {"protocol": f"json{FORGED}", "version": 1}
+        await communicator.send_to(text_data=orjson.dumps(handshake).decode() + RS)
+        await communicator.receive_from()
+    [line] = [line for line in lines if "forged" in line]
+    assert "\n" not in line, line
+    await communicator.disconnect()

@@ -3,9 +3,13 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
+import orjson
 import pytest
 from django.test import override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from tests import support
 from tests.conftest import event_body
 from tracking.grid import Cell
 from tracking.ingest.sources import RawEvent
@@ -187,3 +191,21 @@ def test_history_written_through_the_orm_and_the_pipeline_is_the_same_row(now: d
     ingest_batch(events=[at(tracker.id, now + timedelta(microseconds=1), 1.0, 2.0)], now=now)
     stored = sorted(Position.objects.filter(tracker=tracker).values_list("timestamp", flat=True))
     assert stored == [now, now + timedelta(microseconds=1)]
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    value=st.text(st.sampled_from("ab-1Z:\n\r\x1b\u2028'\"")),
+    key=st.sampled_from(["Id", "Ts"]),
+    # (NUL is issue 9's part 1: PostgreSQL refuses it in any text column.)
+    origin=st.text(st.characters(exclude_characters="\x00"), max_size=20),
+)
+def test_whatever_a_rejected_body_holds_its_log_line_is_one_line(
+    now: datetime, value: str, key: str, origin: str
+) -> None:
+    body = orjson.loads(event_body(tracker_id=uuid.uuid4(), latitude=1, longitude=2, at=now))
+    body[key] = value
+    with support.logged_lines() as lines:
+        ingest_batch(events=[raw(orjson.dumps(body), origin=origin)], now=now)
+    assert any(line.startswith("rejected event from") for line in lines), lines
+    assert all(len(line.splitlines()) == 1 for line in lines), lines

@@ -37,6 +37,7 @@ from tracking.ingest.store import (
     prune_rejected,
     store_batch,
 )
+from tracking.logsafe import one_line
 from tracking.positions import LatestPosition
 
 logger = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ class Pipeline:
                     "database unavailable, retrying the batch of %d events in %.1f s: %s",
                     len(batch),
                     delay,
-                    exc,
+                    one_line(str(exc)),
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
@@ -241,7 +242,7 @@ def _prune_rejected() -> None:
     try:
         deleted = prune_rejected(keep=settings.TRACKING_REJECTED_KEEP)
     except (OperationalError, InterfaceError) as exc:
-        logger.warning("could not prune rejected events: %s", exc)
+        logger.warning("could not prune rejected events: %s", one_line(str(exc)))
         return
     if deleted:
         logger.info("pruned %d old rejected events (TRACKING_REJECTED_KEEP)", deleted)

@@ -21,6 +21,7 @@ from django.utils import timezone
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.ingest import bulk
 from tracking.ingest.sources import RawEvent
+from tracking.logsafe import one_line
 from tracking.models import RejectedEvent, Tracker, configured_grid, default_tracker_name
 from tracking.positions import LatestPosition, newest_per_tracker
 
@@ -109,7 +110,7 @@ def store_batch(*, parsed: ParsedBatch, now: datetime) -> BatchResult:
     result.rejected = len(refused)
     result.event_times = [event.timestamp for event in accepted]
     for raw, reason in refused:
-        logger.warning("rejected event from %s: %s", raw.origin, reason)
+        logger.warning("rejected event from %s: %s", one_line(raw.origin), one_line(reason))
     return result
 
 
