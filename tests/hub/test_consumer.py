@@ -474,6 +474,51 @@ async def test_updates_reach_a_client_through_redis(redis_fanout: str) -> None:
     await communicator.disconnect()
 
 
+# What someone else writing to the Redis channels of the map might put there.
+JUNK_BYTES = [b"\xff\xfe not UTF-8", b"not a record", b'{"type":1}\x1e', b"[1]\x1e", b"\x1e"]
+JUNK_LAYER_MESSAGES = [
+    {"type": "hub.records", "records": 5},
+    {"type": "hub.records", "records": "junk"},
+    {"type": "something.else"},
+]
+
+
+@pytest.mark.redis
+async def test_junk_on_redis_is_skipped_and_the_next_update_still_arrives(
+    redis_fanout: str, redis_url: str
+) -> None:
+    import redis.asyncio as aioredis
+    from channels.layers import get_channel_layer
+
+    from tracking.hub.fanout import get_fanout
+
+    sent = 0
+    async with connected_client() as hub:
+        await hub.join([[24, 60]])
+        fanout = get_fanout()
+        server = aioredis.Redis.from_url(redis_url)
+        if redis_fanout == "cells":
+            for junk in JUNK_BYTES:
+                sent += await server.publish(fanout.channel(Cell(24, 60)), junk)  # type: ignore[attr-defined]
+        else:
+            layer = get_channel_layer()
+            for message in JUNK_LAYER_MESSAGES:
+                await layer.group_send("cell.24.60", message)
+                sent += 1
+            if redis_fanout == "channel-layer-pubsub":
+                for junk in JUNK_BYTES:
+                    channel = layer._get_group_channel_name("cell.24.60")
+                    sent += await server.publish(channel, junk)
+        await server.aclose()
+        inside = position(Cell(24, 60), latitude=60.1, longitude=24.9)
+        await publish_locations([inside])
+        [record] = await hub.receive_records(1, timeout=5)
+        assert record["arguments"][0] == str(inside.tracker_id)
+        assert await hub.nothing_more()
+        assert sent >= len(JUNK_LAYER_MESSAGES)
+        assert fanout.skipped.count == sent  # type: ignore[attr-defined]
+
+
 async def test_viewers_of_the_default_fan_out_hold_one_redis_subscription_per_cell(
     redis_url: str,
 ) -> None:
