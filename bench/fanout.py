@@ -454,7 +454,7 @@ def run_scenario(scenario: Scenario, run: _Run) -> dict[str, Any]:
     env.update(scenario.env)  # a setting under test wins
     logs = run.logs / scenario.name
     logs.mkdir(parents=True, exist_ok=True)
-    # DEBUG=0 serves static files from STATIC_ROOT; an empty one keeps whitenoise quiet.
+    # DEBUG=0 serves static files from STATIC_ROOT; an empty one keeps servestatic quiet.
     (logs / "static").mkdir(exist_ok=True)
     env["STATIC_ROOT"] = str(logs / "static")
     started = time.monotonic()

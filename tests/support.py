@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import os
 import pwd
 import shutil
@@ -552,3 +553,24 @@ class TcpProxy:
                 await writer.drain()
         finally:
             writer.close()
+
+
+class _LineCollector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def logged_lines() -> Iterator[list[str]]:
+    """The messages logged in this process meanwhile, as a log line shows them
+    (without a traceback, which is many lines by design)."""
+    collector = _LineCollector()
+    logging.getLogger().addHandler(collector)
+    try:
+        yield collector.lines
+    finally:
+        logging.getLogger().removeHandler(collector)

@@ -305,9 +305,38 @@ def test_the_production_steps_run_as_written(
         assert re.search(r"\d\d:\d\d:\d\d  [0-9a-f-]{36}  6\d\.\d+, 2\d\.\d+$", signed_in, re.M), (
             signed_in
         )
+        script = re.search(r'src="(/static/maps/map\.[0-9a-f]{12}\.js)"', page)
+        assert script is not None and get(f"http://127.0.0.1:{web}{script[1]}")
+        # A forged connection id (refused), then a client of its own (let in, or
+        # refused if the map is private): each is one WebSocket.
+        for query in ("id=a-secret", "access_token=a-secret"):
+            open_and_close_a_websocket(f"ws://127.0.0.1:{web}/api/signalr?{query}")
         checkout.close()
         assert "consume_events stopped:" in pipeline.read_text(), pipeline.read_text()
-        assert "Traceback" not in server.read_text(), server.read_text()
+        log = server.read_text()
+        assert "Traceback" not in log, log
+        # What the server said about those: one access line per HTTP request,
+        # no warning for the static file, one line per WebSocket (without the
+        # query, where connection ids and access tokens travel).
+        assert f'"GET {script[1]} HTTP/1.1" 200' in log, log
+        assert "StreamingHttpResponse" not in log and "Warning" not in log, log
+        websockets = [line for line in log.splitlines() if "WebSocket" in line]
+        assert len(websockets) == 2, log
+        assert all('"WebSocket /api/signalr" ' in line for line in websockets), log
+        assert "connection open" not in log and "a-secret" not in log, log
+
+
+def open_and_close_a_websocket(url: str) -> None:
+    """Connect as a SignalR client would, shake hands if let in, and leave."""
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    try:
+        with connect(url, open_timeout=10) as socket:
+            socket.send('{"protocol":"json","version":1}\x1e')
+            assert socket.recv(timeout=10) == "{}\x1e"
+    except InvalidStatus:
+        pass  # refused (a private map): the line says so
 
 
 # --- Event Hubs stand-in ------------------------------------------------------------------------

@@ -92,5 +92,5 @@ def test_production_static_files_collect_with_hashed_module_imports(tmp_path: Pa
     imports = (tmp_path / hashed_map).read_text()
     hashed_grid = json.loads(manifest)["paths"]["maps/grid.js"].rsplit("/", 1)[-1]
     assert hashed_grid in imports
-    # Whitenoise serves the compressed copies it made.
+    # servestatic serves the compressed copies it made.
     assert any(tmp_path.glob("vendor/leaflet/leaflet.*.js.gz"))

@@ -193,7 +193,12 @@ def test_the_vendored_scripts_are_served(client: Client) -> None:
     ):
         response = client.get(path)
         assert response.status_code == 200, path
-        b"".join(response.streaming_content)  # type: ignore[attr-defined]
+        assert b"".join(response)
+
+
+@override_settings(DEBUG=True)
+def test_a_missing_static_file_is_not_found_even_under_debug(client: Client) -> None:
+    assert client.get("/static/maps/no-such-module.js").status_code == 404
 
 
 # --- Whatever a client sends ---------------------------------------------------------------------

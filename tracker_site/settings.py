@@ -102,7 +102,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "whitenoise.runserver_nostatic",
+    "servestatic.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
     "tracking",
@@ -111,7 +111,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "tracker_site.storage.StaticFiles",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -234,8 +234,8 @@ STORAGES = {
         )
     },
 }
-# Without collectstatic (the demo, tests), whitenoise serves from the finders.
-WHITENOISE_USE_FINDERS = _env_bool("WHITENOISE_USE_FINDERS", DEBUG)
+# Without collectstatic (the demo, tests), servestatic serves from the finders.
+SERVESTATIC_USE_FINDERS = DEBUG
 
 if not DEBUG:
     SESSION_COOKIE_SECURE = _env_bool("SECURE_COOKIES", True)
@@ -357,6 +357,9 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
+    "filters": {
+        "one_line_per_websocket": {"()": "tracker_site.log_filters.OneLinePerWebSocket"},
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
     },
@@ -365,6 +368,8 @@ LOGGING = {
         # Daphne logs every HTTP request at INFO; keep the console readable.
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
+        # uvicorn: one line per WebSocket, without its query (tracker_site/log_filters.py).
+        "uvicorn.error": {"filters": ["one_line_per_websocket"]},
         # The Azure SDK narrates every link state change at INFO.
         "azure": {"level": "WARNING"},
     },

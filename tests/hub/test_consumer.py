@@ -15,6 +15,7 @@ from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests import support
 from tests.conftest import event_body
 from tracker_site.asgi import application
 from tracking.grid import Cell
@@ -473,6 +474,51 @@ async def test_updates_reach_a_client_through_redis(redis_fanout: str) -> None:
     await communicator.disconnect()
 
 
+# What someone else writing to the Redis channels of the map might put there.
+JUNK_BYTES = [b"\xff\xfe not UTF-8", b"not a record", b'{"type":1}\x1e', b"[1]\x1e", b"\x1e"]
+JUNK_LAYER_MESSAGES = [
+    {"type": "hub.records", "records": 5},
+    {"type": "hub.records", "records": "junk"},
+    {"type": "something.else"},
+]
+
+
+@pytest.mark.redis
+async def test_junk_on_redis_is_skipped_and_the_next_update_still_arrives(
+    redis_fanout: str, redis_url: str
+) -> None:
+    import redis.asyncio as aioredis
+    from channels.layers import get_channel_layer
+
+    from tracking.hub.fanout import get_fanout
+
+    sent = 0
+    async with connected_client() as hub:
+        await hub.join([[24, 60]])
+        fanout = get_fanout()
+        server = aioredis.Redis.from_url(redis_url)
+        if redis_fanout == "cells":
+            for junk in JUNK_BYTES:
+                sent += await server.publish(fanout.channel(Cell(24, 60)), junk)  # type: ignore[attr-defined]
+        else:
+            layer = get_channel_layer()
+            for message in JUNK_LAYER_MESSAGES:
+                await layer.group_send("cell.24.60", message)
+                sent += 1
+            if redis_fanout == "channel-layer-pubsub":
+                for junk in JUNK_BYTES:
+                    channel = layer._get_group_channel_name("cell.24.60")
+                    sent += await server.publish(channel, junk)
+        await server.aclose()
+        inside = position(Cell(24, 60), latitude=60.1, longitude=24.9)
+        await publish_locations([inside])
+        [record] = await hub.receive_records(1, timeout=5)
+        assert record["arguments"][0] == str(inside.tracker_id)
+        assert await hub.nothing_more()
+        assert sent >= len(JUNK_LAYER_MESSAGES)
+        assert fanout.skipped.count == sent  # type: ignore[attr-defined]
+
+
 async def test_viewers_of_the_default_fan_out_hold_one_redis_subscription_per_cell(
     redis_url: str,
 ) -> None:
@@ -536,21 +582,47 @@ hostile_messages = st.one_of(
 async def test_whatever_a_client_sends_the_hub_answers_or_closes_and_keeps_serving(
     messages: list[str | bytes],
 ) -> None:
-    async with connected_client() as hub:
-        for message in messages:
-            if isinstance(message, bytes):
-                await hub.communicator.send_to(bytes_data=message)
-            else:
-                await hub.communicator.send_to(text_data=message)
-        # Everything the hub said is hub protocol; a close, if any, came last.
-        said: list[dict[str, Any]] = []
-        while not await hub.communicator.receive_nothing(0.05):
-            output = await hub.communicator.receive_output(1)
-            if output["type"] == "websocket.close":
-                said.append({"type": "closed"})
-                break
-            said += [orjson.loads(r) for r in output["text"].split(RS)[:-1]]
-        assert all(record.get("type") in (1, 3, 6, 7, "closed") for record in said)
+    with support.logged_lines() as lines:
+        async with connected_client() as hub:
+            for message in messages:
+                if isinstance(message, bytes):
+                    await hub.communicator.send_to(bytes_data=message)
+                else:
+                    await hub.communicator.send_to(text_data=message)
+            # Everything the hub said is hub protocol; a close, if any, came last.
+            said: list[dict[str, Any]] = []
+            while not await hub.communicator.receive_nothing(0.05):
+                output = await hub.communicator.receive_output(1)
+                if output["type"] == "websocket.close":
+                    said.append({"type": "closed"})
+                    break
+                said += [orjson.loads(r) for r in output["text"].split(RS)[:-1]]
+            assert all(record.get("type") in (1, 3, 6, 7, "closed") for record in said)
+    # Whatever it sent, each thing the server logged about it is one line.
+    assert all(len(line.splitlines()) == 1 for line in lines), lines
     # And the next client is served as if nothing had happened.
     async with connected_client() as next_client:
         assert "result" in await next_client.join([[24, 60]])
+
+
+FORGED = "\n2026-11-29 12:00:00,000 WARNING tracking.hub: forged"
+
+
+async def test_a_method_name_cannot_forge_a_log_line(client: Client) -> None:
+    with support.logged_lines() as lines:
+        completion = await client.invoke(f"x{FORGED}")
+    assert completion["error"] == f"Unknown hub method 'x{FORGED}'."
+    [line] = [line for line in lines if "forged" in line]
+    assert "\n" not in line and "x\\n2026" in line, line
+
+
+async def test_a_protocol_name_cannot_forge_a_log_line() -> None:
+    communicator, connected = await open_hub()
+    assert connected
+    with support.logged_lines() as lines:
+        handshake = {"protocol": f"json{FORGED}", "version": 1}
+        await communicator.send_to(text_data=orjson.dumps(handshake).decode() + RS)
+        await communicator.receive_from()
+    [line] = [line for line in lines if "forged" in line]
+    assert "\n" not in line, line
+    await communicator.disconnect()

@@ -9,13 +9,21 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests import support
 from tracking.grid import Cell
+from tracking.hub import protocol
 from tracking.hub.fanout import LocalFanOut, RedisFanOut, redacted_url
 from tracking.hub.fanout import base as fanout_base
 
 HELSINKI, NEW_YORK, FIJI = Cell(24, 60), Cell(-75, 40), Cell(-180, -17)
+
+
+def records(name: str) -> str:
+    """A cell's message, as publishing writes it (a fan-out over Redis checks the shape)."""
+    return protocol.invocation("locationUpdated", [name])
 
 
 class Viewer:
@@ -75,10 +83,10 @@ async def test_over_redis_an_update_published_right_after_watching_arrives(
     await web.watch(viewer, [HELSINKI, FIJI])
     await web.watch(other, [NEW_YORK])
     # watch() returned: the subscription is confirmed, nothing can be missed.
-    await publisher.publish({FIJI: "fiji", NEW_YORK: "ny"})
-    assert await viewer.next() == "fiji"
-    assert await other.next() == "ny"
-    assert viewer.received == ["fiji"]
+    await publisher.publish({FIJI: records("fiji"), NEW_YORK: records("ny")})
+    assert await viewer.next() == records("fiji")
+    assert await other.next() == records("ny")
+    assert viewer.received == [records("fiji")]
 
 
 @pytest.mark.redis
@@ -112,9 +120,9 @@ async def test_over_redis_a_lost_connection_is_subscribed_again(
     await client.client_kill_filter(_type="pubsub")
     # Updates after the subscription is back are delivered again.
     for _ in range(100):
-        await publisher.publish({HELSINKI: "again"})
+        await publisher.publish({HELSINKI: records("again")})
         try:
-            assert await viewer.next(timeout=0.2) == "again"
+            assert await viewer.next(timeout=0.2) == records("again")
             break
         except TimeoutError:
             continue
@@ -166,3 +174,52 @@ def test_a_redis_url_is_named_in_logs_without_its_password() -> None:
     assert redacted_url("redis://:hunter2@redis.internal:6380/1") == "redis://redis.internal:6380/1"
     assert redacted_url("rediss://app:hunter2@cache:6379/0") == "rediss://cache:6379/0"
     assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.redis
+@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(junk=st.lists(st.binary(max_size=40) | st.text(max_size=40).map(str.encode), max_size=6))
+async def test_over_redis_junk_on_a_cell_is_skipped_and_the_next_update_arrives(
+    redis_pair: tuple[RedisFanOut, RedisFanOut], redis_url: str, junk: list[bytes]
+) -> None:
+    publisher, web = redis_pair
+    viewer, other = Viewer("a"), Viewer("b")
+    await web.watch(viewer, [HELSINKI])
+    await web.watch(other, [HELSINKI])
+    client = aioredis.Redis.from_url(redis_url)
+    for message in junk:
+        await client.publish(web.channel(HELSINKI), message)
+    await client.aclose()
+    update = records(str(uuid.uuid4()))
+    await publisher.publish({HELSINKI: update})
+    assert await viewer.next() == update and await other.next() == update
+    assert viewer.received == [update]
+
+
+@pytest.mark.redis
+async def test_junk_on_redis_is_logged_once_then_summarised(
+    redis_pair: tuple[RedisFanOut, RedisFanOut],
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    publisher, web = redis_pair
+    viewer = Viewer("a")
+    await web.watch(viewer, [HELSINKI])
+    caplog.set_level(logging.INFO, logger="tracking.hub.fanout")
+    client = aioredis.Redis.from_url(redis_url)
+    for number in range(50):
+        await client.publish(web.channel(HELSINKI), f"junk {number}\n2026 ERROR forged")
+    await publisher.publish({HELSINKI: records("valid")})
+    assert await viewer.next() == records("valid")
+    [first] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "skipped a malformed message from Redis" in first and "'junk 0\\n2026" in first
+    # Once the report interval has passed, the next one says how many there were.
+    monkeypatch.setattr(fanout_base, "SKIPPED_REPORT_SECONDS", 0.0)
+    await client.publish(web.channel(HELSINKI), b"\xff")
+    await publisher.publish({HELSINKI: records("again")})
+    assert await viewer.next() == records("again")
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(lines) == 2 and "skipped 50 more malformed messages" in lines[1], lines
+    assert all("\n" not in line for line in lines)
+    await client.aclose()

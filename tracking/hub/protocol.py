@@ -172,6 +172,23 @@ def _invocation(data: dict[str, Any]) -> Invocation:
     )
 
 
+def check_server_records(text: str) -> None:
+    """Raise ``ProtocolError`` unless ``text`` is what the server sends viewers:
+    whole invocation records, as ``publish_locations`` writes them. Checked
+    where such text arrives from outside the process (Redis), so that a
+    malformed message is dropped there rather than breaking every client that
+    would receive it."""
+    *records, tail = text.split(RECORD_SEPARATOR)
+    if not records or tail:
+        raise ProtocolError("the message does not end with a record separator")
+    for record in records:
+        data = _object(record, what="record")
+        if data.get("type") != MessageType.INVOCATION or not isinstance(data.get("target"), str):
+            raise ProtocolError("a record is not an invocation with a target")
+        if not isinstance(data.get("arguments"), list):
+            raise ProtocolError("a record has no list of arguments")
+
+
 def _object(record: str, *, what: str) -> dict[str, Any]:
     try:
         data = orjson.loads(record)

@@ -32,6 +32,7 @@ from tracking.hub.protocol import (
     RecordBuffer,
     StreamInvocation,
 )
+from tracking.logsafe import one_line, quoted
 
 logger = logging.getLogger("tracking.hub")
 
@@ -178,7 +179,7 @@ class HubSession:
                 else:
                     await self._handshake(record)
         except ProtocolError as exc:
-            logger.info("hub %s: protocol error: %s", self.connection_id, exc)
+            logger.info("hub %s: protocol error: %s", self.connection_id, one_line(str(exc)))
             if self.handshaken:
                 await self.close_with_error(f"Connection closed with an error. {exc}")
             else:
@@ -220,12 +221,17 @@ class HubSession:
                 raise HubError("Client-to-server streaming is not supported.")
             reply = await self.hub.invoke(invocation.target, invocation.arguments)
         except HubError as exc:
-            logger.info("hub %s: %s failed: %s", self.connection_id, invocation.target, exc)
+            logger.info(
+                "hub %s: %s failed: %s",
+                self.connection_id,
+                quoted(invocation.target),
+                one_line(str(exc)),
+            )
             if answer is not None:
                 await self._send(protocol.completion_error(answer, str(exc)))
             return
         except Exception:
-            logger.exception("hub %s: %s raised", self.connection_id, invocation.target)
+            logger.exception("hub %s: %s raised", self.connection_id, quoted(invocation.target))
             if answer is not None:
                 await self._send(
                     protocol.completion_error(
@@ -244,7 +250,7 @@ class HubSession:
         except Exception:
             # The client holds a completion it cannot build on; reconnecting starts over.
             logger.exception(
-                "hub %s: what follows %s failed", self.connection_id, invocation.target
+                "hub %s: what follows %s failed", self.connection_id, quoted(invocation.target)
             )
             await self.close_with_error(
                 f"The server could not finish '{invocation.target}'; reconnect to try again."
@@ -297,7 +303,7 @@ class HubSession:
 
     async def close_with_error(self, error: str) -> None:
         """Tell the client why, then close."""
-        logger.info("hub %s: closing: %s", self.connection_id, error)
+        logger.info("hub %s: closing: %s", self.connection_id, one_line(error))
         await self._send(protocol.close(error))
         await self._close()
 

@@ -39,6 +39,7 @@ from tracking.ingest.store import (
     rejected_prune_point,
     store_batch,
 )
+from tracking.logsafe import one_line
 from tracking.positions import LatestPosition
 
 logger = logging.getLogger(__name__)
@@ -216,7 +217,7 @@ class Pipeline:
                     "database unavailable, retrying the batch of %d events in %.1f s: %s",
                     len(batch),
                     delay,
-                    exc,
+                    one_line(str(exc)),
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_SECONDS)
@@ -287,7 +288,7 @@ def _prune_point() -> int | None:
     try:
         return rejected_prune_point(keep=settings.TRACKING_REJECTED_KEEP)
     except (OperationalError, InterfaceError) as exc:
-        logger.warning("could not prune rejected events: %s", exc)
+        logger.warning("could not prune rejected events: %s", one_line(str(exc)))
         return None
 
 
@@ -296,7 +297,7 @@ def _prune_chunk(up_to: int) -> int:
     try:
         return prune_rejected(up_to=up_to, chunk=PRUNE_CHUNK)
     except (OperationalError, InterfaceError) as exc:
-        logger.warning("could not prune rejected events: %s", exc)
+        logger.warning("could not prune rejected events: %s", one_line(str(exc)))
         return 0
 
 

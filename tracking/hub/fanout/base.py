@@ -16,11 +16,14 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from tracking.grid import Cell
+from tracking.logsafe import one_line, quoted
 
 logger = logging.getLogger("tracking.hub.fanout")
 
 # While publishing fails, how often the outage is logged again.
 OUTAGE_REPORT_SECONDS = 30.0
+# While malformed messages keep arriving, how often they are summarised.
+SKIPPED_REPORT_SECONDS = 60.0
 
 
 class Viewer(Protocol):
@@ -178,3 +181,42 @@ class PublishOutage:
         )
         self._since = None
         self._batches = self._cells = 0
+
+
+class SkippedMessages:
+    """Says when a malformed message arrives from ``source`` (skipped: the
+    messages after it are delivered as usual), then, while more keep coming,
+    at most one line every ``SKIPPED_REPORT_SECONDS`` counting them, so that
+    whoever writes junk to Redis cannot flood the log."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.count = 0
+        self._reported: float | None = None
+        self._unreported = 0
+
+    def skipped(self, problem: str, message: object = None) -> None:
+        """Count a skipped message; ``message`` (if known) is quoted in the line."""
+        now = time.monotonic()
+        self.count += 1
+        self._unreported += 1
+        what = one_line(problem) if message is None else f"{one_line(problem)}: {quoted(message)}"
+        if self._reported is None:
+            logger.warning(
+                "skipped a malformed message from %s (%s); the messages after it are "
+                "delivered as usual",
+                self.source,
+                what,
+            )
+        elif now - self._reported >= SKIPPED_REPORT_SECONDS:
+            logger.warning(
+                "skipped %d more malformed messages from %s in the last %.0f s, the latest: %s",
+                self._unreported,
+                self.source,
+                now - self._reported,
+                what,
+            )
+        else:
+            return
+        self._reported = now
+        self._unreported = 0

@@ -20,7 +20,14 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from tracking.grid import Cell, group_name
-from tracking.hub.fanout.base import FanOut, PublishOutage, Viewer, describe_error
+from tracking.hub.fanout.base import (
+    FanOut,
+    PublishOutage,
+    SkippedMessages,
+    Viewer,
+    describe_error,
+)
+from tracking.hub.protocol import ProtocolError, check_server_records
 
 logger = logging.getLogger("tracking.hub.fanout")
 
@@ -45,6 +52,7 @@ class ChannelLayerFanOut(FanOut):
     def __init__(self) -> None:
         self._layer: Any = get_channel_layer()
         self._outage = PublishOutage("the channel layer")
+        self.skipped = SkippedMessages("the channel layer")
         self._members: dict[Viewer, _Membership] = {}
         self._refresher: asyncio.Task[None] | None = None
 
@@ -110,12 +118,24 @@ class ChannelLayerFanOut(FanOut):
                 message = await self._layer.receive(channel)
             except asyncio.CancelledError:
                 raise
+            except (ValueError, TypeError) as exc:
+                # The layer read a message it could not decode (msgpack's errors are
+                # ValueErrors); it is consumed, and the next one may be fine.
+                self.skipped.skipped(f"undecodable: {describe_error(exc)}")
+                continue
             except Exception as exc:
                 logger.error("could not read channel %s: %s", channel, describe_error(exc))
                 await asyncio.sleep(1.0)
                 continue
-            if message.get("type") == RECORDS_MESSAGE:
-                viewer.deliver(message["records"])
+            records = message.get("records") if isinstance(message, dict) else None
+            try:
+                if not isinstance(records, str) or message.get("type") != RECORDS_MESSAGE:
+                    raise ProtocolError(f"not a {RECORDS_MESSAGE!r} message with text records")
+                check_server_records(records)
+            except ProtocolError as exc:
+                self.skipped.skipped(str(exc), message)
+                continue
+            viewer.deliver(records)
 
     async def _refresh_groups(self) -> None:
         while self._members:

@@ -13,7 +13,14 @@ import logging
 from collections.abc import Mapping
 
 from tracking.grid import Cell, group_name
-from tracking.hub.fanout.base import ProcessFanOut, PublishOutage, describe_error, redacted_url
+from tracking.hub.fanout.base import (
+    ProcessFanOut,
+    PublishOutage,
+    SkippedMessages,
+    describe_error,
+    redacted_url,
+)
+from tracking.hub.protocol import ProtocolError, check_server_records
 
 logger = logging.getLogger("tracking.hub.fanout")
 
@@ -33,6 +40,7 @@ class RedisFanOut(ProcessFanOut):
         self._redis = aioredis.Redis.from_url(url, health_check_interval=30)
         self._prefix = f"{prefix}.cell."
         self._outage = PublishOutage(f"Redis at {redacted_url(url)} (REDIS_URL)")
+        self.skipped = SkippedMessages(f"Redis at {redacted_url(url)} (REDIS_URL)")
         self._pubsub = self._redis.pubsub()
         self._commands = asyncio.Lock()
         # Subscriptions sent but not yet confirmed, by channel.
@@ -109,11 +117,21 @@ class RedisFanOut(ProcessFanOut):
             if message is None:
                 continue
             if message["type"] == "message":
-                self._deliver(self._cell(message["channel"]), message["data"].decode())
+                self._receive(message["channel"], message["data"])
             elif message["type"] == "subscribe":
                 confirmed = self._confirming.pop(message["channel"], None)
                 if confirmed is not None and not confirmed.done():
                     confirmed.set_result(None)
+
+    def _receive(self, channel: bytes, data: bytes) -> None:
+        """Deliver a cell's message, unless it is not what publishing sends."""
+        try:
+            records = data.decode()
+            check_server_records(records)
+        except (UnicodeDecodeError, ProtocolError) as exc:
+            self.skipped.skipped(f"on {channel.decode(errors='replace')}: {exc}", data)
+            return
+        self._deliver(self._cell(channel), records)
 
     async def _resubscribe(self) -> None:
         async with self._commands:

@@ -34,6 +34,7 @@ from django.conf import settings
 
 from tracking.ingest.sources import Deliver, RawEvent, SourceConfigurationError
 from tracking.ingest.sources import eventhub_checkpoints as checkpoints
+from tracking.logsafe import one_line
 
 logger = logging.getLogger(__name__)
 
@@ -350,9 +351,9 @@ class BatchHandler:
             # again after a restart, which the pipeline makes harmless.
             logger.warning(
                 "partition %s: could not checkpoint offset %s: %s",
-                context.partition_id,
-                event.offset,
-                exc,
+                one_line(context.partition_id),
+                one_line(str(event.offset)),
+                one_line(str(exc)),
             )
 
     @staticmethod
@@ -431,7 +432,9 @@ class EventHubSource:
         async with client:
             partition_ids = await check_hub(self.config)
             logger.info(
-                "event hub %r has partitions %s", self.config.eventhub, ", ".join(partition_ids)
+                "event hub %r has partitions %s",
+                self.config.eventhub,
+                one_line(", ".join(partition_ids)),
             )
             receiving = asyncio.create_task(
                 client.receive_batch(
@@ -468,7 +471,7 @@ class EventHubSource:
         return self.handler.progress_line(seconds)
 
     async def _on_error(self, context: PartitionContext | None, error: Exception) -> None:
-        where = f"partition {context.partition_id}" if context else "load balancing"
+        where = f"partition {one_line(context.partition_id)}" if context else "load balancing"
         if is_handover(error):
             logger.info(
                 "event hub %s: another consumer took it over (a normal hand-over when "
@@ -480,16 +483,16 @@ class EventHubSource:
             "event hub %s: %s: %s (the client retries)",
             where,
             type(error).__name__,
-            _first_line(error),
+            one_line(_first_line(error)),
         )
 
     async def _on_partition_initialize(self, context: PartitionContext) -> None:
-        logger.info("event hub: now reading partition %s", context.partition_id)
+        logger.info("event hub: now reading partition %s", one_line(context.partition_id))
 
     async def _on_partition_close(self, context: PartitionContext, reason: Any) -> None:
         logger.info(
             "event hub: stopped reading partition %s (%s)",
-            context.partition_id,
+            one_line(context.partition_id),
             getattr(reason, "name", reason),
         )
 
