@@ -513,8 +513,8 @@ def test_every_documented_request_is_answered_as_documented(
         return
     if status != 404:
         assert resolve(path).func is not api_views.api_not_found, path
-    signed_out = "MAP_LOGIN_REQUIRED" in row["when"]
-    with override_settings(MAP_LOGIN_REQUIRED=signed_out):
+    private = "MAP_PUBLIC=0" in row["when"]
+    with override_settings(MAP_PUBLIC=not private):
         response = client.generic(method, target)
     assert response.status_code == status
     if not keys:
@@ -589,6 +589,8 @@ def test_the_documented_defaults_are_the_settings_defaults() -> None:
             continue  # set here, so its value says nothing of the default
         value = getattr(settings, name)
         documented = row["default"]
+        if documented == "`DEBUG`":
+            continue  # follows DEBUG: tests/test_settings.py starts processes to see it
         if isinstance(value, bool):
             assert value == (documented == "1"), name
         elif isinstance(value, int | float):

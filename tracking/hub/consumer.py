@@ -92,7 +92,7 @@ class HubConsumer(AsyncWebsocketConsumer):
     def _admit(self) -> str | None:
         """The connection's id, or None (logged) if it is refused."""
         if not may_view_map(self.scope["user"]):
-            logger.info("hub: refused an anonymous connection (MAP_LOGIN_REQUIRED is on)")
+            logger.info("hub: refused a signed-out connection (the map is not public: MAP_PUBLIC)")
             return None
         tokens = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("id")
         if not tokens:  # skipNegotiation: the client went straight to the WebSocket.

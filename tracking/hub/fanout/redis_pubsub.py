@@ -13,7 +13,8 @@ import logging
 from collections.abc import Mapping
 
 from tracking.grid import Cell, group_name
-from tracking.hub.fanout.base import ProcessFanOut, PublishOutage, describe_error, redacted_url
+from tracking.hub.fanout.base import ProcessFanOut, PublishOutage, describe_error
+from tracking.redaction import redacted_url
 
 logger = logging.getLogger("tracking.hub.fanout")
 
