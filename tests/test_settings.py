@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import runpy
 import subprocess
 from pathlib import Path
+from unittest import mock
 
+import hypothesis
 import pytest
+from django.core.exceptions import ImproperlyConfigured
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests import support
 
@@ -59,6 +67,8 @@ def only_line(output: str) -> str:
             "TRACKING_MAX_CELLS_PER_CONNECTION must be at least 1",
         ),
         ({"TRACKING_BATCH_SIZE": "1_000"}, "TRACKING_BATCH_SIZE must be an integer, got '1_000'"),
+        # Arabic-Indic 15, which float() would take.
+        ({"HUB_PING_SECONDS": "\u0661\u0665"}, "HUB_PING_SECONDS must be a number"),
         (
             {"TRACKING_ONLINE_SECONDS": "600", "TRACKING_OFFLINE_SECONDS": "60"},
             "TRACKING_OFFLINE_SECONDS",
@@ -258,3 +268,82 @@ def test_production_static_files_collect_with_hashed_module_imports(tmp_path: Pa
     assert hashed_grid in imports
     # Whitenoise serves the compressed copies it made.
     assert any(tmp_path.glob("vendor/leaflet/leaflet.*.js.gz"))
+
+
+# --- Whatever an operator writes ---------------------------------------------------------------
+
+SETTINGS_FILE = support.ROOT / "tracker_site" / "settings.py"
+VARIABLES = re.findall(r"^([A-Z][A-Z0-9_]*)=", (support.ROOT / ".env.example").read_text(), re.M)
+# What an environment variable can hold: any text without NUL.
+ENV_TEXT = st.text(st.characters(exclude_characters="\x00", codec="utf-8"), max_size=40)
+# And near-valid values: numbers, booleans, lists, URLs, off by a little.
+NEAR_VALID = st.sampled_from(
+    [
+        "",
+        " ",
+        "0",
+        "1",
+        "-1",
+        "1.5",
+        "1e400",
+        "nan",
+        "inf",
+        "-0",
+        "1_0",
+        "٣",
+        "0x10",
+        "true",
+        "TRUE",
+        "yes",
+        "on",
+        "off",
+        "2",
+        "a,b",
+        ",",
+        "60.1,24.9",
+        "91,0",
+        "0,181",
+        "https://example.com/{z}/{x}/{y}.png",
+        "http://{z}{x}{y}",
+        "redis://:pw@h:1/0",
+        "postgres://u:pw@h:5432/db",
+        "postgres://h:notaport/db",
+        "sqlite:///x.db",
+        "*",
+        "HTTP_X_FORWARDED_PROTO,https",
+        "HTTP_X,",
+        "earliest",
+        "cells",
+        "pubsub",
+        "DEBUG",
+    ]
+)
+
+
+def load_settings(env: dict[str, str]) -> dict[str, object]:
+    """Run settings.py as Django would, with ``env`` as the whole environment."""
+    with mock.patch.dict(os.environ, {"ENV_FILE": "/dev/null", **env}, clear=True):
+        return runpy.run_path(str(SETTINGS_FILE))
+
+
+def test_the_settings_file_loads_with_the_example_environment() -> None:
+    loaded = load_settings({})
+    assert loaded["MAP_ZOOM"] == 13 and loaded["DEBUG"] is True  # the tests' default
+
+
+@given(
+    env=st.dictionaries(
+        st.sampled_from(VARIABLES), st.one_of(NEAR_VALID, ENV_TEXT), min_size=1, max_size=4
+    )
+)
+@hypothesis.settings(max_examples=300)
+def test_any_value_is_taken_or_refused_in_one_line_naming_its_variable(
+    env: dict[str, str],
+) -> None:
+    try:
+        load_settings(env)
+    except ImproperlyConfigured as refusal:
+        message = str(refusal)
+        assert "\n" not in message
+        named = [name for name in env if name in message]
+        assert named, f"{message!r} names none of {sorted(env)}"

@@ -93,9 +93,10 @@ def _env_number(
     if raw is None or raw.strip() == "":
         return default
     kind = "an integer" if integer else "a number"
-    # int() and float() also take "1_000"; a setting is written plainly.
+    # int() and float() also take "1_000" and other scripts' digits; a setting
+    # is written plainly.
     try:
-        if "_" in raw:
+        if "_" in raw or not raw.isascii():
             raise ValueError(raw)
         value: float = int(raw) if integer else float(raw)
     except ValueError:
@@ -357,6 +358,8 @@ MAP_PUBLIC = _env_bool("MAP_PUBLIC", DEBUG)
 # Where the map opens, "latitude,longitude" (latitude first), and at what zoom.
 _center_raw = os.environ.get("MAP_CENTER", "") or "60.1699,24.9384"
 try:
+    if not _center_raw.isascii():
+        raise ValueError(_center_raw)
     MAP_CENTER_LATITUDE, MAP_CENTER_LONGITUDE = (
         float(part) for part in _center_raw.split(",") if part.strip()
     )
