@@ -94,13 +94,16 @@ def test_the_logging_filter_redacts_messages_arguments_and_tracebacks(
     assert "postgres://db/tracker" in caplog.text
 
 
-def test_the_processes_log_lines_go_through_the_redaction() -> None:
+@pytest.mark.parametrize("logger", ["tracking.hub", "django.request"])
+@pytest.mark.parametrize("debug", ["0", "1"])
+def test_the_processes_log_lines_go_through_the_redaction(logger: str, debug: str) -> None:
     script = (
         "import logging; "
-        "logging.getLogger('tracking.hub').warning('Redis at %s is down', "
+        f"logging.getLogger('{logger}').error('Redis at %s is down', "
         "'redis://:hunter2@cache:6379/0?password=hunter2')"
     )
-    result = support.manage(["shell", "-v0", "-c", script], env=support.base_env())
+    result = support.manage(["shell", "-v0", "-c", script], env=support.base_env(DEBUG=debug))
     assert result.returncode == 0, result.stderr
-    assert "Redis at redis://cache:6379/0" in result.stderr
-    assert "hunter2" not in result.stderr
+    output = result.stdout + result.stderr
+    assert output.count("Redis at redis://cache:6379/0") == 1, output
+    assert "hunter2" not in output

@@ -468,6 +468,9 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's own handlers (its console under DEBUG, mail to ADMINS) go:
+        # its lines reach the console above, once, through the redaction.
+        "django": {"level": "INFO"},
         # Daphne logs every HTTP request at INFO; keep the console readable.
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},
