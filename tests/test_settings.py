@@ -139,6 +139,18 @@ def test_a_web_server_with_a_wrong_setting_says_it_in_one_line() -> None:
     assert code == 3 and "MAP_CENTER" in only_line(output)
 
 
+def test_an_empty_value_means_the_default_as_in_env_example() -> None:
+    names = ["CHANNEL_LAYER_PREFIX", "HUB_FANOUT", "LOG_LEVEL", "MAP_CENTER_LATITUDE", "MAP_ZOOM"]
+    empty = dict.fromkeys(["CHANNEL_LAYER_PREFIX", "HUB_FANOUT", "LOG_LEVEL", "MAP_CENTER"], "")
+    assert settings_of(names, MAP_ZOOM="", **empty) == {
+        "CHANNEL_LAYER_PREFIX": "tracker",
+        "HUB_FANOUT": "cells",
+        "LOG_LEVEL": "INFO",
+        "MAP_CENTER_LATITUDE": 60.1699,
+        "MAP_ZOOM": 13,
+    }
+
+
 def test_commands_that_sign_nothing_run_without_a_key_with_debug_off() -> None:
     code, output = check(DEBUG="0", SECRET_KEY="")
     assert code == 0, output

@@ -243,7 +243,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 # Keys and channels in Redis start with this, so deployments can share one Redis.
-CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "tracker")
+CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "") or "tracker"
 CHANNEL_LAYER_CAPACITY = _env_number("CHANNEL_LAYER_CAPACITY", 1000, minimum=10)
 # core: channels-redis's list-per-channel layer; pubsub: its Redis pub/sub
 # layer, one PUBLISH per group and one copy per web process. Only read with
@@ -440,14 +440,14 @@ HUB_MAX_MESSAGE_BYTES: int = _env_number("HUB_MAX_MESSAGE_BYTES", 32768, minimum
 # How updates reach the web processes: "cells" (one Redis pub/sub channel per
 # cell, or in-process without Redis) or "channel-layer" (a channels group per
 # cell). See tracking/hub/fanout/ and BENCHMARKS.md.
-HUB_FANOUT = os.environ.get("HUB_FANOUT", "cells")
+HUB_FANOUT = os.environ.get("HUB_FANOUT", "") or "cells"
 if HUB_FANOUT not in {"cells", "channel-layer"}:
     raise ImproperlyConfigured(f"HUB_FANOUT must be 'cells' or 'channel-layer', got {HUB_FANOUT!r}")
 HUB_COALESCE_MS: float = _env_number("HUB_COALESCE_MS", 20.0, minimum=0, integer=False)
 
 # --- Logging -------------------------------------------------------------------
 
-LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+LOG_LEVEL = (os.environ.get("LOG_LEVEL", "") or "INFO").strip().upper()
 if LOG_LEVEL not in logging.getLevelNamesMapping():
     raise ImproperlyConfigured(f"LOG_LEVEL must be a logging level name, got {LOG_LEVEL!r}")
 LOGGING = {
