@@ -303,9 +303,8 @@ AXES_COOLOFF_TIME: float = _env_number("AXES_COOLOFF_TIME", 1.0, minimum=0.01, i
 AXES_RESET_ON_SUCCESS = True
 # One line per failure and lockout, not a banner at every start.
 AXES_VERBOSE = False
-# The address that counts is the client's as the ASGI server gives it (uvicorn
-# takes it from a trusted proxy's X-Forwarded-For).
-AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+# The address that counts is REMOTE_ADDR, the client's as the ASGI server gives
+# it (uvicorn takes it from a trusted proxy's X-Forwarded-For).
 
 # Error reports (the debug page, mails to ADMINS) hide every setting that can
 # carry a password or a key.
