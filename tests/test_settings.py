@@ -83,6 +83,10 @@ def only_line(output: str) -> str:
         ({"ENV_FILE": "/nowhere/.env"}, "ENV_FILE must name an existing file"),
         ({"DEBUG": "0", "ALLOWED_HOSTS": ""}, "ALLOWED_HOSTS must name the host names served"),
         (
+            {"ALLOWED_HOSTS": "https://map.example.com"},
+            "ALLOWED_HOSTS must be host names such as map.example.com, not URLs",
+        ),
+        (
             {"CHANNEL_LAYER_BACKEND": "fast"},
             "CHANNEL_LAYER_BACKEND must be 'core' or 'pubsub', got 'fast'",
         ),

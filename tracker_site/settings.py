@@ -135,6 +135,11 @@ if not DEBUG and not ALLOWED_HOSTS:
     raise ImproperlyConfigured(
         "ALLOWED_HOSTS must name the host names served (comma-separated) when DEBUG is off"
     )
+for _host in ALLOWED_HOSTS:
+    if "/" in _host:
+        raise ImproperlyConfigured(
+            f"ALLOWED_HOSTS must be host names such as map.example.com, not URLs, got {_host!r}"
+        )
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
 for _origin in CSRF_TRUSTED_ORIGINS:
     if not _origin.startswith(("http://", "https://")):
