@@ -191,7 +191,11 @@ def _servers(folder: Path) -> Iterator[tuple[str, list[int]]]:
             CHANNEL_LAYER_PREFIX=f"bench-browser-{secrets.token_hex(4)}",
             DEBUG="0",
             SECRET_KEY=secrets.token_urlsafe(48),
-            SECURE_COOKIES="0",
+            # Plain HTTP on this machine, and a public map (no sign-in in the benchmark).
+            SECURE_SSL_REDIRECT="0",
+            SESSION_COOKIE_SECURE="0",
+            CSRF_COOKIE_SECURE="0",
+            MAP_PUBLIC="1",
             STATIC_ROOT=str(folder / "static"),
             MAP_TILE_URL="",
             TRACKING_PROGRESS_SECONDS="5",

@@ -448,6 +448,9 @@ def run_scenario(scenario: Scenario, run: _Run) -> dict[str, Any]:
         HUB_COALESCE_MS=str(scenario.coalesce_ms),
         DEBUG="0",
         SECRET_KEY=SECRET_KEY,
+        # Plain HTTP on this machine, and a public map (no sign-in in the benchmark).
+        SECURE_SSL_REDIRECT="0",
+        MAP_PUBLIC="1",
         LOG_LEVEL="WARNING",
     )
     env.update(run.env_extra)
@@ -876,6 +879,9 @@ def _prime(run: _Run, *, trackers: int, seconds: float = 2.0) -> float:
         CHANNEL_LAYER_BACKEND="pubsub",
         DEBUG="0",
         SECRET_KEY=SECRET_KEY,
+        # Plain HTTP on this machine, and a public map (no sign-in in the benchmark).
+        SECURE_SSL_REDIRECT="0",
+        MAP_PUBLIC="1",
         LOG_LEVEL="WARNING",
     )
     env.update(run.env_extra)

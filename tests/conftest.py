@@ -157,6 +157,7 @@ def demo(demo_log: Path) -> Iterator[str]:
     env = support.base_env(
         DATABASE_URL=f"sqlite:///{demo_log.parent / 'db.sqlite3'}", TRACKING_BATCH_WAIT_MS="100"
     )
+    del env["DEBUG"]  # as `make run` starts it: the demo turns DEBUG on by itself
     command = [
         *(support.PYTHON, "manage.py", "demo", "--port", str(port)),
         *("--trackers", "60", "--seed", "5"),

@@ -32,7 +32,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def private() -> Iterator[None]:
     """The map for signed-in users only (both names the setting has had)."""
-    with override_settings(MAP_LOGIN_REQUIRED=True, MAP_PUBLIC=False):
+    with override_settings(MAP_PUBLIC=False):
         yield
 
 
@@ -188,7 +188,7 @@ header_text = st.text(st.characters(min_codepoint=32, max_codepoint=255), max_si
 def test_any_authorization_header_gets_an_answer_or_a_json_401_never_an_error(
     client: Client, header: str, private_map: bool
 ) -> None:
-    with override_settings(MAP_LOGIN_REQUIRED=private_map, MAP_PUBLIC=not private_map):
+    with override_settings(MAP_PUBLIC=not private_map):
         response = client.get("/api/trackers", headers={"Authorization": header})
     presents_a_token = bearer_token(header) is not None
     if presents_a_token or private_map:

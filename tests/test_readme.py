@@ -13,11 +13,13 @@ the test ends.
 
 from __future__ import annotations
 
+import http.client
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -187,6 +189,61 @@ def get(url: str) -> bytes:
         return bytes(response.read())
 
 
+class BehindTheProxy:
+    """A browser talking to the web server as the README's HTTPS proxy passes
+    it on (``X-Forwarded-Proto: https``), keeping its cookies (which are for
+    HTTPS only, so a cookie jar would not send them over the plain HTTP
+    between proxy and server)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.cookies: dict[str, str] = {}
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        form: dict[str, str] | None = None,
+        *,
+        proxied: bool = True,
+    ) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """One request; ``proxied=False``: straight to the server, by plain HTTP."""
+        headers = {
+            "Referer": f"https://127.0.0.1:{self.port}{path}",
+            "Cookie": "; ".join(f"{name}={value}" for name, value in self.cookies.items()),
+        }
+        if proxied:
+            headers["X-Forwarded-Proto"] = "https"
+        body = None
+        if form is not None:
+            body = urllib.parse.urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            content = response.read()
+            for cookie in response.headers.get_all("Set-Cookie") or []:
+                name, _, value = cookie.split(";", 1)[0].partition("=")
+                self.cookies[name] = value
+            return response.status, response.headers, content
+        finally:
+            connection.close()
+
+    def get(self, path: str) -> bytes:
+        status, _, content = self.request("GET", path)
+        assert status == 200, (path, status, content[:500])
+        return content
+
+    def sign_in(self, username: str, password: str) -> None:
+        page = self.get("/admin/login/").decode()
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert token, page[:2000]
+        form = {"csrfmiddlewaretoken": token[1], "username": username, "password": password}
+        status, headers, content = self.request("POST", "/admin/login/?next=/", form)
+        assert status == 302 and headers["Location"] == "/", (status, content[:2000])
+
+
 # --- Try it by hand ---------------------------------------------------------------------------
 
 
@@ -264,6 +321,8 @@ def test_the_production_steps_run_as_written(
         checkout.run("production-database")
         setup = checkout.run("production-setup")
         assert "Superuser created successfully." in setup, setup
+        # Django's deployment check finds nothing to warn of (with `bash -e`, it would stop the block).
+        assert "System check identified no issues (0 silenced)." in setup, setup
         # The tests of a checkout with an operator's .env keep to their own settings.
         tests = subprocess.run(
             [
@@ -286,14 +345,22 @@ def test_the_production_steps_run_as_written(
         support.wait_for_port("127.0.0.1", web, timeout=60)
         pipeline = checkout.start("production-pipeline")
 
-        page = get(f"http://127.0.0.1:{web}/").decode()
-        # DEBUG is off: static files are the hashed ones collectstatic wrote.
+        # DEBUG is off: plain HTTP goes to HTTPS, and the map is for signed-in users.
+        browser = BehindTheProxy(web)
+        status, headers, _ = browser.request("GET", "/api/trackers", proxied=False)
+        assert status == 301 and headers["Location"] == f"https://127.0.0.1:{web}/api/trackers"
+        status, headers, _ = browser.request("GET", "/")
+        assert status == 302 and headers["Location"].startswith("/admin/login/")
+        assert browser.request("GET", "/api/trackers")[0] == 401
+        assert "max-age=31536000; includeSubDomains; preload" in headers.get(
+            "Strict-Transport-Security", ""
+        )
+        browser.sign_in("admin", "choose-a-long-one")
+        page = browser.get("/").decode()
+        # Static files are the hashed ones collectstatic wrote.
         assert re.search(r'src="/static/maps/map\.[0-9a-f]{12}\.js"', page), page[:2000]
         listed = support.wait_until(
-            lambda: (
-                orjson.loads(get(f"http://127.0.0.1:{web}/api/trackers?status=online"))["count"]
-                >= 200
-            ),
+            lambda: orjson.loads(browser.get("/api/trackers?status=online"))["count"] >= 200,
             timeout=60,
             what=f"200 trackers online; the pipeline said: {pipeline.read_text()[-2000:]}",
         )

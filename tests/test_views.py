@@ -46,8 +46,10 @@ def test_negotiate_answers_a_newer_version_with_version_1(client: Client) -> Non
     assert client.post("/api/signalr/negotiate?negotiateVersion=7").json()["negotiateVersion"] == 1
 
 
-@override_settings(MAP_LOGIN_REQUIRED=True)
-def test_negotiate_asks_anonymous_clients_to_sign_in_when_login_is_required(client: Client) -> None:
+@override_settings(MAP_PUBLIC=False)
+def test_negotiate_asks_signed_out_clients_to_sign_in_when_the_map_is_not_public(
+    client: Client,
+) -> None:
     assert client.post("/api/signalr/negotiate?negotiateVersion=1").status_code == 401
 
 
@@ -178,7 +180,7 @@ def test_the_map_page_can_run_without_tiles(client: Client) -> None:
 
 
 @pytest.mark.django_db
-@override_settings(MAP_LOGIN_REQUIRED=True)
+@override_settings(MAP_PUBLIC=False)
 def test_the_map_page_sends_anonymous_visitors_to_sign_in(client: Client) -> None:
     response = client.get("/")
     assert response.status_code == 302 and response["Location"].startswith("/admin/login/")

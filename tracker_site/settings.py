@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,27 @@ from typing import Any
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from tracking.redaction import redacted_url
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-def _load_dotenv(path: Path) -> None:
+def _load_dotenv(path: Path, *, named: bool) -> None:
     """Read ``KEY=VALUE`` lines from ``.env`` into the environment, which wins.
 
-    Blank lines and ``#`` comments are skipped; a value may be quoted.
+    Blank lines and ``#`` comments are skipped; a value may be quoted. A file
+    ``named`` by ``ENV_FILE`` must exist: a typo would otherwise start the
+    process on the defaults.
     """
-    if not path.is_file():
+    if not path.exists():
+        if named:
+            raise ImproperlyConfigured(
+                f"ENV_FILE must name an existing file of KEY=VALUE lines, got {str(path)!r} "
+                "(unset it to read .env beside manage.py)"
+            )
         return
+    if path.is_dir():
+        raise ImproperlyConfigured(f"ENV_FILE must name a file, got the folder {str(path)!r}")
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
@@ -43,12 +55,18 @@ def _load_dotenv(path: Path) -> None:
 
 # The test suite makes its own settings: the .env of a developer or an operator
 # must not point it at real services (a test that wants one names ENV_FILE).
+_UNDER_PYTEST = "pytest" in sys.modules
 _ENV_FILE = os.environ.get("ENV_FILE", "")
-if _ENV_FILE or "pytest" not in sys.modules:
-    _load_dotenv(Path(_ENV_FILE or BASE_DIR / ".env"))
+if _ENV_FILE or not _UNDER_PYTEST:
+    _load_dotenv(Path(_ENV_FILE or BASE_DIR / ".env"), named=bool(_ENV_FILE))
 
-# A key that is fine on a laptop and refused in production (see the check below).
-_DEVELOPMENT_SECRET_KEY = "development-only-insecure-key-do-not-use-in-production"
+# Runs on a developer's machine: the embedded demo, Django's development server
+# and the test suite. Only these start with DEBUG on when it is unset; anything
+# else (a web server, consume_events) starts as production.
+_DEVELOPMENT_RUN = _UNDER_PYTEST or sys.argv[1:2] in (["demo"], ["runserver"])
+
+# A key that is fine on a laptop; Django's deployment check knows the prefix.
+_DEVELOPMENT_SECRET_KEY = "django-insecure-development-only-key-do-not-use-in-production"
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -63,17 +81,30 @@ def _env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
 
 
-def _env_number(name: str, default: float, *, minimum: float, integer: bool = True) -> Any:
+def _env_number(
+    name: str,
+    default: float,
+    *,
+    minimum: float,
+    maximum: float = math.inf,
+    integer: bool = True,
+) -> Any:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
+    kind = "an integer" if integer else "a number"
+    # int() and float() also take "1_000" and other scripts' digits; a setting
+    # is written plainly.
     try:
+        if "_" in raw or not raw.isascii():
+            raise ValueError(raw)
         value: float = int(raw) if integer else float(raw)
     except ValueError:
-        kind = "an integer" if integer else "a number"
         raise ImproperlyConfigured(f"{name} must be {kind}, got {raw!r}") from None
     if not math.isfinite(value) or value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {raw!r}")
+    if value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {raw!r}")
     return value
 
 
@@ -83,17 +114,65 @@ def _env_list(name: str, default: str) -> list[str]:
 
 # --- Core ------------------------------------------------------------------
 
-DEBUG = _env_bool("DEBUG", True)
+# Variables that used to mean something: refused, so that an old .env does
+# not quietly lose its effect.
+_REPLACED = {
+    "SECURE_COOKIES": "SESSION_COOKIE_SECURE and CSRF_COOKIE_SECURE",
+    "MAP_LOGIN_REQUIRED": "MAP_PUBLIC (with DEBUG=0 the map needs a signed-in user unless MAP_PUBLIC=1)",
+}
+for _old, _new in _REPLACED.items():
+    if _old in os.environ:
+        raise ImproperlyConfigured(f"{_old} is no longer read: use {_new}")
+
+DEBUG = _env_bool("DEBUG", _DEVELOPMENT_RUN)
+# Unset, a key fit for one laptop: commands that sign nothing (migrate,
+# consume_events) run with it, but a web server with DEBUG off refuses to
+# start with it (tracker_site/startup.py) and `check --deploy` flags it.
 SECRET_KEY = os.environ.get("SECRET_KEY", "") or _DEVELOPMENT_SECRET_KEY
-if not DEBUG and (SECRET_KEY == _DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 32):
-    raise ImproperlyConfigured(
-        "DEBUG is off but SECRET_KEY is unset or shorter than 32 characters. "
-        "Set SECRET_KEY to a long random value, for example the output of "
-        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
-    )
 
 ALLOWED_HOSTS = _env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+if not DEBUG and not ALLOWED_HOSTS:
+    raise ImproperlyConfigured(
+        "ALLOWED_HOSTS must name the host names served (comma-separated) when DEBUG is off"
+    )
+for _host in ALLOWED_HOSTS:
+    if "/" in _host:
+        raise ImproperlyConfigured(
+            f"ALLOWED_HOSTS must be host names such as map.example.com, not URLs, got {_host!r}"
+        )
 CSRF_TRUSTED_ORIGINS = _env_list("CSRF_TRUSTED_ORIGINS", "")
+for _origin in CSRF_TRUSTED_ORIGINS:
+    if not _origin.startswith(("http://", "https://")):
+        raise ImproperlyConfigured(
+            f"CSRF_TRUSTED_ORIGINS must be origins such as https://map.example.com, got {_origin!r}"
+        )
+
+# HTTPS. With DEBUG off, plain HTTP is redirected and cookies go over HTTPS
+# only; HSTS and the proxy's header are the operator's to state.
+SECURE_SSL_REDIRECT = _env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = _env_bool("SESSION_COOKIE_SECURE", not DEBUG)
+CSRF_COOKIE_SECURE = _env_bool("CSRF_COOKIE_SECURE", not DEBUG)
+SECURE_HSTS_SECONDS: int = _env_number("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = _env_bool("SECURE_HSTS_PRELOAD", False)
+
+
+def _proxy_ssl_header(raw: str) -> tuple[str, str] | None:
+    """``HTTP_X_FORWARDED_PROTO,https``: the header (as Django names it in
+    ``request.META``) and the value by which the proxy says it was HTTPS."""
+    if not raw.strip():
+        return None
+    header, _, value = (part.strip() for part in raw.partition(","))
+    if not re.fullmatch(r"HTTP_[A-Z0-9_]+", header) or not value or "," in value:
+        raise ImproperlyConfigured(
+            "SECURE_PROXY_SSL_HEADER must be 'HTTP_HEADER_NAME,value', "
+            f"e.g. HTTP_X_FORWARDED_PROTO,https, got {raw!r}"
+        )
+    return header, value
+
+
+# Set only behind a proxy that sets this header itself on every request.
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header(os.environ.get("SECURE_PROXY_SSL_HEADER", ""))
 
 INSTALLED_APPS = [
     "daphne",
@@ -105,6 +184,7 @@ INSTALLED_APPS = [
     "servestatic.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "tracking",
     "maps",
 ]
@@ -118,6 +198,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a locked-out sign-in into its answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "tracker_site.urls"
@@ -166,17 +248,27 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 # Keys and channels in Redis start with this, so deployments can share one Redis.
-CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "tracker")
+CHANNEL_LAYER_PREFIX = os.environ.get("CHANNEL_LAYER_PREFIX", "") or "tracker"
 CHANNEL_LAYER_CAPACITY = _env_number("CHANNEL_LAYER_CAPACITY", 1000, minimum=10)
+# core: channels-redis's list-per-channel layer; pubsub: its Redis pub/sub
+# layer, one PUBLISH per group and one copy per web process. Only read with
+# REDIS_URL, but checked always: a typo shows before Redis is added.
+CHANNEL_LAYER_BACKEND = os.environ.get("CHANNEL_LAYER_BACKEND", "") or "pubsub"
+_LAYER_BACKENDS = {
+    "core": "channels_redis.core.RedisChannelLayer",
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+}
+if CHANNEL_LAYER_BACKEND not in _LAYER_BACKENDS:
+    raise ImproperlyConfigured(
+        f"CHANNEL_LAYER_BACKEND must be 'core' or 'pubsub', got {CHANNEL_LAYER_BACKEND!r}"
+    )
 CHANNEL_LAYERS: dict[str, dict[str, Any]]
 if REDIS_URL:
     if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
         raise ImproperlyConfigured(
-            f"REDIS_URL must start with redis://, rediss:// or unix://, got {REDIS_URL!r}"
+            "REDIS_URL must start with redis://, rediss:// or unix://, "
+            f"got {redacted_url(REDIS_URL)!r}"
         )
-    # core: channels-redis's list-per-channel layer; pubsub: its Redis pub/sub
-    # layer, one PUBLISH per group and one copy per web process.
-    CHANNEL_LAYER_BACKEND = os.environ.get("CHANNEL_LAYER_BACKEND", "pubsub")
     # redis-py's defaults (5 s reads, 100 connections) drop idle receivers
     # and refuse bursts of group calls.
     _layer_config: dict[str, Any] = {
@@ -184,15 +276,10 @@ if REDIS_URL:
         "prefix": CHANNEL_LAYER_PREFIX,
     }
     if CHANNEL_LAYER_BACKEND == "core":
-        _layer_backend = "channels_redis.core.RedisChannelLayer"
         _layer_config.update(capacity=CHANNEL_LAYER_CAPACITY, expiry=30)
-    elif CHANNEL_LAYER_BACKEND == "pubsub":
-        _layer_backend = "channels_redis.pubsub.RedisPubSubChannelLayer"
-    else:
-        raise ImproperlyConfigured(
-            f"CHANNEL_LAYER_BACKEND must be 'core' or 'pubsub', got {CHANNEL_LAYER_BACKEND!r}"
-        )
-    CHANNEL_LAYERS = {"default": {"BACKEND": _layer_backend, "CONFIG": _layer_config}}
+    CHANNEL_LAYERS = {
+        "default": {"BACKEND": _LAYER_BACKENDS[CHANNEL_LAYER_BACKEND], "CONFIG": _layer_config}
+    }
 else:
     CHANNEL_LAYERS = {
         "default": {
@@ -212,6 +299,23 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "admin:login"
 # How long an API token made without an explicit expiry lasts (tracking/api_tokens.py).
 API_TOKEN_DAYS: int = _env_number("API_TOKEN_DAYS", 90, minimum=1)
+# Sign-in is throttled by django-axes: after AXES_FAILURE_LIMIT wrong passwords
+# from one address, that address is refused for AXES_COOLOFF_TIME hours.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT: int = _env_number("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME: float = _env_number("AXES_COOLOFF_TIME", 1.0, minimum=0.01, integer=False)
+AXES_RESET_ON_SUCCESS = True
+# One line per failure and lockout, not a banner at every start.
+AXES_VERBOSE = False
+# The address that counts is REMOTE_ADDR, the client's as the ASGI server gives
+# it (uvicorn takes it from a trusted proxy's X-Forwarded-For).
+
+# Error reports (the debug page, mails to ADMINS) hide every setting that can
+# carry a password or a key.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "tracker_site.error_reports.SettingsFilter"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -237,32 +341,43 @@ STORAGES = {
 # Without collectstatic (the demo, tests), servestatic serves from the finders.
 SERVESTATIC_USE_FINDERS = DEBUG
 
-if not DEBUG:
-    SESSION_COOKIE_SECURE = _env_bool("SECURE_COOKIES", True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-
 # --- Map page ----------------------------------------------------------------
 
 # Leave MAP_TILE_URL empty for no tiles: the bundled land outline still shows.
 MAP_TILE_URL = os.environ.get("MAP_TILE_URL", "https://tile.openstreetmap.org/{z}/{x}/{y}.png")
+if MAP_TILE_URL and (
+    not MAP_TILE_URL.startswith(("https://", "http://"))
+    or not all(part in MAP_TILE_URL for part in ("{z}", "{x}", "{y}"))
+):
+    raise ImproperlyConfigured(
+        "MAP_TILE_URL must be an http(s) URL template with {z}, {x} and {y} "
+        "(e.g. https://tile.openstreetmap.org/{z}/{x}/{y}.png) or empty for no tiles, "
+        f"got {redacted_url(MAP_TILE_URL)!r}"
+    )
 MAP_TILE_ATTRIBUTION = os.environ.get(
     "MAP_TILE_ATTRIBUTION",
     '&copy; <a href="https://www.openstreetmap.org/copyright">OpenStreetMap</a> contributors',
 )
-MAP_LOGIN_REQUIRED = _env_bool("MAP_LOGIN_REQUIRED", False)
+# With DEBUG off the map, its API and the hub are for signed-in users unless
+# the operator makes the map public (read-only: nobody can change anything).
+MAP_PUBLIC = _env_bool("MAP_PUBLIC", DEBUG)
 # Where the map opens, "latitude,longitude" (latitude first), and at what zoom.
-_center = _env_list("MAP_CENTER", "60.1699,24.9384")
+_center_raw = os.environ.get("MAP_CENTER", "") or "60.1699,24.9384"
 try:
-    MAP_CENTER_LATITUDE, MAP_CENTER_LONGITUDE = (float(part) for part in _center)
+    if not _center_raw.isascii():
+        raise ValueError(_center_raw)
+    MAP_CENTER_LATITUDE, MAP_CENTER_LONGITUDE = (
+        float(part) for part in _center_raw.split(",") if part.strip()
+    )
 except ValueError:
-    raise ImproperlyConfigured(
-        f"MAP_CENTER must be 'latitude,longitude', got {','.join(_center)!r}"
-    ) from None
+    MAP_CENTER_LATITUDE = MAP_CENTER_LONGITUDE = math.nan
 if not (-90 <= MAP_CENTER_LATITUDE <= 90 and -180 <= MAP_CENTER_LONGITUDE <= 180):
     raise ImproperlyConfigured(
-        "MAP_CENTER must be 'latitude,longitude' within [-90, 90] and [-180, 180]"
+        "MAP_CENTER must be 'latitude,longitude' (latitude first) within [-90, 90] and "
+        f"[-180, 180], got {_center_raw!r}"
     )
-MAP_ZOOM: int = _env_number("MAP_ZOOM", 13, minimum=0)
+# Leaflet's zoom levels: 0 (the world) to about 20 for street tiles.
+MAP_ZOOM: int = _env_number("MAP_ZOOM", 13, minimum=0, maximum=24)
 
 # --- Tracking domain -------------------------------------------------------
 
@@ -335,7 +450,7 @@ HUB_MAX_MESSAGE_BYTES: int = _env_number("HUB_MAX_MESSAGE_BYTES", 32768, minimum
 # How updates reach the web processes: "cells" (one Redis pub/sub channel per
 # cell, or in-process without Redis) or "channel-layer" (a channels group per
 # cell). See tracking/hub/fanout/ and BENCHMARKS.md.
-HUB_FANOUT = os.environ.get("HUB_FANOUT", "cells")
+HUB_FANOUT = os.environ.get("HUB_FANOUT", "") or "cells"
 if HUB_FANOUT not in {"cells", "channel-layer"}:
     raise ImproperlyConfigured(f"HUB_FANOUT must be 'cells' or 'channel-layer', got {HUB_FANOUT!r}")
 # How often each web process re-checks what signed in its open hub connections
@@ -348,7 +463,7 @@ HUB_COALESCE_MS: float = _env_number("HUB_COALESCE_MS", 20.0, minimum=0, integer
 
 # --- Logging -------------------------------------------------------------------
 
-LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+LOG_LEVEL = (os.environ.get("LOG_LEVEL", "") or "INFO").strip().upper()
 if LOG_LEVEL not in logging.getLevelNamesMapping():
     raise ImproperlyConfigured(f"LOG_LEVEL must be a logging level name, got {LOG_LEVEL!r}")
 LOGGING = {
@@ -357,14 +472,24 @@ LOGGING = {
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
     },
+    # Every line goes through the redaction: no password in a log, whatever road
+    # it took into a message (an exception's text, a mistyped URL).
     "filters": {
+        "redact": {"()": "tracking.redaction.RedactingFilter"},
         "one_line_per_websocket": {"()": "tracker_site.log_filters.OneLinePerWebSocket"},
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        # Django's own handlers (its console under DEBUG, mail to ADMINS) go:
+        # its lines reach the console above, once, through the redaction.
+        "django": {"level": "INFO"},
         # Daphne logs every HTTP request at INFO; keep the console readable.
         "daphne": {"level": "WARNING"},
         "django.channels.server": {"level": "WARNING"},

@@ -28,8 +28,10 @@ View = Callable[..., HttpResponse]
 
 
 def may_view_map(user: Any) -> bool:
-    """Whether ``user`` may see trackers: anyone, unless ``MAP_LOGIN_REQUIRED`` is on."""
-    return not settings.MAP_LOGIN_REQUIRED or bool(user.is_authenticated)
+    """Whether ``user`` may see trackers: anyone when ``MAP_PUBLIC`` is on (the
+    default under ``DEBUG``), else only a signed-in user. The page, the API and
+    the hub (negotiate and connect) all ask this, and nothing else."""
+    return settings.MAP_PUBLIC or bool(user.is_authenticated)
 
 
 def request_user(request: HttpRequest) -> Any:

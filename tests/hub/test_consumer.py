@@ -449,8 +449,8 @@ async def test_a_client_outside_a_browser_sends_no_origin_and_is_accepted() -> N
     await communicator.disconnect()
 
 
-async def test_an_anonymous_client_is_refused_when_login_is_required() -> None:
-    with override_settings(MAP_LOGIN_REQUIRED=True):
+async def test_a_signed_out_client_is_refused_when_the_map_is_not_public() -> None:
+    with override_settings(MAP_PUBLIC=False):
         _, connected = await open_hub()
     assert not connected
 

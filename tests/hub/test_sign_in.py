@@ -35,9 +35,7 @@ HANDSHAKE = '{"protocol":"json","version":1}' + RS
 def private() -> Iterator[None]:
     """The map for signed-in users only (both names the setting has had), and
     sign-ins re-checked often, so a test waits little for a close."""
-    with override_settings(
-        MAP_LOGIN_REQUIRED=True, MAP_PUBLIC=False, HUB_CREDENTIAL_CHECK_SECONDS=0.1
-    ):
+    with override_settings(MAP_PUBLIC=False, HUB_CREDENTIAL_CHECK_SECONDS=0.1):
         yield
 
 
@@ -196,7 +194,7 @@ hostile_header = st.text(st.characters(min_codepoint=32, max_codepoint=255), max
 async def test_any_token_a_client_presents_is_refused_never_a_crash(
     token: str, header: str | None, private_map: bool
 ) -> None:
-    with override_settings(MAP_LOGIN_REQUIRED=private_map, MAP_PUBLIC=not private_map):
+    with override_settings(MAP_PUBLIC=not private_map):
         if header is None:
             _, connected = await open_hub({"access_token": token})
         else:

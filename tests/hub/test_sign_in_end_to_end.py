@@ -27,7 +27,6 @@ def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     with running_stack(
         redis_url,
         tmp_path_factory.mktemp("stack"),
-        MAP_LOGIN_REQUIRED="1",
         MAP_PUBLIC="0",
         HUB_CREDENTIAL_CHECK_SECONDS="0.5",
     ) as running:

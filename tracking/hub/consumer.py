@@ -118,7 +118,7 @@ class HubConsumer(AsyncWebsocketConsumer):
             session_key = getattr(self.scope.get("session"), "session_key", None)
             credential = Credential(session_key=session_key) if session_key else None
         if not may_view_map(user):
-            logger.info("hub: refused an anonymous connection (MAP_LOGIN_REQUIRED is on)")
+            logger.info("hub: refused a signed-out connection (the map is not public: MAP_PUBLIC)")
             return None
         ids = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("id")
         if not ids:  # skipNegotiation: the client went straight to the WebSocket.

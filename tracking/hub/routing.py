@@ -24,7 +24,7 @@ class BrowserOriginValidator(OriginValidator):
     ``ALLOWED_HOSTS``: that is what stops a foreign page from using a
     visitor's session. SignalR clients outside a browser (Python, .NET) send
     no ``Origin`` and are not acting for a visitor, so they are accepted;
-    ``MAP_LOGIN_REQUIRED`` is what keeps them out when the map is private.
+    sign-in (``MAP_PUBLIC`` off) is what keeps them out of a private map.
     """
 
     def valid_origin(self, parsed_origin: Any) -> bool:

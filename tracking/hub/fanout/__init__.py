@@ -26,7 +26,7 @@ import weakref
 
 from django.conf import settings
 
-from tracking.hub.fanout.base import FanOut, LocalFanOut, Viewer, describe_error, redacted_url
+from tracking.hub.fanout.base import FanOut, LocalFanOut, Viewer, describe_error
 from tracking.hub.fanout.channel_layer import ChannelLayerFanOut
 from tracking.hub.fanout.redis_pubsub import RedisFanOut
 
@@ -39,7 +39,6 @@ __all__ = [
     "announce",
     "describe_error",
     "get_fanout",
-    "redacted_url",
     "reset_fanouts",
 ]
 

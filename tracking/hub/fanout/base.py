@@ -13,10 +13,10 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Protocol
-from urllib.parse import urlsplit
 
 from tracking.grid import Cell
 from tracking.logsafe import one_line, quoted
+from tracking.redaction import redacted
 
 logger = logging.getLogger("tracking.hub.fanout")
 
@@ -121,16 +121,9 @@ class LocalFanOut(ProcessFanOut):
 
 def describe_error(exc: BaseException) -> str:
     """An exception for a log line: its class and message (redis-py's repr
-    names only the class)."""
-    message = str(exc)
+    names only the class), without the passwords a message may quote."""
+    message = redacted(str(exc))
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
-def redacted_url(url: str) -> str:
-    """A service URL without its credentials, to name it in a log line."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=host).geturl()
 
 
 class PublishOutage:

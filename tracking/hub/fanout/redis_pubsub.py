@@ -18,9 +18,9 @@ from tracking.hub.fanout.base import (
     PublishOutage,
     SkippedMessages,
     describe_error,
-    redacted_url,
 )
 from tracking.hub.protocol import ProtocolError, check_server_records
+from tracking.redaction import redacted_url
 
 logger = logging.getLogger("tracking.hub.fanout")
 

@@ -27,6 +27,7 @@ from tracking.management.simulator_options import (
     add_simulator_arguments,
     fleet_from_options,
 )
+from tracking.redaction import redacted
 
 logger = logging.getLogger("tracking.consume_events")
 
@@ -66,7 +67,7 @@ class Command(BaseCommand):
         try:
             progress = asyncio.run(self._run(source, pipeline, options["progress_seconds"]))
         except SourceConfigurationError as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(redacted(str(exc))) from None
         verb = "finished" if source.finite else "stopped"
         self.stdout.write(f"consume_events {verb}: {progress.summary_line()}")
 
@@ -78,7 +79,7 @@ class Command(BaseCommand):
             try:
                 config = EventHubConfig.from_settings(consumer_group=options["consumer_group"])
             except SourceConfigurationError as exc:
-                raise CommandError(str(exc)) from None
+                raise CommandError(redacted(str(exc))) from None
             return EventHubSource(config=config, run_in_db=pipeline.run_in_db)
         if options["source"] == "jsonl":
             if not options["path"]:

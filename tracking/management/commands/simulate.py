@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from tracking.ingest.sources import SourceConfigurationError
 from tracking.management.simulator_options import add_simulator_arguments, fleet_from_options
+from tracking.redaction import redacted
 from tracking.simulation.fleet import Fleet, encode_event
 
 # Events are generated a slice of simulated time at a time.
@@ -141,7 +142,7 @@ class Command(BaseCommand):
             config = EventHubConfig.from_settings()
             return _run_until_signalled(send_events(config, batches, encode=encode_event), stop)
         except SourceConfigurationError as exc:
-            raise CommandError(str(exc)) from None
+            raise CommandError(redacted(str(exc))) from None
 
 
 def _run_until_signalled(coroutine: Any, stop: _Stop) -> int:
