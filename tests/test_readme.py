@@ -373,7 +373,7 @@ def test_the_production_steps_run_as_written(
             signed_in
         )
         script = re.search(r'src="(/static/maps/map\.[0-9a-f]{12}\.js)"', page)
-        assert script is not None and get(f"http://127.0.0.1:{web}{script[1]}")
+        assert script is not None and browser.get(script[1])
         # A forged connection id (refused), then a client of its own (let in, or
         # refused if the map is private): each is one WebSocket.
         for query in ("id=a-secret", "access_token=a-secret"):
@@ -388,7 +388,8 @@ def test_the_production_steps_run_as_written(
         assert f'"GET {script[1]} HTTP/1.1" 200' in log, log
         assert "StreamingHttpResponse" not in log and "Warning" not in log, log
         websockets = [line for line in log.splitlines() if "WebSocket" in line]
-        assert len(websockets) == 2, log
+        # The token example's WebSocket, then the two above.
+        assert len(websockets) == 3, log
         assert all('"WebSocket /api/signalr" ' in line for line in websockets), log
         assert "connection open" not in log and "a-secret" not in log, log
 

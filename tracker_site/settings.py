@@ -495,6 +495,8 @@ LOGGING = {
         "django.channels.server": {"level": "WARNING"},
         # uvicorn: one line per WebSocket, without its query (tracker_site/log_filters.py).
         "uvicorn.error": {"filters": ["one_line_per_websocket"]},
+        # django-axes: lockouts (WARNING), not four lines per successful sign-in.
+        "axes": {"level": "WARNING"},
         # The Azure SDK narrates every link state change at INFO.
         "azure": {"level": "WARNING"},
     },

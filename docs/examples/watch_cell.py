@@ -1,11 +1,13 @@
 """Watch one map cell through the hub, as any SignalR client would.
 
     python docs/examples/watch_cell.py [--url http://127.0.0.1:8000] [--cell 24 60] [--count N]
+                                       [--header "NAME: VALUE" ...]
 
 Joins the cell (numbered longitude first: [24, 60] holds Helsinki), prints the
 latest position of every tracker in it, then each update as it comes, until
 Ctrl-C (or --count updates). Where the map needs a signed-in user, it signs in
-with the API token in the environment variable TRACKER_TOKEN.
+with the API token in the environment variable TRACKER_TOKEN. --header adds a
+header to every request (as curl's -H does).
 """
 
 import argparse
@@ -17,10 +19,11 @@ from datetime import UTC, datetime
 from pysignalr.client import SignalRClient
 
 
-async def watch(url: str, cell: list[int], count: int | None) -> None:
+async def watch(url: str, cell: list[int], count: int | None, headers: dict[str, str]) -> None:
     # What accessTokenFactory sends: a bearer token on negotiate and on the WebSocket.
     token = os.environ.get("TRACKER_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else None
+    if token:
+        headers = {**headers, "Authorization": f"Bearer {token}"}
     client = SignalRClient(f"{url}/api/signalr", headers=headers)
     enough = asyncio.Event()
     seen = 0
@@ -60,8 +63,15 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="where the map is served")
     parser.add_argument("--cell", nargs=2, type=int, default=[24, 60], metavar=("X", "Y"))
     parser.add_argument("--count", type=int, default=None, help="stop after this many updates")
+    parser.add_argument("--header", action="append", default=[], help='"NAME: VALUE", repeatable')
     arguments = parser.parse_args()
-    asyncio.run(watch(arguments.url, arguments.cell, arguments.count))
+    headers = {}
+    for header in arguments.header:
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip():
+            parser.error(f"--header {header!r} is not NAME: VALUE")
+        headers[name.strip()] = value.strip()
+    asyncio.run(watch(arguments.url, arguments.cell, arguments.count, headers))
 
 
 if __name__ == "__main__":
