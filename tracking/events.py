@@ -21,12 +21,13 @@ import orjson
 
 from tracking.grid import normalize_longitude
 
-# ISO-8601 as devices and .NET write it: a date, a time with up to seven
-# fractional digits, and an explicit offset or Z. Anything vaguer is refused
-# rather than guessed at.
+# ISO-8601 as devices write it: a date, a time with any number of fractional
+# digits (.NET writes seven, Go up to nine), and an explicit offset or Z.
+# Anything vaguer is refused rather than guessed at. ASCII digits only: \d
+# would also match other scripts' digits.
 _TIMESTAMP = re.compile(
-    r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}:\d{2})"
-    r"(?:\.(?P<fraction>\d{1,7}))?(?P<offset>Z|z|[+-]\d{2}:\d{2})\Z"
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[T ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
+    r"(?:\.(?P<fraction>[0-9]+))?(?P<offset>Z|z|[+-][0-9]{2}:[0-9]{2})\Z"
 )
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
 
@@ -41,6 +42,10 @@ class LocationEvent:
     latitude: float
     longitude: float
     timestamp: datetime
+    # Where the event stands among its tracker's events when deciding its
+    # latest position: the earlier of ``timestamp`` and when it was received,
+    # so a device clock running ahead cannot hold the position in the future.
+    ordered_at: datetime
     speed: float | None = None
     heading: float | None = None
     accuracy: float | None = None
@@ -64,9 +69,11 @@ def parse_event(
 ) -> LocationEvent:
     """Parse one event body, or raise ``InvalidEvent`` saying what is wrong.
 
-    ``now`` is timezone-aware; events stamped later than ``now + max_future``
-    are refused, since a device clock that far ahead would pin the tracker's
-    latest position in the future.
+    Whatever ``body`` holds, nothing else is raised. ``now`` is when the body
+    was received (timezone-aware): the Event Hubs enqueued time where there is
+    one, else the clock. Events stamped later than ``now + max_future`` are
+    refused; an accepted event is ordered at the earlier of its ``Ts`` and
+    ``now`` (docs/protocol.md §1.3).
     """
     if len(body) > max_bytes:
         raise InvalidEvent(f"body is longer than the limit of {max_bytes} bytes")
@@ -82,9 +89,9 @@ def parse_event(
     longitude = _number(data, "Lng", low=-180.0, high=180.0, required=True)
     assert latitude is not None and longitude is not None
     timestamp = _timestamp(data.get("Ts", _MISSING))
-    if timestamp > now + max_future:
+    if timestamp - now > max_future:
         raise InvalidEvent(
-            f"Ts {data['Ts']} is more than {int(max_future.total_seconds())} s in the future"
+            f"Ts {data['Ts'][:64]} is more than {int(max_future.total_seconds())} s in the future"
         )
     heading = _number(data, "Heading", low=0.0, high=360.0)
     return LocationEvent(
@@ -92,6 +99,7 @@ def parse_event(
         latitude=latitude,
         longitude=normalize_longitude(longitude),
         timestamp=timestamp,
+        ordered_at=min(timestamp, now),
         speed=_number(data, "Speed", low=0.0, high=math.inf),
         heading=None if heading is None else heading % 360.0,
         accuracy=_number(data, "Accuracy", low=0.0, high=math.inf),
@@ -153,7 +161,8 @@ def _number(
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidEvent(f"{key} must be a number, got a {_json_type(value)}")
     number = float(value)
-    if not low <= number <= high:
+    # JSON has no infinity, but a number past a double's range reads as one.
+    if not (math.isfinite(number) and low <= number <= high):
         raise InvalidEvent(f"{key} {value} is out of range [{low:g}, {high:g}]")
     return number
 
@@ -169,12 +178,12 @@ def _timestamp(value: object) -> datetime:
             f"Ts {value[:64]!r} is not ISO-8601 with an offset or Z "
             "(like 2026-11-26T11:12:40.1234567Z)"
         )
-    if match["offset"] == "z":
-        value = value[:-1] + "Z"
-    # The pattern has pinned the shape; Python 3.11 reads it as it stands,
-    # keeping microseconds (a seventh digit, 100 ns, is dropped).
+    # Rebuilt from the parts the pattern pinned, the fraction cut to the
+    # microsecond (digits past the sixth are dropped, not rounded).
+    fraction = (match["fraction"] or "")[:6].ljust(6, "0")
+    offset = "+00:00" if match["offset"] in {"Z", "z"} else match["offset"]
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(f"{match['date']}T{match['time']}.{fraction}{offset}")
     except ValueError as exc:
         raise InvalidEvent(f"Ts {value[:64]!r} is not a valid date and time: {exc}") from None
     try:

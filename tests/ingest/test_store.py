@@ -187,3 +187,28 @@ def test_history_written_through_the_orm_and_the_pipeline_is_the_same_row(now: d
     ingest_batch(events=[at(tracker.id, now + timedelta(microseconds=1), 1.0, 2.0)], now=now)
     stored = sorted(Position.objects.filter(tracker=tracker).values_list("timestamp", flat=True))
     assert stored == [now, now + timedelta(microseconds=1)]
+
+
+def test_characters_no_database_stores_are_kept_as_escapes_in_rejected_events(
+    now: datetime,
+) -> None:
+    # PostgreSQL refuses NUL in text, and no database takes a lone surrogate
+    # (a file name that is not UTF-8 carries them into the origin).
+    tracker = uuid.uuid4()
+    events = [
+        raw(b'{"Id": "a\x00b", "Lat": 1}', origin="nul in the body"),
+        raw(b"\x00" * 3, origin="only NULs"),
+        raw('{"Id": "\ud800"}'.encode("utf-8", errors="surrogatepass"), origin="CESU surrogate"),
+        raw(b"not json", origin="file-\udcff.jsonl:4"),
+        at(tracker, now),
+    ]
+    result = ingest_batch(events=events, now=now)
+
+    assert (result.accepted, result.rejected) == (1, 4)
+    assert Position.objects.get().tracker_id == tracker
+    stored = {r.source: r for r in RejectedEvent.objects.all()}
+    assert stored["nul in the body"].body == '{"Id": "a\\x00b", "Lat": 1}'
+    assert stored["only NULs"].body == "\\x00\\x00\\x00"
+    assert stored["only NULs"].body_bytes == 3
+    assert stored["CESU surrogate"].body == '{"Id": "\\xed\\xa0\\x80"}'
+    assert "file-\\udcff.jsonl:4" in stored

@@ -9,6 +9,7 @@ only. It returns what moved, for the pipeline to publish after the commit.
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,17 @@ class BatchResult:
     # Timestamps of the accepted events, for the lag figures.
     event_times: list[datetime] = field(default_factory=list)
 
+    def merged(self, later: BatchResult) -> BatchResult:
+        """This result and that of a batch committed after it, as one."""
+        moved = {position.tracker_id: position for position in (*self.moved, *later.moved)}
+        return BatchResult(
+            accepted=self.accepted + later.accepted,
+            new=self.new + later.new,
+            rejected=self.rejected + later.rejected,
+            moved=list(moved.values()),
+            event_times=self.event_times + later.event_times,
+        )
+
 
 @dataclass(slots=True)
 class ParsedBatch:
@@ -52,10 +64,40 @@ class ParsedBatch:
         self.valid += other.valid
         self.refused += other.refused
 
+    def bodies(self) -> list[RawEvent]:
+        return [raw for raw, _ in self.valid] + [raw for raw, _ in self.refused]
+
+    def halves(self) -> tuple[ParsedBatch, ParsedBatch]:
+        """The batch cut in two of (about) the same size."""
+        middle = len(self) // 2
+        if middle <= len(self.valid):
+            return (
+                ParsedBatch(valid=self.valid[:middle]),
+                ParsedBatch(valid=self.valid[middle:], refused=self.refused),
+            )
+        cut = middle - len(self.valid)
+        return (
+            ParsedBatch(valid=self.valid, refused=self.refused[:cut]),
+            ParsedBatch(refused=self.refused[cut:]),
+        )
+
+    def refused_by_database(self, message: str) -> ParsedBatch:
+        """Every body of this batch as rejected because the database refused
+        it with ``message``; a body already rejected keeps its reason, and is
+        kept without its body, the part the database may have refused."""
+        return ParsedBatch(
+            refused=[(raw, f"the database refused it: {message}") for raw, _ in self.valid]
+            + [
+                (RawEvent(body=b"", origin=raw.origin), f"{reason} (body not kept: {message})")
+                for raw, reason in self.refused
+            ]
+        )
+
 
 def parse_batch(*, events: Sequence[RawEvent], now: datetime) -> ParsedBatch:
     """Parse and validate every body (no database): the valid ones, and the
-    refused ones with their reason."""
+    refused ones with their reason. ``now`` is when the batch was received;
+    a body the source knows the receipt time of is judged by that instead."""
     max_future = timedelta(seconds=settings.TRACKING_MAX_FUTURE_SECONDS)
     max_bytes = settings.TRACKING_MAX_EVENT_BYTES
     parsed = ParsedBatch()
@@ -64,9 +106,16 @@ def parse_batch(*, events: Sequence[RawEvent], now: datetime) -> ParsedBatch:
             parsed.refused.append((raw, raw.problem))
             continue
         try:
-            event = parse_event(raw.body, now=now, max_future=max_future, max_bytes=max_bytes)
+            event = parse_event(
+                raw.body, now=raw.received_at or now, max_future=max_future, max_bytes=max_bytes
+            )
         except InvalidEvent as exc:
             parsed.refused.append((raw, str(exc)))
+        except Exception as exc:
+            # A parser bug, which the parser's tests should have found: one
+            # body must still not stop the stream.
+            logger.exception("the parser failed on the body from %s", raw.origin)
+            parsed.refused.append((raw, f"the parser failed on it: {type(exc).__name__}: {exc}"))
         else:
             parsed.valid.append((raw, event))
     return parsed
@@ -152,15 +201,30 @@ def _store_rejected(refused: Sequence[tuple[RawEvent, str]], *, received_at: dat
         [
             RejectedEvent(
                 received_at=received_at,
-                source=raw.origin[:200],
-                reason=reason[:500],
-                body=raw.body[: limit * 4].decode("utf-8", errors="backslashreplace")[:limit],
+                source=storable_text(raw.origin)[:200],
+                reason=storable_text(reason)[:500],
+                body=storable_text(
+                    raw.body[: limit * 4].decode("utf-8", errors="backslashreplace")
+                )[:limit],
                 body_bytes=len(raw.body),
             )
             for raw, reason in refused
         ],
         batch_size=500,
     )
+
+
+def storable_text(text: str) -> str:
+    """``text`` as every database can store it: NUL, which PostgreSQL refuses
+    in text, and lone surrogates, which are not UTF-8, written as escapes
+    (``\\x00``, ``\\ud800``) the way undecodable bytes already are."""
+    if _UNSTORABLE.search(text) is None:
+        return text
+    return _UNSTORABLE.sub(lambda match: match[0].encode("unicode_escape").decode("ascii"), text)
+
+
+# NUL and the surrogate code points: the characters no database column here takes.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def register_trackers(*, trackers: Iterable[tuple[uuid.UUID, str]]) -> int:
