@@ -14,7 +14,10 @@ from azure.eventhub import EventData
 from azure.eventhub.amqp import AmqpAnnotatedMessage
 from django.test import override_settings
 
+from tests import support
 from tests.conftest import event_body
+from tests.eventhub_stub import EventHubStub
+from tracking.ingest.pipeline import Pipeline
 from tracking.ingest.sources import RawEvent
 from tracking.ingest.sources.eventhub import (
     BatchHandler,
@@ -24,6 +27,8 @@ from tracking.ingest.sources.eventhub import (
     raw_events,
 )
 from tracking.ingest.store import BatchResult
+from tracking.models import EventHubCheckpoint, Position, RejectedEvent
+from tracking.positions import LatestPosition
 
 ENQUEUED = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 
@@ -300,3 +305,68 @@ async def test_other_errors_of_a_partition_are_warnings(caplog: pytest.LogCaptur
     await unstarted_source()._on_error(partition("1"), ConnectionResetError("reset by peer"))
     [record] = caplog.records
     assert record.levelname == "WARNING" and "reset by peer" in record.getMessage()
+
+
+# --- A partition through the whole pipeline ---------------------------------------
+
+
+async def nothing_published(positions: Sequence[LatestPosition]) -> None:
+    return None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_hostile_bodies_ahead_of_valid_ones_are_rejected_and_the_checkpoint_moves_past(
+    now: datetime,
+) -> None:
+    trackers = [uuid.uuid4() for _ in range(3)]
+    hostile = [
+        b'{"Id": "bus\x00 42", "Lat": 1, "Lng": 2, "Ts": "2026-11-26T11:12:40Z"}',
+        b"\x00",
+        b'{"Id": "%s", "Lat": 1, "Lng": 2, "Ts": "0001-01-01T00:00:00+01:00"}'
+        % str(trackers[0]).encode(),
+        '{"Id": "\ud800"}'.encode("utf-8", errors="surrogatepass"),
+        b"\xff\xfe{",
+        b'{"Id": "%s", "Lat": 1e400}' % str(trackers[1]).encode(),
+    ]
+    valid = [
+        event_body(tracker_id=tracker, latitude=60.1, longitude=24.9, at=now)
+        for tracker in trackers
+    ]
+    with EventHubStub(hub="fleet", partitions=2) as hub:
+        hub.inject("0", *hostile)
+        *_, last = hub.inject("0", *valid)
+        config = EventHubConfig(
+            eventhub="fleet",
+            connection_string=hub.connection_string,
+            max_wait_seconds=0.2,
+            load_balancing_seconds=0.5,
+            ownership_expiry_seconds=3,
+        )
+        pipeline = Pipeline(publish=nothing_published)
+        source = EventHubSource(config=config, run_in_db=pipeline.run_in_db)
+        stop = asyncio.Event()
+        consuming = asyncio.create_task(source.run(pipeline.process, stop))
+        try:
+            await support.eventually(
+                lambda: asyncio.to_thread(
+                    lambda: EventHubCheckpoint.objects.filter(
+                        partition_id="0", sequence_number=last.sequence_number
+                    ).exists()
+                ),
+                timeout=30,
+                what="partition 0 checkpointed at its last event",
+            )
+        finally:
+            stop.set()
+            await consuming
+            await pipeline.close()
+
+    stored = await asyncio.to_thread(
+        lambda: set(Position.objects.values_list("tracker_id", flat=True))
+    )
+    assert stored == set(trackers)
+    sources = await asyncio.to_thread(
+        lambda: list(RejectedEvent.objects.values_list("source", flat=True))
+    )
+    assert len(sources) == len(hostile)
+    assert all(source.startswith("eventhub partition 0 ") for source in sources)
