@@ -143,6 +143,21 @@ def test_it_accepts_a_timestamp_just_inside_the_future_limit() -> None:
     assert parse(valid(Ts="2026-11-26T12:04:59Z")).timestamp.minute == 4
 
 
+def test_an_event_stands_at_the_earlier_of_its_timestamp_and_its_receipt() -> None:
+    assert parse(valid(Ts="2026-11-26T11:12:40Z")).ordered_at == datetime(
+        2026, 11, 26, 11, 12, 40, tzinfo=UTC
+    )
+    ahead = parse(valid(Ts="2026-11-26T12:04:00Z"))
+    assert ahead.timestamp.minute == 4 and ahead.ordered_at == NOW
+
+
+def test_the_future_limit_is_measured_from_the_receipt() -> None:
+    received = NOW - timedelta(hours=1)
+    body = orjson.dumps(valid(Ts="2026-11-26T11:06:00Z"))
+    with pytest.raises(InvalidEvent, match="more than 300 s in the future"):
+        parse_event(body, now=received, max_future=timedelta(seconds=300))
+
+
 def test_it_rejects_an_oversized_body_without_parsing_it() -> None:
     body = orjson.dumps(valid(Padding="x" * 100))
     with pytest.raises(InvalidEvent, match="longer than the limit of 64 bytes"):

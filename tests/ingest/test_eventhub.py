@@ -99,6 +99,10 @@ async def test_a_batch_is_delivered_then_its_last_event_checkpointed() -> None:
     [batch] = deliver.batches
     assert [raw.body for raw in batch] == [event.body_as_str().encode() for event in events]
     assert batch[0].origin == "eventhub partition 2 offset 700 seq 7"
+    # The hub's enqueued time stands for when each body was received.
+    assert [raw.received_at for raw in batch] == [
+        ENQUEUED + timedelta(seconds=n) for n in (7, 8, 9)
+    ]
 
 
 async def test_a_batch_that_fails_to_store_is_not_checkpointed() -> None:

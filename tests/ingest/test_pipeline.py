@@ -310,3 +310,30 @@ async def test_whatever_bodies_arrive_each_is_accepted_or_rejected_and_every_val
         )
     )
     assert expected <= stored
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_after_a_report_stamped_ahead_the_real_ones_are_published(now: datetime) -> None:
+    publisher = RecordingPublisher()
+    pipeline = Pipeline(publish=publisher)
+    tracker = uuid.uuid4()
+    ahead = event_body(
+        tracker_id=tracker,
+        latitude=50.0,
+        longitude=20.0,
+        at=datetime.now(UTC) + timedelta(minutes=4),
+    )
+    await pipeline.process([RawEvent(body=ahead, origin="ahead")])
+    for n in range(3):
+        real = event_body(
+            tracker_id=tracker, latitude=60.0 + n, longitude=24.0, at=datetime.now(UTC)
+        )
+        await pipeline.process([RawEvent(body=real, origin=f"real {n}")])
+    await pipeline.close()
+
+    assert [[p.latitude for p in batch] for batch in publisher.published] == [
+        [50.0],
+        [60.0],
+        [61.0],
+        [62.0],
+    ]

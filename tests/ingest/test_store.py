@@ -212,3 +212,77 @@ def test_characters_no_database_stores_are_kept_as_escapes_in_rejected_events(
     assert stored["only NULs"].body_bytes == 3
     assert stored["CESU surrogate"].body == '{"Id": "\\xed\\xa0\\x80"}'
     assert "file-\\udcff.jsonl:4" in stored
+
+
+def test_a_report_stamped_ahead_is_passed_by_the_next_real_report(now: datetime) -> None:
+    # A device whose clock ran four minutes ahead for one report, then was right.
+    tracker_id = uuid.uuid4()
+    ahead = ingest_batch(events=[at(tracker_id, now + timedelta(minutes=4), 60.0, 24.0)], now=now)
+    real = ingest_batch(
+        events=[at(tracker_id, now + timedelta(seconds=1), 60.5, 24.5)],
+        now=now + timedelta(seconds=2),
+    )
+    later = ingest_batch(
+        events=[at(tracker_id, now + timedelta(seconds=3), 60.6, 24.6)],
+        now=now + timedelta(seconds=4),
+    )
+
+    assert [(p.latitude, p.timestamp) for p in ahead.moved] == [(60.0, now + timedelta(minutes=4))]
+    assert [(p.latitude, p.timestamp) for p in real.moved] == [(60.5, now + timedelta(seconds=1))]
+    assert [p.latitude for p in later.moved] == [60.6]
+    tracker = Tracker.objects.get(id=tracker_id)
+    assert (tracker.latitude, tracker.position_at) == (60.6, now + timedelta(seconds=3))
+    # History keeps all three, the one stamped ahead too.
+    assert Position.objects.filter(tracker=tracker).count() == 3
+
+
+def test_a_report_stamped_ahead_does_not_pass_a_real_one_received_after_it(
+    now: datetime,
+) -> None:
+    tracker_id = uuid.uuid4()
+    ingest_batch(
+        events=[at(tracker_id, now + timedelta(seconds=1), 60.0, 24.0)],
+        now=now + timedelta(seconds=2),
+    )
+    result = ingest_batch(events=[at(tracker_id, now + timedelta(minutes=2), 61.0, 25.0)], now=now)
+    # Received before the real report was (an older batch read late), it stands before it.
+    assert result.moved == []
+    assert Tracker.objects.get(id=tracker_id).latitude == 60.0
+
+
+def test_in_one_batch_the_report_received_with_the_others_but_stamped_ahead_stands_first(
+    now: datetime,
+) -> None:
+    # Both received at `now`: the one ahead stands at `now`, the real one at
+    # its Ts, a second before; of two standing alike, the later Ts wins.
+    tracker_id = uuid.uuid4()
+    result = ingest_batch(
+        events=[
+            at(tracker_id, now + timedelta(minutes=3), 50.0, 20.0),
+            at(tracker_id, now - timedelta(seconds=1), 60.0, 24.0),
+        ],
+        now=now,
+    )
+    assert [p.latitude for p in result.moved] == [50.0]
+
+
+def test_the_event_hubs_enqueued_time_is_the_time_of_receipt(now: datetime) -> None:
+    # A backlog read an hour late: each body is judged by when the hub took it.
+    enqueued = now - timedelta(hours=1)
+    tracker_id = uuid.uuid4()
+
+    def hub_event(ts: datetime, latitude: float, received: datetime) -> RawEvent:
+        body = event_body(tracker_id=tracker_id, latitude=latitude, longitude=24.0, at=ts)
+        return RawEvent(body=body, origin="eventhub", received_at=received)
+
+    result = ingest_batch(
+        events=[
+            hub_event(enqueued + timedelta(minutes=10), 10.0, enqueued),  # too far ahead then
+            hub_event(enqueued + timedelta(minutes=4), 20.0, enqueued),  # ahead, within limit
+            hub_event(enqueued + timedelta(seconds=30), 30.0, enqueued + timedelta(seconds=31)),
+        ],
+        now=now,
+    )
+    assert (result.accepted, result.rejected) == (2, 1)
+    assert "more than 300 s in the future" in RejectedEvent.objects.get().reason
+    assert Tracker.objects.get(id=tracker_id).latitude == 30.0
