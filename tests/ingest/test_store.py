@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from django.test import override_settings
 
+from tests import cases
 from tests.conftest import event_body
 from tracking.grid import Cell
 from tracking.ingest.sources import RawEvent
@@ -286,3 +288,16 @@ def test_the_event_hubs_enqueued_time_is_the_time_of_receipt(now: datetime) -> N
     assert (result.accepted, result.rejected) == (2, 1)
     assert "more than 300 s in the future" in RejectedEvent.objects.get().reason
     assert Tracker.objects.get(id=tracker_id).latitude == 30.0
+
+
+@pytest.mark.parametrize("case", cases.load("order")["cases"], ids=cases.case_id)
+def test_the_latest_position_shows_the_report_of_every_order_case(
+    case: dict[str, Any], now: datetime
+) -> None:
+    tracker_id = uuid.uuid4()
+    for n, report in enumerate(case["reports"]):
+        ingest_batch(
+            events=[at(tracker_id, now + timedelta(milliseconds=report["stampMs"]), n, 0.0)],
+            now=now + timedelta(milliseconds=report["receivedMs"]),
+        )
+    assert Tracker.objects.get(id=tracker_id).latitude == case["shows"]
