@@ -301,3 +301,19 @@ def test_the_latest_position_shows_the_report_of_every_order_case(
             now=now + timedelta(milliseconds=report["receivedMs"]),
         )
     assert Tracker.objects.get(id=tracker_id).latitude == case["shows"]
+
+
+@pytest.mark.parametrize(
+    "stamp", ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00-01:00", "2026-01-01T00:00:00.999999999Z"]
+)
+def test_an_event_at_an_edge_of_the_calendar_is_stored(stamp: str, now: datetime) -> None:
+    tracker_id = uuid.uuid4()
+    body = b'{"Id": "%s", "Lat": 1, "Lng": 2, "Ts": "%s"}' % (
+        str(tracker_id).encode(),
+        stamp.encode(),
+    )
+    result = ingest_batch(events=[raw(body)], now=now)
+    assert (result.accepted, result.rejected) == (1, 0)
+    stored = Position.objects.get(tracker_id=tracker_id).timestamp
+    assert stored == Tracker.objects.get(id=tracker_id).position_at
+    assert [p.timestamp for p in result.moved] == [stored]
