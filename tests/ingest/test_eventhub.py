@@ -220,6 +220,20 @@ def test_a_value_body_is_rejected_with_a_reason() -> None:
     assert raw.problem == "the event body is an AMQP value, not data"
 
 
+def test_a_message_whose_body_or_enqueued_time_cannot_be_read_is_a_body_with_a_problem() -> None:
+    sections = AmqpAnnotatedMessage(
+        data_body=["text", 5], annotations={b"x-opt-sequence-number": 1}
+    )
+    far = AmqpAnnotatedMessage(
+        data_body=[b"{}"],
+        annotations={b"x-opt-sequence-number": 2, b"x-opt-enqueued-time": 10**20},
+    )
+    unreadable, far_off = raw_events("0", [as_received(sections), as_received(far)])
+    assert unreadable.problem is not None
+    assert unreadable.problem.startswith("the event body cannot be read: TypeError")
+    assert (far_off.body, far_off.problem, far_off.received_at) == (b"{}", None, None)
+
+
 # --- Settings ----------------------------------------------------------------------
 
 

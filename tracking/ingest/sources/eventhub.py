@@ -278,18 +278,39 @@ def raw_events(partition_id: str, events: Sequence[EventData]) -> list[RawEvent]
 
 
 def _raw_event(partition_id: str, event: EventData) -> RawEvent:
+    """The body of one event; whatever the message holds, this raises nothing,
+    so no message can hold back its partition's checkpoint."""
     origin = f"eventhub partition {partition_id} offset {event.offset} seq {event.sequence_number}"
-    if event.body_type != AmqpMessageBodyType.DATA:
+    received_at = _enqueued_time(event)
+    try:
+        if event.body_type != AmqpMessageBodyType.DATA:
+            return RawEvent(
+                body=repr(event.body).encode()[:1000],
+                origin=origin,
+                problem=f"the event body is an AMQP {event.body_type.name.lower()}, not data",
+                received_at=received_at,
+            )
+        body = event.body
+        # A data body is one section or several.
+        data = body if isinstance(body, bytes) else b"".join(cast(Iterable[bytes], body))
+    except Exception as exc:
         return RawEvent(
-            body=repr(event.body).encode()[:1000],
+            body=b"",
             origin=origin,
-            problem=f"the event body is an AMQP {event.body_type.name.lower()}, not data",
-            received_at=event.enqueued_time,
+            problem=f"the event body cannot be read: {type(exc).__name__}: {first_line(exc)}",
+            received_at=received_at,
         )
-    body = event.body
-    # A data body is one section or several.
-    data = body if isinstance(body, bytes) else b"".join(cast(Iterable[bytes], body))
-    return RawEvent(body=data, origin=origin, received_at=event.enqueued_time)
+    return RawEvent(body=data, origin=origin, received_at=received_at)
+
+
+def _enqueued_time(event: EventData) -> datetime | None:
+    """When the hub took the event in; None (the consumer's clock stands in)
+    if the service's annotation cannot be read as a time."""
+    try:
+        enqueued: datetime | None = event.enqueued_time
+    except (ValueError, OverflowError, OSError, TypeError):
+        return None
+    return enqueued
 
 
 @dataclass
