@@ -11,12 +11,17 @@ Scenarios, each on a fresh database:
 - ``eventhub-postgres``: the real azure-eventhub consumer reading from the
   local stand-in (events published beforehand), on PostgreSQL and Redis, with
   one and with two ``consume_events`` processes sharing the partitions.
+- ``junk-postgres``: ``jsonl-postgres`` again on a file of the same length in
+  which every other body is malformed (not JSON, a ``Ts`` in the future, a
+  ``Lat`` out of range, a bad ``Id``, bytes that are not UTF-8, by turns),
+  beside its ratio to ``jsonl-postgres`` of the same run: bodies per second
+  with half of them junk over bodies per second with none.
 
 Events come from ``manage.py simulate`` (1,000 trackers on the bundled
 routes), so every one is valid. The figure is events stored per second,
 from the first stored to the last, read from the database.
 
-    python -m bench.ingest [--quick|--full]
+    python -m bench.ingest [--quick|--full] [--scenario junk]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sqlite3
 import sys
 import time
@@ -31,6 +37,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 
 from bench import common
@@ -40,25 +47,40 @@ QUICK = {"events": 150_000, "naive_events": 1_500, "eventhub_events": 15_000}
 FULL = {"events": 300_000, "naive_events": 8_000, "eventhub_events": 60_000}
 TARGET_EVENTS_PER_SECOND = 20_000
 TARGET_RATIO = 20
+# A stream half junk keeps at least this share of the clean stream's bodies per second.
+TARGET_JUNK_RATIO = 0.5
+# Scenarios that ``--scenario`` can pick; ``junk`` runs the clean PostgreSQL row beside it.
+SCENARIOS = ("all", "junk")
 
 
-def run(*, quick: bool) -> dict[str, Any]:
+def run(*, quick: bool, scenario: str = "all") -> dict[str, Any]:
     sizes = QUICK if quick else FULL
     work = Path(common.RESULTS / "work")
     work.mkdir(parents=True, exist_ok=True)
     events_file = work / "ingest-events.jsonl"
     _simulate(events_file, count=sizes["events"])
+    junk_file = work / "ingest-half-junk.jsonl"
+    _half_junk(events_file, junk_file)
     figures: dict[str, Any] = {"sizes": sizes}
     with common.running_redis() as redis_url:
         if redis_url is None:
             raise RuntimeError("no Redis: start one or install redis-server")
-        figures["jsonl-sqlite"] = _consume_jsonl(
-            events_file, database=f"sqlite:///{work / 'ingest.sqlite3'}"
-        )
+        if scenario == "all":
+            figures["jsonl-sqlite"] = _consume_jsonl(
+                events_file, database=f"sqlite:///{work / 'ingest.sqlite3'}"
+            )
         with common.scratch_postgres_database() as database:
             figures["jsonl-postgres"] = _consume_jsonl(
                 events_file, database=database, redis_url=redis_url
             )
+        with common.scratch_postgres_database() as database:
+            figures["junk-postgres"] = _consume_jsonl(
+                junk_file, database=database, redis_url=redis_url
+            )
+        clean = figures["jsonl-postgres"]["events_per_second"]
+        figures["junk_to_clean"] = figures["junk-postgres"]["events_per_second"] / clean
+        if scenario == "junk":
+            return figures
         with common.scratch_postgres_database() as database:
             figures["naive-postgres"] = _naive(
                 events_file, database=database, redis_url=redis_url, count=sizes["naive_events"]
@@ -79,6 +101,24 @@ def run(*, quick: bool) -> dict[str, Any]:
 
 
 def rows(figures: dict[str, Any]) -> list[Row]:
+    junk = figures["junk-postgres"]
+    junk_rows = [
+        Row(
+            "ingest",
+            "jsonl, half malformed, PostgreSQL + Redis",
+            f"{number(junk['events_per_second'])} events/s "
+            f"({number(junk['accepted_per_second'])} valid)",
+        ),
+        Row(
+            "ingest",
+            "half malformed / clean (bodies per second)",
+            f"{figures['junk_to_clean']:.2f}x",
+            f">= {TARGET_JUNK_RATIO}x",
+        ),
+    ]
+    if "jsonl-sqlite" not in figures:  # --scenario junk
+        clean = figures["jsonl-postgres"]["events_per_second"]
+        return [Row("ingest", "jsonl, PostgreSQL + Redis", f"{number(clean)} events/s"), *junk_rows]
     table = [
         Row(
             "ingest",
@@ -91,6 +131,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             f"{number(figures['jsonl-postgres']['events_per_second'])} events/s",
             f">= {TARGET_EVENTS_PER_SECOND:,}",
         ),
+        *junk_rows,
         Row(
             "ingest",
             "naive (ORM save + group_send per event), PostgreSQL + Redis",
@@ -124,6 +165,24 @@ def _simulate(path: Path, *, count: int) -> None:
     )  # fmt: skip
     if result.returncode != 0:
         raise RuntimeError(f"simulate failed: {result.stderr}")
+
+
+def _half_junk(source: Path, target: Path) -> None:
+    """``source`` with every other body broken, in one of five ways by turns."""
+    future = "2999-01-01T00:00:00Z"
+    breakages = [
+        lambda line: line[: len(line) // 2],  # cut short: not JSON
+        lambda line: orjson.dumps({**orjson.loads(line), "Ts": future}),
+        lambda line: orjson.dumps({**orjson.loads(line), "Lat": 91.5}),
+        lambda line: orjson.dumps({**orjson.loads(line), "Id": "bus-42"}),
+        lambda line: b"\xff\xfe" + line[2:],  # not UTF-8
+    ]
+    lines = source.read_bytes().splitlines()
+    out = [
+        breakages[(n // 2) % len(breakages)](line) if n % 2 else line
+        for n, line in enumerate(lines)
+    ]
+    target.write_bytes(b"\n".join(out) + b"\n")
 
 
 def _env(database: str, redis_url: str | None = None) -> dict[str, str]:
@@ -163,18 +222,32 @@ def _consume_jsonl(path: Path, *, database: str, redis_url: str | None = None) -
     result = common.manage(["consume_events", "--source", "jsonl", "--path", str(path)], env=env)
     if result.returncode != 0:
         raise RuntimeError(f"consume_events failed: {result.stderr}")
-    # "consume_events finished: N accepted, 0 rejected (N events in S s, R events/s)"
+    # "consume_events finished: A accepted (...), R rejected (N events in S s, E events/s)"
+    # and, with rejections, "; rejected R: ..." by reason.
     summary = result.stdout.strip().splitlines()[-1]
+    found = _SUMMARY.search(summary)
+    if found is None:
+        raise RuntimeError(f"unexpected summary line: {summary}")
     # The rate, not the seconds: they are printed to a tenth, too coarse for a
-    # run of a few seconds. Every event is valid, so the rate is the accepted one.
-    accepted = int(summary.split()[2])
-    rate = float(summary.rsplit(", ", 1)[1].split()[0])
+    # run of a few seconds. The rate counts every body, accepted or rejected.
+    events, rate = int(found["events"]), float(found["rate"])
+    accepted = int(found["accepted"])
     return {
-        "events": accepted,
-        "seconds": round(accepted / rate, 3),
+        "events": events,
+        "accepted": accepted,
+        "rejected": int(found["rejected"]),
+        "seconds": round(events / rate, 3),
         "events_per_second": rate,
+        "accepted_per_second": round(accepted * rate / events, 1),
         "stored": _count(env),
+        "summary": summary,
     }
+
+
+_SUMMARY = re.compile(
+    r"finished: (?P<accepted>\d+) accepted .*?, (?P<rejected>\d+) rejected "
+    r"\((?P<events>\d+) events in [\d.]+ s, (?P<rate>[\d.]+) events/s\)"
+)
 
 
 def _naive(path: Path, *, database: str, redis_url: str, count: int) -> dict[str, Any]:
@@ -336,8 +409,14 @@ def _watch(env: dict[str, str], *, total: int, timeout: float) -> tuple[float, f
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="the longer run (default: quick)")
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="all",
+        help="junk: only the clean and the half-malformed PostgreSQL rows",
+    )
     arguments = parser.parse_args(argv)
-    figures = run(quick=not arguments.full)
+    figures = run(quick=not arguments.full, scenario=arguments.scenario)
     for row in rows(figures):
         print(f"{row.figure:<70} {row.value:>18}  {row.target}")
     json.dump(figures, sys.stdout, indent=2, default=str)

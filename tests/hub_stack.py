@@ -64,8 +64,8 @@ def running_stack(redis_url: str, logs: Path, **settings: str) -> Iterator[Stack
 class Watcher:
     """A pysignalr client joined to some cells, recording what it receives."""
 
-    def __init__(self, url: str) -> None:
-        self.client = SignalRClient(f"{url}/api/signalr")
+    def __init__(self, url: str, *, headers: dict[str, str] | None = None) -> None:
+        self.client = SignalRClient(f"{url}/api/signalr", headers=headers)
         self.updates: list[list[Any]] = []
         self.completion: asyncio.Future[CompletionMessage] = (
             asyncio.get_running_loop().create_future()
@@ -107,8 +107,10 @@ class Watcher:
 
 
 @contextlib.asynccontextmanager
-async def watching(url: str, cells: list[list[int]]) -> AsyncIterator[Watcher]:
-    watcher = Watcher(url)
+async def watching(
+    url: str, cells: list[list[int]], *, headers: dict[str, str] | None = None
+) -> AsyncIterator[Watcher]:
+    watcher = Watcher(url, headers=headers)
     completion = await watcher.join(cells)
     assert completion.error is None and completion.result is not None
     assert completion.result["cells"] == sorted(cells)

@@ -578,3 +578,59 @@ def test_a_trackers_page_links_to_the_live_map_over_its_latest_position(
     assert '<a href="/#16/60.17123/24.94123">Show on the live map</a>' in page.content.decode()
     page = admin_client.get(reverse("admin:tracking_tracker_change", args=[never.pk]))
     assert "Show on the live map" not in page.content.decode()
+
+
+# --- API tokens ------------------------------------------------------------------------------------
+
+TOKENS = reverse("admin:tracking_apitoken_changelist")
+
+
+def test_a_token_added_in_the_admin_is_shown_once_and_signs_its_user_in(
+    admin_client: Client, settings
+) -> None:
+    from tracking.models import ApiToken
+
+    settings.MAP_LOGIN_REQUIRED, settings.MAP_PUBLIC = True, False
+    user = User.objects.create_user("fleet-script")
+    form = admin_client.get(reverse("admin:tracking_apitoken_add"))
+    expires = form.context["adminform"].form.initial["expires_at"]
+    assert timedelta(days=89) < expires - timezone.now() <= timedelta(days=90)
+    answer = admin_client.post(
+        reverse("admin:tracking_apitoken_add"),
+        {
+            "user": user.pk,
+            "name": "depot screen",
+            "expires_at_0": expires.strftime("%Y-%m-%d"),
+            "expires_at_1": expires.strftime("%H:%M:%S"),
+        },
+    )
+    assert answer.status_code == 200
+    shown = re.search(r'<code id="api-token"[^>]*>([^<]+)</code>', answer.content.decode())
+    assert shown is not None
+    text = shown[1]
+    token = ApiToken.objects.get()
+    assert token.user == user and text.startswith(f"tmap_{token.prefix}_")
+    signed_in = Client().get("/api/trackers", headers={"Authorization": f"Bearer {text}"})
+    assert signed_in.status_code == 200
+    # Never again: not on the token's page, not in the list.
+    for page in (TOKENS, reverse("admin:tracking_apitoken_change", args=[token.pk])):
+        content = admin_client.get(page).content.decode()
+        assert token.prefix in content and text not in content
+
+
+def test_revoking_tokens_in_the_admin_ends_them(admin_client: Client) -> None:
+    from tracking.api_tokens import issue_token
+    from tracking.models import ApiToken
+
+    user = User.objects.create_user("fleet-script")
+    token, text = issue_token(user=user)
+    answer = admin_client.post(
+        TOKENS, {"action": "revoke_tokens", "_selected_action": [token.pk]}, follow=True
+    )
+    assert "Revoked 1 token." in answer.content.decode()
+    assert ApiToken.objects.get().revoked_at is not None
+    assert "revoked" in row_of(admin_client.get(TOKENS).content.decode(), token.prefix)
+    assert (
+        Client().get("/api/trackers", headers={"Authorization": f"Bearer {text}"}).status_code
+        == 401
+    )

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import io
+import logging
+import os
 import re
 import signal
 import subprocess
+import sys
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +15,7 @@ from typing import IO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -366,3 +371,89 @@ def test_windows_line_endings_and_a_last_line_without_newline_are_read(
     call_command("consume_events", "--source", "jsonl", "--path", str(path), "--batch-size", "2")
     assert sorted(Position.objects.values_list("latitude", flat=True)) == [0.0, 1.0, 2.0]
     assert not RejectedEvent.objects.exists()
+
+
+def half_junk(now: datetime, count: int) -> list[bytes]:
+    """``count`` valid bodies, each followed by a refused one: not JSON, then a
+    ``Ts`` a day ahead, by turns."""
+    lines = []
+    for n in range(count):
+        tracker = uuid.uuid4()
+        lines.append(event_body(tracker_id=tracker, latitude=n, longitude=n, at=now))
+        if n % 2:
+            lines.append(event_body(tracker_id=tracker, latitude=n, longitude=n, at=now)[:20])
+        else:
+            ahead = now + timedelta(days=1)
+            lines.append(event_body(tracker_id=tracker, latitude=n, longitude=n, at=ahead))
+    return lines
+
+
+@override_settings(TRACKING_REJECTED_STORE_PER_MINUTE=5)
+def test_a_half_junk_file_stores_refusals_up_to_the_rate_and_counts_them_all_per_reason(
+    tmp_path: Path,
+    now: datetime,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    path = write_lines(tmp_path / "events.jsonl", half_junk(now, 20))
+
+    call_command("consume_events", "--source", "jsonl", "--path", str(path), "--batch-size", "8")
+
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith(
+        "consume_events finished: 20 accepted (20 new, 0 already stored), 20 rejected (40 events"
+    )
+    assert summary.endswith(
+        "; rejected 20: 10 Ts in the future, 10 not JSON "
+        "(15 not stored: over TRACKING_REJECTED_STORE_PER_MINUTE)"
+    )
+    assert Position.objects.count() == 20
+    # The first five refusals are kept, with their lines; the rest only counted.
+    assert sorted(RejectedEvent.objects.values_list("source", flat=True)) == sorted(
+        f"{path}:{line}" for line in (2, 4, 6, 8, 10)
+    )
+    assert not [record for record in caplog.records if f"{path}:" in record.getMessage()]
+
+
+def test_the_progress_line_sums_up_the_refusals_of_its_interval(
+    now: datetime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tracking.ingest.pipeline")
+    read_end, write_end = os.pipe()
+    stdin = io.TextIOWrapper(os.fdopen(read_end, "rb"))
+    monkeypatch.setattr(sys, "stdin", stdin)
+
+    def progress_lines() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage().startswith("progress: ")]
+
+    def stream() -> None:
+        try:
+            os.write(write_end, b"\n".join(half_junk(now, 4)) + b"\n")
+            support.wait_until(
+                lambda: any("rejected 4:" in r.getMessage() for r in progress_lines()),
+                timeout=20,
+                what="a progress line summing up the refusals",
+            )
+            os.write(write_end, b"{oops\n[]\n")
+        finally:
+            os.close(write_end)
+
+    writer = threading.Thread(target=stream)
+    writer.start()
+    try:
+        call_command(
+            "consume_events", "--source", "jsonl", "--path", "-", "--progress-seconds", "0.05"
+        )
+    finally:
+        writer.join()
+        stdin.close()
+
+    with_refusals = [r for r in progress_lines() if "; rejected " in r.getMessage()]
+    assert with_refusals[0].getMessage().endswith("; rejected 4: 2 Ts in the future, 2 not JSON")
+    # Only intervals with refusals warn; the quiet ones are INFO.
+    assert {r.levelno for r in with_refusals} == {logging.WARNING}
+    assert {r.levelno for r in progress_lines() if r not in with_refusals} <= {logging.INFO}
+    assert Position.objects.count() == 4
+    assert RejectedEvent.objects.count() == 6
+    assert not [r for r in caplog.records if "stdin:" in r.getMessage()]

@@ -39,12 +39,14 @@ from typing import Any
 import orjson
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.test import Client, override_settings
 from django.urls import resolve
 from django.utils import timezone
 
 from tracking import urls as tracking_urls
 from tracking import views as api_views
+from tracking.api_tokens import issue_token, revoke
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.grid import Cell, Grid, group_name
 from tracking.hub import protocol
@@ -52,8 +54,9 @@ from tracking.hub.fanout.redis_pubsub import RedisFanOut
 from tracking.hub.map_hub import MapHub
 from tracking.hub.routing import websocket_urlpatterns
 from tracking.hub.session import HubSession, SessionLimits
+from tracking.hub.sign_in import SIGN_IN_ENDED
 from tracking.hub.tokens import new_connection
-from tracking.models import Tracker
+from tracking.models import ApiToken, Tracker
 from tracking.positions import LatestPosition, newest_per_tracker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -471,6 +474,16 @@ async def test_broken_input_is_answered_as_documented(row: dict[str, str]) -> No
     assert socket.closed == (row["then"] == "closes")
 
 
+def test_the_documented_close_of_an_ended_sign_in_is_the_one_the_hub_sends() -> None:
+    closes = [
+        orjson.loads(line)
+        for block in blocks("hub-push")
+        for line in block.lines
+        if orjson.loads(line).get("type") == protocol.MessageType.CLOSE
+    ]
+    assert {"type": 7, "error": SIGN_IN_ENDED} in closes
+
+
 # --- 4. The REST API ------------------------------------------------------------------------
 
 
@@ -513,9 +526,17 @@ def test_every_documented_request_is_answered_as_documented(
         return
     if status != 404:
         assert resolve(path).func is not api_views.api_not_found, path
-    signed_out = "MAP_LOGIN_REQUIRED" in row["when"]
-    with override_settings(MAP_LOGIN_REQUIRED=signed_out):
-        response = client.generic(method, target)
+    private = "MAP_LOGIN_REQUIRED" in row["when"]
+    headers = {}
+    if "API token" in row["when"]:
+        api_token, text = issue_token(user=User.objects.create_user("doc"))
+        if "revoked" in row["when"]:
+            revoke([api_token])
+        if "expired" in row["when"]:
+            ApiToken.objects.filter(pk=api_token.pk).update(expires_at=timezone.now())
+        headers["Authorization"] = f"Bearer {text}"
+    with override_settings(MAP_LOGIN_REQUIRED=private, MAP_PUBLIC=not private):
+        response = client.generic(method, target, headers=headers)
     assert response.status_code == status
     if not keys:
         assert response.content == b""

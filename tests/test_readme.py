@@ -258,6 +258,7 @@ def test_the_production_steps_run_as_written(
                 "127.0.0.1:5432": f"{host}:{port}",
                 "redis://127.0.0.1:6379/0": f"redis://{redis_address}/0",
                 "--port 8000": f"--port {web}",
+                "127.0.0.1:8000": f"127.0.0.1:{web}",
             }
         )
         checkout.run("production-database")
@@ -297,6 +298,13 @@ def test_the_production_steps_run_as_written(
             what=f"200 trackers online; the pipeline said: {pipeline.read_text()[-2000:]}",
         )
         assert listed
+        # A client that is not a browser, with an API token.
+        signed_in = checkout.run("production-token", timeout=120)
+        assert '"trackers": [' in signed_in or '"trackers":[' in signed_in, signed_in
+        # (curl's answer ends without a newline: the client's line follows it.)
+        assert re.search(r"\d\d:\d\d:\d\d  [0-9a-f-]{36}  6\d\.\d+, 2\d\.\d+$", signed_in, re.M), (
+            signed_in
+        )
         checkout.close()
         assert "consume_events stopped:" in pipeline.read_text(), pipeline.read_text()
         assert "Traceback" not in server.read_text(), server.read_text()

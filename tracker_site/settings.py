@@ -210,6 +210,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+# How long an API token made without an explicit expiry lasts (tracking/api_tokens.py).
+API_TOKEN_DAYS: int = _env_number("API_TOKEN_DAYS", 90, minimum=1)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -281,6 +283,10 @@ TRACKING_MAX_FUTURE_SECONDS: int = _env_number("TRACKING_MAX_FUTURE_SECONDS", 30
 TRACKING_MAX_EVENT_BYTES: int = _env_number("TRACKING_MAX_EVENT_BYTES", 16384, minimum=64)
 TRACKING_REJECTED_BODY_CHARS: int = _env_number("TRACKING_REJECTED_BODY_CHARS", 2000, minimum=16)
 TRACKING_REJECTED_KEEP: int = _env_number("TRACKING_REJECTED_KEEP", 100_000, minimum=100)
+# Rejected bodies stored per minute and process; beyond it they are only counted (0: none stored).
+TRACKING_REJECTED_STORE_PER_MINUTE: int = _env_number(
+    "TRACKING_REJECTED_STORE_PER_MINUTE", 600, minimum=0
+)
 TRACKING_ONLINE_SECONDS: int = _env_number("TRACKING_ONLINE_SECONDS", 60, minimum=1)
 TRACKING_OFFLINE_SECONDS: int = _env_number("TRACKING_OFFLINE_SECONDS", 900, minimum=1)
 if TRACKING_OFFLINE_SECONDS < TRACKING_ONLINE_SECONDS:
@@ -332,6 +338,12 @@ HUB_MAX_MESSAGE_BYTES: int = _env_number("HUB_MAX_MESSAGE_BYTES", 32768, minimum
 HUB_FANOUT = os.environ.get("HUB_FANOUT", "cells")
 if HUB_FANOUT not in {"cells", "channel-layer"}:
     raise ImproperlyConfigured(f"HUB_FANOUT must be 'cells' or 'channel-layer', got {HUB_FANOUT!r}")
+# How often each web process re-checks what signed in its open hub connections
+# (an API token, a session), closing those whose token was revoked or expired
+# or whose user signed out (tracking/hub/sign_in.py).
+HUB_CREDENTIAL_CHECK_SECONDS: float = _env_number(
+    "HUB_CREDENTIAL_CHECK_SECONDS", 15.0, minimum=0.1, integer=False
+)
 HUB_COALESCE_MS: float = _env_number("HUB_COALESCE_MS", 20.0, minimum=0, integer=False)
 
 # --- Logging -------------------------------------------------------------------

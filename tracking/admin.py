@@ -21,7 +21,8 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.db.models.expressions import Combinable
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
@@ -29,7 +30,9 @@ from django.utils.text import Truncator
 from django.utils.translation import ngettext
 
 from tracking.ages import ago
+from tracking.api_tokens import TOKEN_PREFIX, default_expiry, new_secret, revoke
 from tracking.models import (
+    ApiToken,
     EventHubCheckpoint,
     EventHubOwnership,
     Position,
@@ -565,3 +568,81 @@ class EventHubCheckpointAdmin(EventHubStateAdmin):
         "updated_at",
     ]
     ordering = ["eventhub", "consumer_group", "partition_id"]
+
+
+# --- API tokens ---------------------------------------------------------------------------------
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens for clients that are not browsers. A new token's text is shown on
+    the page that answers the save, and nowhere ever again: only its digest is
+    stored. Revoking one (the action) closes the hub connections using it
+    within HUB_CREDENTIAL_CHECK_SECONDS."""
+
+    list_display = ["token", "name", "user", "created", "expires", "state"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "user"]
+    search_fields = ["name", "prefix"]
+    search_help_text = "Name, or the 8 characters after tmap_."
+    actions = ["revoke_tokens"]
+
+    @admin.display(description="token", ordering="prefix")
+    def token(self, token: ApiToken) -> str:
+        return format_html("<code>{}{}_…</code>", TOKEN_PREFIX, token.prefix)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, token: ApiToken) -> str:
+        return when(token.created_at)
+
+    @admin.display(description="expires", ordering="expires_at")
+    def expires(self, token: ApiToken) -> str:
+        return when(token.expires_at)
+
+    @admin.display(description="state")
+    def state(self, token: ApiToken) -> str:
+        if token.revoked_at is not None:
+            return f"revoked {when(token.revoked_at)}"
+        return "expired" if token.expires_at <= timezone.now() else "active"
+
+    def get_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> Any:
+        if obj is None:
+            return ["user", "name", "expires_at"]
+        return ["token", "user", "name", "created", "expires", "state"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiToken | None = None) -> list[str]:
+        return [] if obj is None else ["token", "user", "created", "expires", "state"]
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        return {**super().get_changeform_initial_data(request), "expires_at": default_expiry()}
+
+    def save_model(self, request: HttpRequest, obj: ApiToken, form: Any, change: bool) -> None:
+        if not change:
+            # Kept on the request for response_add only: never stored, never in a cookie.
+            request.new_api_token = new_secret(obj)  # type: ignore[attr-defined]
+        super().save_model(request, obj, form, change)
+
+    def response_add(
+        self, request: HttpRequest, obj: ApiToken, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        return TemplateResponse(
+            request,
+            "admin/tracking/apitoken/created.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Copy the new token now",
+                "opts": self.opts,
+                "token": obj,
+                "text": getattr(request, "new_api_token", ""),
+                "expires": when(obj.expires_at),
+            },
+        )
+
+    @admin.action(description="Revoke the selected tokens (their hub connections close)")
+    def revoke_tokens(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        revoked = revoke(queryset)
+        self.message_user(
+            request,
+            ngettext("Revoked %(count)d token.", "Revoked %(count)d tokens.", revoked)
+            % {"count": revoked},
+            messages.SUCCESS if revoked else messages.INFO,
+        )

@@ -33,7 +33,15 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
 
 
 class InvalidEvent(ValueError):
-    """An event body that breaks a rule of the contract; ``str()`` is the reason."""
+    """An event body that breaks a rule of the contract; ``str()`` is the reason.
+
+    ``category`` is a stable short key for the kind of rule broken
+    (``not-json``, ``bad-ts``, ...), so refusals can be counted per kind.
+    """
+
+    def __init__(self, reason: str, *, category: str = "invalid") -> None:
+        super().__init__(reason)
+        self.category = category
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +84,17 @@ def parse_event(
     ``now`` (docs/protocol.md §1.3).
     """
     if len(body) > max_bytes:
-        raise InvalidEvent(f"body is longer than the limit of {max_bytes} bytes")
+        raise InvalidEvent(
+            f"body is longer than the limit of {max_bytes} bytes", category="too-long"
+        )
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(f"body is not UTF-8 JSON: {exc}") from None
+        raise InvalidEvent(f"body is not UTF-8 JSON: {exc}", category="not-json") from None
     if not isinstance(data, dict):
-        raise InvalidEvent(f"body is a JSON {_json_type(data)}, not an object")
+        raise InvalidEvent(
+            f"body is a JSON {_json_type(data)}, not an object", category="not-object"
+        )
 
     tracker_id = _tracker_id(data.get("Id", _MISSING))
     latitude = _number(data, "Lat", low=-90.0, high=90.0, required=True)
@@ -91,7 +103,8 @@ def parse_event(
     timestamp = _timestamp(data.get("Ts", _MISSING))
     if timestamp - now > max_future:
         raise InvalidEvent(
-            f"Ts {data['Ts'][:64]} is more than {int(max_future.total_seconds())} s in the future"
+            f"Ts {data['Ts'][:64]} is more than {int(max_future.total_seconds())} s in the future",
+            category="future-ts",
         )
     heading = _number(data, "Heading", low=0.0, high=360.0)
     return LocationEvent(
@@ -125,14 +138,14 @@ def _json_type(value: object) -> str:
 
 def _tracker_id(value: object) -> uuid.UUID:
     if value is _MISSING:
-        raise InvalidEvent("Id is missing")
+        raise InvalidEvent("Id is missing", category="bad-id")
     if not isinstance(value, str):
-        raise InvalidEvent(f"Id must be a string, got a {_json_type(value)}")
+        raise InvalidEvent(f"Id must be a string, got a {_json_type(value)}", category="bad-id")
     known = _KNOWN_IDS.get(value)
     if known is not None:
         return known
     if not _UUID.match(value):
-        raise InvalidEvent(f"Id {value[:64]!r} is not a UUID")
+        raise InvalidEvent(f"Id {value[:64]!r} is not a UUID", category="bad-id")
     if len(_KNOWN_IDS) >= _KNOWN_IDS_MAX:
         _KNOWN_IDS.clear()
     known = _KNOWN_IDS[value] = uuid.UUID(value)
@@ -155,28 +168,33 @@ def _number(
     value = data.get(key, _MISSING)
     if value is _MISSING or (value is None and not required):
         if required:
-            raise InvalidEvent(f"{key} is missing")
+            raise InvalidEvent(f"{key} is missing", category=f"bad-{key.lower()}")
         return None
     # bool is an int in Python, but true is not a coordinate.
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidEvent(f"{key} must be a number, got a {_json_type(value)}")
+        raise InvalidEvent(
+            f"{key} must be a number, got a {_json_type(value)}", category=f"bad-{key.lower()}"
+        )
     number = float(value)
     # JSON has no infinity, but a number past a double's range reads as one.
     if not (math.isfinite(number) and low <= number <= high):
-        raise InvalidEvent(f"{key} {value} is out of range [{low:g}, {high:g}]")
+        raise InvalidEvent(
+            f"{key} {value} is out of range [{low:g}, {high:g}]", category=f"bad-{key.lower()}"
+        )
     return number
 
 
 def _timestamp(value: object) -> datetime:
     if value is _MISSING:
-        raise InvalidEvent("Ts is missing")
+        raise InvalidEvent("Ts is missing", category="bad-ts")
     if not isinstance(value, str):
-        raise InvalidEvent(f"Ts must be a string, got a {_json_type(value)}")
+        raise InvalidEvent(f"Ts must be a string, got a {_json_type(value)}", category="bad-ts")
     match = _TIMESTAMP.match(value)
     if match is None:
         raise InvalidEvent(
             f"Ts {value[:64]!r} is not ISO-8601 with an offset or Z "
-            "(like 2026-11-26T11:12:40.1234567Z)"
+            "(like 2026-11-26T11:12:40.1234567Z)",
+            category="bad-ts",
         )
     if match["offset"] == "z":
         value = value[:-1] + "Z"
@@ -186,9 +204,13 @@ def _timestamp(value: object) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:
-        raise InvalidEvent(f"Ts {value[:64]!r} is not a valid date and time: {exc}") from None
+        raise InvalidEvent(
+            f"Ts {value[:64]!r} is not a valid date and time: {exc}", category="bad-ts"
+        ) from None
     try:
         return moment if moment.tzinfo is UTC else moment.astimezone(UTC)
     except OverflowError:
         # 0001-01-01T00:00:00+01:00 is a valid string whose UTC is before year 1.
-        raise InvalidEvent(f"Ts {value[:64]!r} is outside the years 1 to 9999 in UTC") from None
+        raise InvalidEvent(
+            f"Ts {value[:64]!r} is outside the years 1 to 9999 in UTC", category="bad-ts"
+        ) from None

@@ -236,3 +236,40 @@ class EventHubCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.eventhub}/{self.consumer_group}/{self.partition_id} @ {self.sequence_number}"
+
+
+class ApiTokenQuerySet(models.QuerySet["ApiToken"]):
+    def usable(self, *, now: datetime | None = None) -> ApiTokenQuerySet:
+        """Tokens that sign their user in at ``now``: not revoked, not expired,
+        and their user still active."""
+        return self.filter(
+            revoked_at__isnull=True, expires_at__gt=now or timezone.now(), user__is_active=True
+        )
+
+
+class ApiToken(models.Model):
+    """A bearer token that signs a user in from a client that is not a browser.
+
+    Only the token's SHA-256 digest is stored; the token itself is shown once,
+    when it is made (``tracking.api_tokens``). ``prefix`` is the part shown
+    everywhere after that, to tell tokens apart and to find one by.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True, help_text="What or who uses it.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    digest = models.CharField(max_length=64, editable=False)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField("expires")
+    revoked_at = models.DateTimeField("revoked", null=True, blank=True, editable=False)
+
+    objects = ApiTokenQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = "API token"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name or 'token'} ({self.prefix}…)"

@@ -4,11 +4,13 @@
 
 Joins the cell (numbered longitude first: [24, 60] holds Helsinki), prints the
 latest position of every tracker in it, then each update as it comes, until
-Ctrl-C (or --count updates).
+Ctrl-C (or --count updates). Where the map needs a signed-in user, it signs in
+with the API token in the environment variable TRACKER_TOKEN.
 """
 
 import argparse
 import asyncio
+import os
 import signal
 from datetime import UTC, datetime
 
@@ -16,7 +18,10 @@ from pysignalr.client import SignalRClient
 
 
 async def watch(url: str, cell: list[int], count: int | None) -> None:
-    client = SignalRClient(f"{url}/api/signalr")
+    # What accessTokenFactory sends: a bearer token on negotiate and on the WebSocket.
+    token = os.environ.get("TRACKER_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    client = SignalRClient(f"{url}/api/signalr", headers=headers)
     enough = asyncio.Event()
     seen = 0
 

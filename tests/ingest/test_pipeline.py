@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import math
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -52,6 +53,35 @@ def test_the_progress_line_states_rate_rejections_and_lag(now: datetime) -> None
     assert "lag median n/a" in progress.interval_line()
     assert progress.summary_line().startswith(
         "5 accepted (4 new, 1 already stored), 1 rejected (6 events in"
+    )
+
+
+def test_the_progress_and_summary_lines_count_rejections_per_reason(now: datetime) -> None:
+    progress = Progress()
+    progress.record(
+        BatchResult(
+            accepted=2,
+            new=2,
+            rejected=5,
+            rejected_by_category=Counter({"not-json": 3, "future-ts": 2}),
+            not_stored=4,
+        ),
+        now=now,
+    )
+    assert progress.interval_line().endswith(
+        "; rejected 5: 3 not JSON, 2 Ts in the future "
+        "(4 not stored: over TRACKING_REJECTED_STORE_PER_MINUTE)"
+    )
+    progress.record(
+        BatchResult(accepted=1, new=1, rejected=1, rejected_by_category=Counter({"bad-id": 1})),
+        now=now,
+    )
+    # An interval counts its own; the summary the whole run's.
+    assert progress.interval_line().endswith("; rejected 1: 1 bad Id")
+    assert "not JSON" not in progress.interval_line()
+    assert progress.summary_line().endswith(
+        "; rejected 6: 3 not JSON, 2 Ts in the future, 1 bad Id "
+        "(4 not stored: over TRACKING_REJECTED_STORE_PER_MINUTE)"
     )
 
 
@@ -115,16 +145,28 @@ async def test_a_database_outage_is_retried_without_losing_the_batch(
 
 @pytest.mark.django_db(transaction=True)
 @override_settings(TRACKING_REJECTED_KEEP=2)
-async def test_old_rejected_events_are_pruned_to_the_configured_number() -> None:
+async def test_old_rejected_events_are_pruned_a_chunk_per_batch_to_the_configured_number(
+    now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_module, "PRUNE_CHUNK", 3)
+
+    def count() -> int:
+        return RejectedEvent.objects.count()
+
     pipeline = Pipeline(publish=RecordingPublisher())
-    await pipeline.process([RawEvent(body=f"bad {n}".encode(), origin=str(n)) for n in range(5)])
+    await pipeline.process([RawEvent(body=b"bad", origin=f"{n:02}") for n in range(10)])
+    counts = [await asyncio.to_thread(count)]
+    for _ in range(5):
+        body = event_body(tracker_id=uuid.uuid4(), latitude=1, longitude=2, at=now)
+        await pipeline.process([RawEvent(body=body, origin="valid")])
+        counts.append(await asyncio.to_thread(count))
     await pipeline.close()
+
+    # The batches went on while the surplus went, a chunk after each.
+    assert counts == [10, 7, 4, 2, 2, 2]
     assert await asyncio.to_thread(
         lambda: sorted(RejectedEvent.objects.values_list("source", flat=True))
-    ) == [
-        "3",
-        "4",
-    ]
+    ) == ["08", "09"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -299,7 +341,7 @@ async def test_whatever_bodies_arrive_each_is_accepted_or_rejected_and_every_val
     assert result.accepted + result.rejected == len(sent)
     assert result.accepted >= len(valid)
     rejected_after = await asyncio.to_thread(RejectedEvent.objects.count)
-    assert rejected_after - rejected_before == result.rejected
+    assert rejected_after - rejected_before == result.rejected - result.not_stored
     expected = {
         (event.tracker_id, event.timestamp)
         for event in (parse_event(body, now=now, max_future=timedelta(0)) for body in valid)

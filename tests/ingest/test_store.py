@@ -6,12 +6,23 @@ from typing import Any
 
 import pytest
 from django.test import override_settings
+from django.utils import timezone
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests import cases
 from tests.conftest import event_body
 from tracking.grid import Cell
+from tracking.ingest.rejections import StoreAllowance
 from tracking.ingest.sources import RawEvent
-from tracking.ingest.store import ingest_batch, prune_rejected, register_trackers
+from tracking.ingest.store import (
+    ingest_batch,
+    parse_batch,
+    prune_rejected,
+    register_trackers,
+    rejected_prune_point,
+    store_batch,
+)
 from tracking.models import Position, RejectedEvent, Tracker
 
 pytestmark = pytest.mark.django_db
@@ -172,11 +183,79 @@ def test_register_trackers_names_new_trackers_and_leaves_existing_ones(now: date
     assert Tracker.objects.get(id=fresh).name == "Sim 2"
 
 
-def test_prune_rejected_keeps_the_newest(now: datetime) -> None:
+def test_pruning_deletes_the_oldest_a_chunk_at_a_time_and_keeps_the_newest(
+    now: datetime,
+) -> None:
     ingest_batch(events=[raw(f"bad {n}".encode(), origin=str(n)) for n in range(10)], now=now)
-    assert prune_rejected(keep=3) == 7
-    assert sorted(RejectedEvent.objects.values_list("source", flat=True)) == ["7", "8", "9"]
-    assert prune_rejected(keep=3) == 0
+    up_to = rejected_prune_point(keep=3)
+    assert up_to == RejectedEvent.objects.get(source="6").id
+    # Rejected meanwhile: newer than the point, so kept whatever the chunks do.
+    ingest_batch(events=[raw(b"bad 10", origin="10")], now=now)
+
+    assert up_to is not None
+    assert prune_rejected(up_to=up_to, chunk=4) == 4
+    assert sorted(RejectedEvent.objects.values_list("source", flat=True), key=int) == [
+        "4", "5", "6", "7", "8", "9", "10",
+    ]  # fmt: skip
+    assert prune_rejected(up_to=up_to, chunk=4) == 3
+    assert prune_rejected(up_to=up_to, chunk=4) == 0
+    assert sorted(RejectedEvent.objects.values_list("source", flat=True), key=int) == [
+        "7", "8", "9", "10",
+    ]  # fmt: skip
+    assert rejected_prune_point(keep=4) is None
+
+
+def test_refusals_beyond_the_allowance_are_counted_by_category_but_not_stored(
+    now: datetime,
+) -> None:
+    tracker = uuid.uuid4()
+    bodies = [b"{oops", b"[1]", b"{oops", at(tracker, now).body, b'{"Id": "bus-42"}']
+    events = [raw(body, origin=str(n)) for n, body in enumerate(bodies)]
+    allowance = StoreAllowance(per_minute=3)
+
+    first = store_batch(parsed=parse_batch(events=events, now=now), now=now, allowance=allowance)
+    second = store_batch(parsed=parse_batch(events=events, now=now), now=now, allowance=allowance)
+
+    assert (first.accepted, first.rejected, first.not_stored) == (1, 4, 1)
+    assert first.rejected_by_category == {"not-json": 2, "not-object": 1, "bad-id": 1}
+    assert (second.rejected, second.not_stored) == (4, 4)
+    # The first three refusals of the first batch, and nothing of the second.
+    assert sorted(RejectedEvent.objects.values_list("source", flat=True)) == ["0", "1", "2"]
+    assert Position.objects.filter(tracker_id=tracker).count() == 1
+
+
+@given(
+    bodies=st.lists(
+        st.one_of(
+            # NUL is left to the tests of storing what PostgreSQL refuses.
+            st.binary(max_size=40).map(lambda body: body.replace(b"\x00", b"")),
+            st.sampled_from([b"{oops", b"[]", b'{"Id": 1}']),
+        ),
+        max_size=30,
+    ),
+    valid=st.integers(0, 10),
+    per_minute=st.integers(0, 20),
+)
+@settings(max_examples=25)
+def test_whatever_arrives_stored_plus_only_counted_is_every_refusal(
+    bodies: list[bytes], valid: int, per_minute: int
+) -> None:
+    now = timezone.now()
+    good = [at(uuid.uuid4(), now).body for _ in range(valid)]
+    events = [raw(body) for body in bodies + good]
+    before = RejectedEvent.objects.count()
+
+    result = store_batch(
+        parsed=parse_batch(events=events, now=now),
+        now=now,
+        allowance=StoreAllowance(per_minute=per_minute),
+    )
+
+    stored = RejectedEvent.objects.count() - before
+    assert result.accepted + result.rejected == len(events)
+    assert sum(result.rejected_by_category.values()) == result.rejected
+    assert stored == min(result.rejected, per_minute)
+    assert stored + result.not_stored == result.rejected
 
 
 def test_history_written_through_the_orm_and_the_pipeline_is_the_same_row(now: datetime) -> None:

@@ -19,11 +19,13 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from tracking.access import may_view_map
+from tracking.access import Credential, ended_credentials, may_view_map
+from tracking.api_tokens import InvalidToken, find_token
 from tracking.grid import Cell
 from tracking.hub.fanout import FanOut, describe_error, get_fanout
 from tracking.hub.map_hub import MapHub
 from tracking.hub.session import HubError, HubSession, SessionLimits
+from tracking.hub.sign_in import SignInWatch, get_sign_in_watch, presented_token
 from tracking.hub.tokens import connection_id_from_token, new_connection
 from tracking.models import configured_grid
 from tracking.positions import LatestPosition
@@ -54,6 +56,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         self.hub: MapHub | None = None
         self.fanout: FanOut | None = None
         self.keepalive: asyncio.Task[None] | None = None
+        self.sign_in: SignInWatch | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Call the handler of ``message``, without channels' per-message database hop.
@@ -69,10 +72,11 @@ class HubConsumer(AsyncWebsocketConsumer):
         await handler(message)
 
     async def connect(self) -> None:
-        connection_id = self._admit()
-        if connection_id is None:
+        admitted = await self._admit()
+        if admitted is None:
             await self.close()
             return
+        connection_id, credential = admitted
         self.fanout = get_fanout()
         self.hub = MapHub(
             grid=configured_grid(),
@@ -88,24 +92,49 @@ class HubConsumer(AsyncWebsocketConsumer):
         )
         await self.accept()
         self.keepalive = asyncio.create_task(self.session.keep_alive())
+        if credential is not None:
+            self.sign_in = get_sign_in_watch(
+                ended=database_sync_to_async(ended_credentials),
+                interval=lambda: settings.HUB_CREDENTIAL_CHECK_SECONDS,
+            )
+            self.sign_in.add(self.session, credential)
 
-    def _admit(self) -> str | None:
-        """The connection's id, or None (logged) if it is refused."""
-        if not may_view_map(self.scope["user"]):
+    async def _admit(self) -> tuple[str, Credential | None] | None:
+        """The connection's id and what signed it in (None: nobody), or None
+        (logged) if it is refused. An API token, when one is presented, decides
+        who connects; else the session does."""
+        user = self.scope["user"]
+        credential = None
+        token = presented_token(self.scope)
+        if token is not None:
+            try:
+                found = await database_sync_to_async(find_token)(token)
+            except InvalidToken as refused:
+                logger.info("hub: refused a connection: %s", refused)
+                return None
+            user, credential = found.user, Credential(token_id=found.pk)
+            self.scope["user"] = user
+        elif user.is_authenticated:
+            session_key = getattr(self.scope.get("session"), "session_key", None)
+            credential = Credential(session_key=session_key) if session_key else None
+        if not may_view_map(user):
             logger.info("hub: refused an anonymous connection (MAP_LOGIN_REQUIRED is on)")
             return None
-        tokens = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("id")
-        if not tokens:  # skipNegotiation: the client went straight to the WebSocket.
-            return new_connection()[0]
-        known = connection_id_from_token(tokens[0])
+        ids = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("id")
+        if not ids:  # skipNegotiation: the client went straight to the WebSocket.
+            return new_connection()[0], credential
+        known = connection_id_from_token(ids[0])
         if known is None:
             logger.info("hub: refused a connection with an unknown or expired id")
-        return known
+            return None
+        return known, credential
 
     async def disconnect(self, code: int) -> None:
         if self.session is None or self.hub is None:
             return  # refused in connect(): nothing was set up
         self.session.end()
+        if self.sign_in is not None:
+            self.sign_in.discard(self.session)
         if self.keepalive is not None:
             self.keepalive.cancel()
         with contextlib.suppress(Exception):

@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -31,12 +32,15 @@ from django.db import (
 )
 from django.utils import timezone
 
+from tracking.ingest.rejections import RejectionCounts, StoreAllowance
 from tracking.ingest.sources import EventSource, RawEvent, first_line
 from tracking.ingest.store import (
+    REFUSED_BY_DATABASE,
     BatchResult,
     ParsedBatch,
     parse_batch,
     prune_rejected,
+    rejected_prune_point,
     store_batch,
 )
 from tracking.positions import LatestPosition
@@ -51,8 +55,10 @@ RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
 # Batches waiting together are stored as one while they hold at most this many events.
 GROUP_MAX_EVENTS = 20_000
-# Rejected events beyond TRACKING_REJECTED_KEEP are deleted at most this often.
+# Rejected events beyond TRACKING_REJECTED_KEEP are deleted at most this often,
 PRUNE_EVERY_SECONDS = 60.0
+# at most this many after each batch, so a big backlog never holds the batches up.
+PRUNE_CHUNK = 5_000
 # Lag figures are kept for at most this many events per progress interval.
 MAX_LAG_SAMPLES = 200_000
 # What storing a batch raises when the database refuses a value in it, as
@@ -60,7 +66,7 @@ MAX_LAG_SAMPLES = 200_000
 # refusing to send a value (ValueError, OverflowError) or the database
 # refusing a row (DataError, IntegrityError). Such a batch is split until the
 # rows refused are found.
-REFUSED_BY_DATABASE = (DataError, IntegrityError, ValueError, OverflowError)
+ROW_ERRORS = (DataError, IntegrityError, ValueError, OverflowError)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -83,6 +89,9 @@ class Progress:
     interval_accepted: int = 0
     interval_rejected: int = 0
     lags: list[float] = field(default_factory=list)
+    # Why events were rejected, in the whole run and in this interval.
+    rejections: RejectionCounts = field(default_factory=RejectionCounts)
+    interval_rejections: RejectionCounts = field(default_factory=RejectionCounts)
 
     def record(self, result: BatchResult, *, now: datetime) -> None:
         self.accepted += result.accepted
@@ -90,6 +99,8 @@ class Progress:
         self.rejected += result.rejected
         self.interval_accepted += result.accepted
         self.interval_rejected += result.rejected
+        for counts in (self.rejections, self.interval_rejections):
+            counts.add(result.rejected_by_category, not_stored=result.not_stored)
         room = MAX_LAG_SAMPLES - len(self.lags)
         if room > 0:
             self.lags.extend((now - moment).total_seconds() for moment in result.event_times[:room])
@@ -105,9 +116,11 @@ class Progress:
             f"lag median {_seconds(percentile(self.lags, 0.5))}, "
             f"p99 {_seconds(percentile(self.lags, 0.99))}; "
             f"total {self._accepted_and_new()}, {self.rejected} rejected"
+            f"{_clause(self.interval_rejections.describe())}"
         )
         self.interval_started = now
         self.interval_accepted = self.interval_rejected = 0
+        self.interval_rejections = RejectionCounts()
         self.lags = []
         return line
 
@@ -117,6 +130,7 @@ class Progress:
         return (
             f"{self._accepted_and_new()}, {self.rejected} rejected "
             f"({total} events in {seconds:.1f} s, {total / seconds:.0f} events/s)"
+            f"{_clause(self.rejections.describe())}"
         )
 
     def _accepted_and_new(self) -> str:
@@ -124,6 +138,10 @@ class Progress:
         read twice is accepted twice but stored once."""
         repeats = self.accepted - self.new
         return f"{self.accepted} accepted ({self.new} new, {repeats} already stored)"
+
+
+def _clause(text: str) -> str:
+    return f"; {text}" if text else ""
 
 
 def _seconds(value: float) -> str:
@@ -143,7 +161,9 @@ class Pipeline:
         self._publish = publish
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-db")
         self.progress = Progress()
+        self._allowance = StoreAllowance(per_minute=settings.TRACKING_REJECTED_STORE_PER_MINUTE)
         self._pruned_at = -math.inf
+        self._pruning: _Pruning | None = None
         self._waiting: list[tuple[ParsedBatch, asyncio.Future[BatchResult]]] = []
         self._worker: asyncio.Task[None] | None = None
         # Events of the batch being retried while the database is down (else 0).
@@ -202,7 +222,7 @@ class Pipeline:
         """
         try:
             return await self._store_through_outages(batch)
-        except REFUSED_BY_DATABASE as exc:
+        except ROW_ERRORS as exc:
             if len(batch) == 1:
                 return await self._reject_refused(batch, exc)
             if not split:
@@ -220,14 +240,16 @@ class Pipeline:
         """Store one event the database refused as a rejected event saying why."""
         try:
             return await self._store_through_outages(entry.refused_by_database(first_line(error)))
-        except REFUSED_BY_DATABASE as exc:
+        except ROW_ERRORS as exc:
             [raw] = entry.bodies()
             logger.error(
                 "could not store the rejection of the event from %s either: %s",
                 raw.origin,
                 first_line(exc),
             )
-            return BatchResult(rejected=1)
+            return BatchResult(
+                rejected=1, rejected_by_category=Counter({REFUSED_BY_DATABASE: 1}), not_stored=1
+            )
 
     async def _store_through_outages(self, batch: ParsedBatch) -> BatchResult:
         """Ingest on the database thread; a database that is down is waited out."""
@@ -235,7 +257,7 @@ class Pipeline:
         delay = RETRY_FIRST_SECONDS
         while True:
             try:
-                result = await loop.run_in_executor(self._executor, _ingest, batch)
+                result = await loop.run_in_executor(self._executor, _ingest, batch, self._allowance)
             except (OperationalError, InterfaceError) as exc:
                 self.waiting_for_database = len(batch)
                 logger.error(
@@ -251,9 +273,29 @@ class Pipeline:
                 return result
 
     async def _prune_now_and_then(self, result: BatchResult) -> None:
-        if result.rejected and time.monotonic() - self._pruned_at >= PRUNE_EVERY_SECONDS:
+        """Every ``PRUNE_EVERY_SECONDS`` with rejected events stored, delete the
+        ones beyond ``TRACKING_REJECTED_KEEP``: one chunk after each batch until
+        none is left, so batches go on between chunks."""
+        loop = asyncio.get_running_loop()
+        if self._pruning is None:
+            stored = result.rejected - result.not_stored
+            if not stored or time.monotonic() - self._pruned_at < PRUNE_EVERY_SECONDS:
+                return
             self._pruned_at = time.monotonic()
-            await asyncio.get_running_loop().run_in_executor(self._executor, _prune_rejected)
+            # Where to stop is found once, here; the chunks follow the next batches.
+            up_to = await loop.run_in_executor(self._executor, _prune_point)
+            if up_to is not None:
+                self._pruning = _Pruning(up_to=up_to)
+            return
+        pruning = self._pruning
+        deleted = await loop.run_in_executor(self._executor, _prune_chunk, pruning.up_to)
+        pruning.deleted += deleted
+        if deleted < PRUNE_CHUNK:
+            if pruning.deleted:
+                logger.info(
+                    "pruned %d old rejected events (TRACKING_REJECTED_KEEP)", pruning.deleted
+                )
+            self._pruning = None
 
     async def run_in_db(self, function: Callable[..., T], /, **kwargs: Any) -> T:
         """Run ``function`` on the pipeline's database thread, after any batch in hand."""
@@ -281,18 +323,33 @@ def _close_connection() -> None:
     connection.close()
 
 
-def _prune_rejected() -> None:
+@dataclass
+class _Pruning:
+    """A pruning under way: rejected events up to this id go, a chunk at a time."""
+
+    up_to: int
+    deleted: int = 0
+
+
+def _prune_point() -> int | None:
     try:
-        deleted = prune_rejected(keep=settings.TRACKING_REJECTED_KEEP)
+        return rejected_prune_point(keep=settings.TRACKING_REJECTED_KEEP)
     except (OperationalError, InterfaceError) as exc:
         logger.warning("could not prune rejected events: %s", exc)
-        return
-    if deleted:
-        logger.info("pruned %d old rejected events (TRACKING_REJECTED_KEEP)", deleted)
+        return None
 
 
-def _ingest(batch: ParsedBatch) -> BatchResult:
-    return _with_connection(store_batch, parsed=batch, now=timezone.now())
+def _prune_chunk(up_to: int) -> int:
+    """One chunk of pruning; 0 (the rest waits for the next pruning) if the database fails."""
+    try:
+        return prune_rejected(up_to=up_to, chunk=PRUNE_CHUNK)
+    except (OperationalError, InterfaceError) as exc:
+        logger.warning("could not prune rejected events: %s", exc)
+        return 0
+
+
+def _ingest(batch: ParsedBatch, allowance: StoreAllowance) -> BatchResult:
+    return _with_connection(store_batch, parsed=batch, now=timezone.now(), allowance=allowance)
 
 
 async def consume(
@@ -317,7 +374,10 @@ async def consume(
 async def _report_progress(progress: Progress, every: float, source: EventSource) -> None:
     while True:
         await asyncio.sleep(every)
-        logger.info("progress: %s", progress.interval_line())
+        # Rejections are summed up here, once an interval, never a line per
+        # body: at WARNING, so they show at the level refusals always had.
+        level = logging.WARNING if progress.interval_rejected else logging.INFO
+        logger.log(level, "progress: %s", progress.interval_line())
         details = source.progress_line()
         if details:
             logger.info("progress: %s", details)

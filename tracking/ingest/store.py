@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import transaction
@@ -21,11 +23,15 @@ from django.utils import timezone
 
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.ingest import bulk
+from tracking.ingest.rejections import StoreAllowance
 from tracking.ingest.sources import RawEvent
 from tracking.models import RejectedEvent, Tracker, configured_grid, default_tracker_name
 from tracking.positions import LatestPosition, newest_per_tracker
 
 logger = logging.getLogger(__name__)
+
+# The category of an event the database refused to store (see ``refused_by_database``).
+REFUSED_BY_DATABASE = "refused-by-database"
 
 
 @dataclass(slots=True)
@@ -34,6 +40,10 @@ class BatchResult:
     # Of the accepted, how many history did not hold yet (the rest were repeats).
     new: int = 0
     rejected: int = 0
+    # The rejected per category (``InvalidEvent.category``), and how many of
+    # them were only counted, over TRACKING_REJECTED_STORE_PER_MINUTE.
+    rejected_by_category: Counter[str] = field(default_factory=Counter)
+    not_stored: int = 0
     moved: list[LatestPosition] = field(default_factory=list)
     # Timestamps of the accepted events, for the lag figures.
     event_times: list[datetime] = field(default_factory=list)
@@ -45,9 +55,19 @@ class BatchResult:
             accepted=self.accepted + later.accepted,
             new=self.new + later.new,
             rejected=self.rejected + later.rejected,
+            rejected_by_category=self.rejected_by_category + later.rejected_by_category,
+            not_stored=self.not_stored + later.not_stored,
             moved=list(moved.values()),
             event_times=self.event_times + later.event_times,
         )
+
+
+class Refusal(NamedTuple):
+    """A body refused, why (for an operator) and the kind of why (for counting)."""
+
+    raw: RawEvent
+    reason: str
+    category: str
 
 
 @dataclass(slots=True)
@@ -55,7 +75,7 @@ class ParsedBatch:
     """Bodies read and checked against the contract, before any database work."""
 
     valid: list[tuple[RawEvent, LocationEvent]] = field(default_factory=list)
-    refused: list[tuple[RawEvent, str]] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.valid) + len(self.refused)
@@ -65,7 +85,7 @@ class ParsedBatch:
         self.refused += other.refused
 
     def bodies(self) -> list[RawEvent]:
-        return [raw for raw, _ in self.valid] + [raw for raw, _ in self.refused]
+        return [raw for raw, _ in self.valid] + [refusal.raw for refusal in self.refused]
 
     def halves(self) -> tuple[ParsedBatch, ParsedBatch]:
         """The batch cut in two of (about) the same size."""
@@ -86,10 +106,17 @@ class ParsedBatch:
         it with ``message``; a body already rejected keeps its reason, and is
         kept without its body, the part the database may have refused."""
         return ParsedBatch(
-            refused=[(raw, f"the database refused it: {message}") for raw, _ in self.valid]
+            refused=[
+                Refusal(raw, f"the database refused it: {message}", REFUSED_BY_DATABASE)
+                for raw, _ in self.valid
+            ]
             + [
-                (RawEvent(body=b"", origin=raw.origin), f"{reason} (body not kept: {message})")
-                for raw, reason in self.refused
+                Refusal(
+                    RawEvent(body=b"", origin=raw.origin),
+                    f"{reason} (body not kept: {message})",
+                    category,
+                )
+                for raw, reason, category in self.refused
             ]
         )
 
@@ -103,19 +130,20 @@ def parse_batch(*, events: Sequence[RawEvent], now: datetime) -> ParsedBatch:
     parsed = ParsedBatch()
     for raw in events:
         if raw.problem is not None:
-            parsed.refused.append((raw, raw.problem))
+            parsed.refused.append(Refusal(raw, raw.problem, "not-data"))
             continue
         try:
             event = parse_event(
                 raw.body, now=raw.received_at or now, max_future=max_future, max_bytes=max_bytes
             )
         except InvalidEvent as exc:
-            parsed.refused.append((raw, str(exc)))
+            parsed.refused.append(Refusal(raw, str(exc), exc.category))
         except Exception as exc:
             # A parser bug, which the parser's tests should have found: one
             # body must still not stop the stream.
             logger.exception("the parser failed on the body from %s", raw.origin)
-            parsed.refused.append((raw, f"the parser failed on it: {type(exc).__name__}: {exc}"))
+            reason = f"the parser failed on it: {type(exc).__name__}: {exc}"
+            parsed.refused.append(Refusal(raw, reason, "parser-failed"))
         else:
             parsed.valid.append((raw, event))
     return parsed
@@ -133,8 +161,14 @@ def ingest_batch(*, events: Sequence[RawEvent], now: datetime | None = None) -> 
     return store_batch(parsed=parse_batch(events=events, now=now), now=now)
 
 
-def store_batch(*, parsed: ParsedBatch, now: datetime) -> BatchResult:
-    """The database half of ``ingest_batch``: one transaction for a parsed batch."""
+def store_batch(
+    *, parsed: ParsedBatch, now: datetime, allowance: StoreAllowance | None = None
+) -> BatchResult:
+    """The database half of ``ingest_batch``: one transaction for a parsed batch.
+
+    Refused bodies are stored as far as ``allowance`` lets (all of them
+    without one), and counted per category in the result either way.
+    """
     refused = list(parsed.refused)
     result = BatchResult()
     with transaction.atomic():
@@ -144,21 +178,24 @@ def store_batch(*, parsed: ParsedBatch, now: datetime) -> BatchResult:
             is_active = active.get(event.tracker_id)
             if is_active is None:
                 reason = f"unknown tracker {event.tracker_id} (TRACKING_AUTO_REGISTER is off)"
-                refused.append((raw, reason))
+                refused.append(Refusal(raw, reason, "unknown-tracker"))
             elif not is_active:
-                refused.append((raw, f"tracker {event.tracker_id} is inactive"))
+                reason = f"tracker {event.tracker_id} is inactive"
+                refused.append(Refusal(raw, reason, "inactive-tracker"))
             else:
                 accepted.append(event)
         if accepted:
             result.new = bulk.insert_history(accepted, received_at=now)
             result.moved = _move_latest(accepted)
-        if refused:
-            _store_rejected(refused, received_at=now)
+        stored = len(refused) if allowance is None else allowance.take(len(refused))
+        if stored:
+            _store_rejected(refused[:stored], received_at=now)
     result.accepted = len(accepted)
     result.rejected = len(refused)
+    # Counted, not logged one by one: the pipeline's progress line sums them up.
+    result.rejected_by_category = Counter(refusal.category for refusal in refused)
+    result.not_stored = len(refused) - stored
     result.event_times = [event.timestamp for event in accepted]
-    for raw, reason in refused:
-        logger.warning("rejected event from %s: %s", raw.origin, reason)
     return result
 
 
@@ -195,7 +232,7 @@ def _move_latest(events: Iterable[LocationEvent]) -> list[LatestPosition]:
     ]
 
 
-def _store_rejected(refused: Sequence[tuple[RawEvent, str]], *, received_at: datetime) -> None:
+def _store_rejected(refused: Sequence[Refusal], *, received_at: datetime) -> None:
     limit = settings.TRACKING_REJECTED_BODY_CHARS
     RejectedEvent.objects.bulk_create(
         [
@@ -208,7 +245,7 @@ def _store_rejected(refused: Sequence[tuple[RawEvent, str]], *, received_at: dat
                 )[:limit],
                 body_bytes=len(raw.body),
             )
-            for raw, reason in refused
+            for raw, reason, _ in refused
         ],
         batch_size=500,
     )
@@ -242,11 +279,23 @@ def register_trackers(*, trackers: Iterable[tuple[uuid.UUID, str]]) -> int:
     return len(created)
 
 
-def prune_rejected(*, keep: int) -> int:
-    """Delete all but the newest ``keep`` rejected events; return how many went."""
-    cutoff = RejectedEvent.objects.order_by("-id").values_list("id", flat=True)[keep : keep + 1]
-    oldest_kept = list(cutoff)
-    if not oldest_kept:
-        return 0
-    deleted, _ = RejectedEvent.objects.filter(id__lte=oldest_kept[0]).delete()
+def rejected_prune_point(*, keep: int) -> int | None:
+    """The id of the newest rejected event that is not among the newest ``keep``:
+    it and every older one may go. None when there are no more than ``keep``."""
+    ids = RejectedEvent.objects.order_by("-id").values_list("id", flat=True)
+    found = list(ids[keep : keep + 1])
+    return found[0] if found else None
+
+
+def prune_rejected(*, up_to: int, chunk: int) -> int:
+    """Delete the oldest rejected events with ids up to ``up_to``, at most
+    ``chunk`` of them; return how many went (fewer than ``chunk``: none is left).
+
+    One bounded statement per call, so the caller can interleave batches
+    between chunks instead of waiting for a million rows to go at once.
+    """
+    # The ids as a LIMITed subquery: the database walks the primary key for
+    # them even before it has statistics of a freshly filled table.
+    oldest = RejectedEvent.objects.filter(id__lte=up_to).order_by("id")
+    deleted, _ = RejectedEvent.objects.filter(id__in=oldest.values("id")[:chunk]).delete()
     return deleted

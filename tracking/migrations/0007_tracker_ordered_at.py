@@ -8,7 +8,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("tracking", "0005_tracker_names"),
+        ("tracking", "0006_api_tokens"),
     ]
 
     operations = [
