@@ -83,7 +83,8 @@ class TrackerQuerySet(models.QuerySet["Tracker"]):
 class Tracker(models.Model):
     """A device, keyed by the UUID it sends, with its latest known position.
 
-    The latest position only moves forward in time (see ``ingest.store``); the
+    The latest position only moves forward, by ``ordered_at`` (see
+    ``ingest.store`` and docs/protocol.md §1.3); the
     cell is the grid cell of that position, stored so a map connection can
     read the trackers of its cells with one indexed query.
     """

@@ -2,8 +2,8 @@
 
 ``ingest_batch`` is the heart of the pipeline that every source feeds: it
 parses and validates each body, keeps the ones it refuses with their reason,
-bulk-inserts history, and moves each tracker's latest position forward in time
-only. It returns what moved, for the pipeline to publish after the commit.
+bulk-inserts history, and moves each tracker's latest position forward only
+(ordered by the earlier of each event's Ts and its receipt). It returns what moved, for the pipeline to publish after the commit.
 """
 
 from __future__ import annotations
