@@ -3,21 +3,26 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
 import pytest
 from django.core.management import CommandError, call_command
 from django.test import override_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests import support
 from tests.conftest import event_body
+from tests.event_bodies import hostile_bodies, valid_bodies
+from tracking.events import parse_event
 from tracking.models import Position, RejectedEvent, Tracker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -64,6 +69,76 @@ def test_a_file_mixing_valid_and_malformed_bodies_stores_every_valid_one(
         f"{path}:5",
         f"{path}:6",
     ]
+
+
+def test_hostile_lines_are_rejected_and_every_valid_event_around_them_stored(
+    tmp_path: Path, now: datetime, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trackers = [uuid.uuid4() for _ in range(4)]
+    valid = [
+        event_body(tracker_id=tracker, latitude=60.1, longitude=24.9, at=now - timedelta(seconds=n))
+        for n, tracker in enumerate(trackers)
+    ]
+    go_clock = b'{"Id": "%s", "Lat": 1, "Lng": 2, "Ts": "%s.123456789Z"}' % (
+        str(uuid.uuid4()).encode(),
+        now.strftime("%Y-%m-%dT%H:%M:%S").encode(),
+    )
+    hostile = [
+        b'{"Id": "%s", "Lat": 1, "Lng": 2, "Ts": "0001-01-01T00:00:00+01:00"}'
+        % str(trackers[0]).encode(),
+        b'{"Id": "bus\x00 42", "Lat": 1, "Lng": 2}',
+        b'{"Id": "\\u0000", "Lat": 1, "Lng": 2, "Ts": "2026-11-26T11:12:40Z"}',
+        b"\x00\x00\x00",
+        '{"Id": "\ud800"}'.encode("utf-8", errors="surrogatepass"),
+        b'{"Id": "%s", "Lat": 1e400, "Lng": 2, "Ts": "2026-11-26T11:12:40Z"}'
+        % str(trackers[1]).encode(),
+        b"[" * 5000,
+    ]
+    lines = [valid[0], *hostile[:4], valid[1], go_clock, *hostile[4:], *valid[2:]]
+    path = write_lines(tmp_path / "events.jsonl", lines)
+
+    call_command("consume_events", "--source", "jsonl", "--path", str(path), "--batch-size", "4")
+
+    summary = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary.startswith(
+        "consume_events finished: 5 accepted (5 new, 0 already stored), 7 rejected"
+    )
+    assert set(trackers) <= set(Position.objects.values_list("tracker_id", flat=True))
+    assert Position.objects.count() == 5
+    assert RejectedEvent.objects.count() == 7
+    assert (
+        RejectedEvent.objects.get(source=f"{path}:3").body
+        == '{"Id": "bus\\x00 42", "Lat": 1, "Lng": 2}'
+    )
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_file_is_read_to_its_end_storing_every_valid_line(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    now = datetime.now(UTC)
+    valid = data.draw(st.lists(valid_bodies(now), max_size=5), label="valid")
+    hostile = data.draw(st.lists(hostile_bodies(now), min_size=1, max_size=8), label="hostile")
+    lines = data.draw(st.permutations(valid + hostile), label="lines")
+    path = write_lines(tmp_path_factory.mktemp("hostile") / "events.jsonl", lines)
+    # What the file holds once cut at newlines, as the source reads it.
+    sent = [line for line in path.read_bytes().split(b"\n") if line.rstrip(b"\r").strip()]
+    before = Position.objects.count(), RejectedEvent.objects.count()
+    out = io.StringIO()
+
+    call_command("consume_events", "--source", "jsonl", "--path", str(path), stdout=out)
+
+    accepted, rejected = map(
+        int, re.findall(r"finished: (\d+) accepted .*, (\d+) rejected", out.getvalue())[0]
+    )
+    assert accepted + rejected == len(sent)
+    assert RejectedEvent.objects.count() - before[1] == rejected
+    for body in valid:
+        event = parse_event(body, now=now, max_future=timedelta(0))
+        assert Position.objects.filter(
+            tracker_id=event.tracker_id, timestamp=event.timestamp
+        ).exists()
 
 
 def test_a_file_read_twice_is_accepted_twice_and_stored_once(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.event_bodies import TRACKERS, arbitrary_texts, hostile_bodies, valid_bodies
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 
 TRACKER = "6f1c2a4e-3b0d-4c7e-9a51-0e2d8f7b9c10"
@@ -60,6 +62,24 @@ def test_it_accepts_an_explicit_offset_and_converts_to_utc() -> None:
     assert parse(valid(Ts="2026-11-26 11:12:40.9999999Z")).timestamp.microsecond == 999_999
 
 
+@pytest.mark.parametrize(
+    ("stamp", "microsecond"),
+    [
+        ("2026-11-26T11:12:40.123456789Z", 123_456),  # Go's nine digits
+        ("2026-11-26T11:12:40.12345678Z", 123_456),
+        ("2026-11-26T11:12:40.999999999999999999999Z", 999_999),
+        ("2026-11-26T11:12:40.1Z", 100_000),
+        ("2026-11-26T11:12:40Z", 0),
+    ],
+)
+def test_it_accepts_any_number_of_fractional_digits_keeping_microseconds(
+    stamp: str, microsecond: int
+) -> None:
+    moment = parse(valid(Ts=stamp)).timestamp
+    assert moment.replace(microsecond=0) == datetime(2026, 11, 26, 11, 12, 40, tzinfo=UTC)
+    assert moment.microsecond == microsecond
+
+
 def test_it_normalises_longitude_180_to_minus_180() -> None:
     assert parse(valid(Lng=180)).longitude == -180.0
     assert parse(valid(Lng=-180)).longitude == -180.0
@@ -100,10 +120,16 @@ def test_it_keeps_optional_speed_heading_and_accuracy() -> None:
         (valid(Ts=1764155560), "Ts must be a string"),
         (valid(Ts="2026-11-26T11:12:40"), "with an offset or Z"),
         (valid(Ts="2026-11-26"), "with an offset or Z"),
-        (valid(Ts="2026-11-26T11:12:40.12345678Z"), "with an offset or Z"),
+        (valid(Ts="2026-11-26T11:12:40.Z"), "with an offset or Z"),
+        (valid(Ts="\uff12\uff10\uff12\uff16-11-26T11:12:40Z"), "with an offset or Z"),
         (valid(Ts="2026-02-30T11:12:40Z"), "not a valid date"),
         (valid(Ts="2026-11-26T12:06:00Z"), "in the future"),
         (valid(Speed=-1), "Speed -1 is out of range"),
+        (
+            b'{"Id": "%s", "Lat": 1, "Lng": 2, "Ts": "2026-11-26T11:12:40Z", "Speed": 1e400}'
+            % TRACKER.encode(),
+            "not UTF-8 JSON: number is infinity",
+        ),
         (valid(Heading=361), "Heading 361 is out of range"),
         (valid(Accuracy="good"), "Accuracy must be a number"),
     ],
@@ -115,6 +141,21 @@ def test_it_rejects_a_body_that_breaks_a_rule_with_a_reason(body: object, reason
 
 def test_it_accepts_a_timestamp_just_inside_the_future_limit() -> None:
     assert parse(valid(Ts="2026-11-26T12:04:59Z")).timestamp.minute == 4
+
+
+def test_an_event_stands_at_the_earlier_of_its_timestamp_and_its_receipt() -> None:
+    assert parse(valid(Ts="2026-11-26T11:12:40Z")).ordered_at == datetime(
+        2026, 11, 26, 11, 12, 40, tzinfo=UTC
+    )
+    ahead = parse(valid(Ts="2026-11-26T12:04:00Z"))
+    assert ahead.timestamp.minute == 4 and ahead.ordered_at == NOW
+
+
+def test_the_future_limit_is_measured_from_the_receipt() -> None:
+    received = NOW - timedelta(hours=1)
+    body = orjson.dumps(valid(Ts="2026-11-26T11:06:00Z"))
+    with pytest.raises(InvalidEvent, match="more than 300 s in the future"):
+        parse_event(body, now=received, max_future=timedelta(seconds=300))
 
 
 def test_it_rejects_an_oversized_body_without_parsing_it() -> None:
@@ -135,7 +176,9 @@ def test_it_rejects_a_timestamp_whose_utc_is_outside_the_calendar(stamp: str) ->
 
 
 @given(
-    body=st.binary(max_size=300)
+    body=hostile_bodies(NOW)
+    | valid_bodies(NOW)
+    | arbitrary_texts()
     | st.fixed_dictionaries(
         {
             "Id": st.uuids().map(str) | st.text(max_size=40),
@@ -147,7 +190,7 @@ def test_it_rejects_a_timestamp_whose_utc_is_outside_the_calendar(stamp: str) ->
         optional={"Speed": st.floats(), "Heading": st.floats(), "Accuracy": st.floats()},
     ).map(lambda fields: json.dumps(fields).encode())  # NaN, huge integers and all
 )
-def test_any_body_is_an_event_or_a_rejection_with_a_reason(body: bytes) -> None:
+def test_any_body_is_an_event_or_a_rejection_with_a_reason(body: bytes | str) -> None:
     try:
         event = parse_event(body, now=NOW, max_future=timedelta(seconds=300))
     except InvalidEvent as exc:
@@ -155,3 +198,11 @@ def test_any_body_is_an_event_or_a_rejection_with_a_reason(body: bytes) -> None:
     else:
         assert -90 <= event.latitude <= 90 and -180 <= event.longitude < 180
         assert event.timestamp.tzinfo is UTC
+        assert event.timestamp <= NOW + timedelta(seconds=300)
+        for value in (event.speed, event.heading, event.accuracy):
+            assert value is None or math.isfinite(value)
+
+
+@given(body=valid_bodies(NOW))
+def test_every_body_a_device_writes_is_accepted(body: bytes) -> None:
+    assert parse_event(body, now=NOW, max_future=timedelta(0)).tracker_id in TRACKERS

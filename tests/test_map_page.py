@@ -279,6 +279,33 @@ def test_ages_js_words_every_age_case_as_python_does(demo: str, page: Any) -> No
     assert page.errors == []
 
 
+def test_trackers_js_shows_the_report_of_every_order_case_as_the_store_does(
+    demo: str, page: Any
+) -> None:
+    shared = cases.load("order")["cases"]
+    page.goto(demo)
+
+    answers = page.evaluate(
+        """async ({ url, cases }) => {
+          const { TrackerStore } = await import(url);
+          const start = Date.UTC(2026, 10, 26, 12);
+          return cases.map((c) => {
+            const store = new TrackerStore();
+            c.reports.forEach((report, n) => {
+              const update = { id: "t", latitude: n, longitude: 0, timestamp: start + report.stampMs };
+              store.enqueue(update, start + report.receivedMs);
+              store.applyPending();
+            });
+            return store.get("t").latitude;
+          });
+        }""",
+        {"url": module_url(page, "trackers.js"), "cases": shared},
+    )
+
+    assert mismatches(shared, answers, "shows") == []
+    assert page.errors == []
+
+
 def test_tracker_details_beyond_the_cache_limit_forget_the_least_recently_wanted(
     demo: str, page: Any
 ) -> None:

@@ -21,12 +21,13 @@ import orjson
 
 from tracking.grid import normalize_longitude
 
-# ISO-8601 as devices and .NET write it: a date, a time with up to seven
-# fractional digits, and an explicit offset or Z. Anything vaguer is refused
-# rather than guessed at.
+# ISO-8601 as devices write it: a date, a time with any number of fractional
+# digits (.NET writes seven, Go up to nine), and an explicit offset or Z.
+# Anything vaguer is refused rather than guessed at. ASCII digits only: \d
+# would also match other scripts' digits.
 _TIMESTAMP = re.compile(
-    r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}:\d{2})"
-    r"(?:\.(?P<fraction>\d{1,7}))?(?P<offset>Z|z|[+-]\d{2}:\d{2})\Z"
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[T ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
+    r"(?:\.(?P<fraction>[0-9]+))?(?P<offset>Z|z|[+-][0-9]{2}:[0-9]{2})\Z"
 )
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\Z")
 
@@ -49,6 +50,10 @@ class LocationEvent:
     latitude: float
     longitude: float
     timestamp: datetime
+    # Where the event stands among its tracker's events when deciding its
+    # latest position: the earlier of ``timestamp`` and when it was received,
+    # so a device clock running ahead cannot hold the position in the future.
+    ordered_at: datetime
     speed: float | None = None
     heading: float | None = None
     accuracy: float | None = None
@@ -72,9 +77,11 @@ def parse_event(
 ) -> LocationEvent:
     """Parse one event body, or raise ``InvalidEvent`` saying what is wrong.
 
-    ``now`` is timezone-aware; events stamped later than ``now + max_future``
-    are refused, since a device clock that far ahead would pin the tracker's
-    latest position in the future.
+    Whatever ``body`` holds, nothing else is raised. ``now`` is when the body
+    was received (timezone-aware): the Event Hubs enqueued time where there is
+    one, else the clock. Events stamped later than ``now + max_future`` are
+    refused; an accepted event is ordered at the earlier of its ``Ts`` and
+    ``now`` (docs/protocol.md §1.3).
     """
     if len(body) > max_bytes:
         raise InvalidEvent(
@@ -94,9 +101,9 @@ def parse_event(
     longitude = _number(data, "Lng", low=-180.0, high=180.0, required=True)
     assert latitude is not None and longitude is not None
     timestamp = _timestamp(data.get("Ts", _MISSING))
-    if timestamp > now + max_future:
+    if timestamp - now > max_future:
         raise InvalidEvent(
-            f"Ts {data['Ts']} is more than {int(max_future.total_seconds())} s in the future",
+            f"Ts {data['Ts'][:64]} is more than {int(max_future.total_seconds())} s in the future",
             category="future-ts",
         )
     heading = _number(data, "Heading", low=0.0, high=360.0)
@@ -105,6 +112,7 @@ def parse_event(
         latitude=latitude,
         longitude=normalize_longitude(longitude),
         timestamp=timestamp,
+        ordered_at=min(timestamp, now),
         speed=_number(data, "Speed", low=0.0, high=math.inf),
         heading=None if heading is None else heading % 360.0,
         accuracy=_number(data, "Accuracy", low=0.0, high=math.inf),
@@ -168,7 +176,8 @@ def _number(
             f"{key} must be a number, got a {_json_type(value)}", category=f"bad-{key.lower()}"
         )
     number = float(value)
-    if not low <= number <= high:
+    # JSON has no infinity, but a number past a double's range reads as one.
+    if not (math.isfinite(number) and low <= number <= high):
         raise InvalidEvent(
             f"{key} {value} is out of range [{low:g}, {high:g}]", category=f"bad-{key.lower()}"
         )
@@ -189,8 +198,9 @@ def _timestamp(value: object) -> datetime:
         )
     if match["offset"] == "z":
         value = value[:-1] + "Z"
-    # The pattern has pinned the shape; Python 3.11 reads it as it stands,
-    # keeping microseconds (a seventh digit, 100 ns, is dropped).
+    # The pattern has pinned the shape; Python 3.11 reads it as it stands, of
+    # any number of fractional digits keeping the microseconds (the digits
+    # past the sixth are dropped, not rounded, as its documentation says).
     try:
         moment = datetime.fromisoformat(value)
     except ValueError as exc:

@@ -83,7 +83,8 @@ class TrackerQuerySet(models.QuerySet["Tracker"]):
 class Tracker(models.Model):
     """A device, keyed by the UUID it sends, with its latest known position.
 
-    The latest position only moves forward in time (see ``ingest.store``); the
+    The latest position only moves forward, by ``ordered_at`` (see
+    ``ingest.store`` and docs/protocol.md §1.3); the
     cell is the grid cell of that position, stored so a map connection can
     read the trackers of its cells with one indexed query.
     """
@@ -104,6 +105,11 @@ class Tracker(models.Model):
     # Not indexed: moving the latest position must not touch an index, so that
     # PostgreSQL updates the row in place (a HOT update; see migration 0004).
     position_at = models.DateTimeField("last seen", null=True, blank=True, editable=False)
+    # Where the latest position stands among the tracker's events: the earlier
+    # of its Ts and when it was received (docs/protocol.md §1.3). A later
+    # event moves the position only if it stands later, so one stamped ahead
+    # by a wrong clock is passed by the next real report. Not indexed either.
+    ordered_at = models.DateTimeField(null=True, blank=True, editable=False)
     cell_x = models.IntegerField(null=True, blank=True, editable=False)
     cell_y = models.IntegerField(null=True, blank=True, editable=False)
     speed = models.FloatField("speed (km/h)", null=True, blank=True, editable=False)

@@ -34,11 +34,12 @@ class LatestPosition:
 
 
 def newest_per_tracker(events: Iterable[LocationEvent]) -> list[LocationEvent]:
-    """Each tracker's event with the latest ``Ts`` (of two alike, the first):
-    the one that may move its latest position."""
+    """Each tracker's latest event, the one that may move its latest position:
+    the latest by ``ordered_at`` (the earlier of ``Ts`` and its receipt), then
+    by ``Ts``; of two alike, the first."""
     newest: dict[uuid.UUID, LocationEvent] = {}
     for event in events:
         seen = newest.get(event.tracker_id)
-        if seen is None or event.timestamp > seen.timestamp:
+        if seen is None or (event.ordered_at, event.timestamp) > (seen.ordered_at, seen.timestamp):
             newest[event.tracker_id] = event
     return list(newest.values())

@@ -14,7 +14,10 @@ from azure.eventhub import EventData
 from azure.eventhub.amqp import AmqpAnnotatedMessage
 from django.test import override_settings
 
+from tests import support
 from tests.conftest import event_body
+from tests.eventhub_stub import EventHubStub
+from tracking.ingest.pipeline import Pipeline
 from tracking.ingest.sources import RawEvent
 from tracking.ingest.sources.eventhub import (
     BatchHandler,
@@ -24,6 +27,8 @@ from tracking.ingest.sources.eventhub import (
     raw_events,
 )
 from tracking.ingest.store import BatchResult
+from tracking.models import EventHubCheckpoint, Position, RejectedEvent
+from tracking.positions import LatestPosition
 
 ENQUEUED = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 
@@ -94,6 +99,10 @@ async def test_a_batch_is_delivered_then_its_last_event_checkpointed() -> None:
     [batch] = deliver.batches
     assert [raw.body for raw in batch] == [event.body_as_str().encode() for event in events]
     assert batch[0].origin == "eventhub partition 2 offset 700 seq 7"
+    # The hub's enqueued time stands for when each body was received.
+    assert [raw.received_at for raw in batch] == [
+        ENQUEUED + timedelta(seconds=n) for n in (7, 8, 9)
+    ]
 
 
 async def test_a_batch_that_fails_to_store_is_not_checkpointed() -> None:
@@ -211,6 +220,20 @@ def test_a_value_body_is_rejected_with_a_reason() -> None:
     assert raw.problem == "the event body is an AMQP value, not data"
 
 
+def test_a_message_whose_body_or_enqueued_time_cannot_be_read_is_a_body_with_a_problem() -> None:
+    sections = AmqpAnnotatedMessage(
+        data_body=["text", 5], annotations={b"x-opt-sequence-number": 1}
+    )
+    far = AmqpAnnotatedMessage(
+        data_body=[b"{}"],
+        annotations={b"x-opt-sequence-number": 2, b"x-opt-enqueued-time": 10**20},
+    )
+    unreadable, far_off = raw_events("0", [as_received(sections), as_received(far)])
+    assert unreadable.problem is not None
+    assert unreadable.problem.startswith("the event body cannot be read: TypeError")
+    assert (far_off.body, far_off.problem, far_off.received_at) == (b"{}", None, None)
+
+
 # --- Settings ----------------------------------------------------------------------
 
 
@@ -300,3 +323,68 @@ async def test_other_errors_of_a_partition_are_warnings(caplog: pytest.LogCaptur
     await unstarted_source()._on_error(partition("1"), ConnectionResetError("reset by peer"))
     [record] = caplog.records
     assert record.levelname == "WARNING" and "reset by peer" in record.getMessage()
+
+
+# --- A partition through the whole pipeline ---------------------------------------
+
+
+async def nothing_published(positions: Sequence[LatestPosition]) -> None:
+    return None
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_hostile_bodies_ahead_of_valid_ones_are_rejected_and_the_checkpoint_moves_past(
+    now: datetime,
+) -> None:
+    trackers = [uuid.uuid4() for _ in range(3)]
+    hostile = [
+        b'{"Id": "bus\x00 42", "Lat": 1, "Lng": 2, "Ts": "2026-11-26T11:12:40Z"}',
+        b"\x00",
+        b'{"Id": "%s", "Lat": 1, "Lng": 2, "Ts": "0001-01-01T00:00:00+01:00"}'
+        % str(trackers[0]).encode(),
+        '{"Id": "\ud800"}'.encode("utf-8", errors="surrogatepass"),
+        b"\xff\xfe{",
+        b'{"Id": "%s", "Lat": 1e400}' % str(trackers[1]).encode(),
+    ]
+    valid = [
+        event_body(tracker_id=tracker, latitude=60.1, longitude=24.9, at=now)
+        for tracker in trackers
+    ]
+    with EventHubStub(hub="fleet", partitions=2) as hub:
+        hub.inject("0", *hostile)
+        *_, last = hub.inject("0", *valid)
+        config = EventHubConfig(
+            eventhub="fleet",
+            connection_string=hub.connection_string,
+            max_wait_seconds=0.2,
+            load_balancing_seconds=0.5,
+            ownership_expiry_seconds=3,
+        )
+        pipeline = Pipeline(publish=nothing_published)
+        source = EventHubSource(config=config, run_in_db=pipeline.run_in_db)
+        stop = asyncio.Event()
+        consuming = asyncio.create_task(source.run(pipeline.process, stop))
+        try:
+            await support.eventually(
+                lambda: asyncio.to_thread(
+                    lambda: EventHubCheckpoint.objects.filter(
+                        partition_id="0", sequence_number=last.sequence_number
+                    ).exists()
+                ),
+                timeout=30,
+                what="partition 0 checkpointed at its last event",
+            )
+        finally:
+            stop.set()
+            await consuming
+            await pipeline.close()
+
+    stored = await asyncio.to_thread(
+        lambda: set(Position.objects.values_list("tracker_id", flat=True))
+    )
+    assert stored == set(trackers)
+    sources = await asyncio.to_thread(
+        lambda: list(RejectedEvent.objects.values_list("source", flat=True))
+    )
+    assert len(sources) == len(hostile)
+    assert all(source.startswith("eventhub partition 0 ") for source in sources)

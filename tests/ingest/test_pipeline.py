@@ -1,17 +1,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import uuid
 from collections import Counter
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 
+import hypothesis
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.test import override_settings
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 
 from tests.conftest import event_body
+from tests.event_bodies import TRACKERS, hostile_bodies, valid_bodies
+from tracking.events import parse_event
 from tracking.ingest import pipeline as pipeline_module
 from tracking.ingest.pipeline import Pipeline, Progress, percentile
 from tracking.ingest.sources import RawEvent
@@ -207,3 +213,169 @@ async def test_a_failure_reaches_every_batch_stored_with_it(
     )
     await pipeline.close()
     assert [type(outcome) for outcome in outcomes] == [RuntimeError] * 3
+
+
+@contextlib.asynccontextmanager
+async def database_refusing(
+    table: str, column: str, condition: str, value: object
+) -> AsyncIterator[None]:
+    """The database refuses rows of ``table`` whose ``column`` ``condition`` ``value``
+    (a CHECK constraint on PostgreSQL, a trigger on SQLite) until the block ends."""
+    quoted = connection.ops.quote_name(table)
+    if connection.vendor == "postgresql":
+        install = (
+            f"ALTER TABLE {quoted} ADD CONSTRAINT test_refused "
+            f"CHECK (NOT ({column} {condition} {value!r})) NOT VALID"
+        )
+        remove = f"ALTER TABLE {quoted} DROP CONSTRAINT test_refused"
+    else:
+        install = (
+            f"CREATE TRIGGER test_refused BEFORE INSERT ON {quoted} "
+            f"WHEN NEW.{column} {condition} {value!r} "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )
+        remove = "DROP TRIGGER test_refused"
+
+    def execute(sql: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+        connection.close()
+
+    await asyncio.to_thread(execute, install)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(execute, remove)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_rows_the_database_refuses_are_rejected_and_the_rest_of_the_batch_stored(
+    now: datetime, caplog: pytest.LogCaptureFixture
+) -> None:
+    trackers = [uuid.uuid4() for _ in range(10)]
+    latitudes = [13.5 if n in (3, 7) else 60.0 + n / 10 for n in range(10)]
+    batch = [
+        RawEvent(
+            body=event_body(tracker_id=tracker, latitude=latitude, longitude=24.9, at=now),
+            origin=f"line {n}",
+        )
+        for n, (tracker, latitude) in enumerate(zip(trackers, latitudes, strict=True))
+    ]
+    publisher = RecordingPublisher()
+    pipeline = Pipeline(publish=publisher)
+    async with database_refusing("tracking_position", "latitude", "=", 13.5):
+        result = await pipeline.process(batch)
+        after = await pipeline.process(
+            [
+                RawEvent(
+                    body=event_body(
+                        tracker_id=trackers[0],
+                        latitude=1,
+                        longitude=2,
+                        at=now + timedelta(seconds=1),
+                    ),
+                    origin="next",
+                )
+            ]
+        )
+    await pipeline.close()
+
+    assert (result.accepted, result.rejected) == (8, 2)
+    assert after.accepted == 1
+    stored = await asyncio.to_thread(
+        lambda: set(Position.objects.values_list("tracker_id", flat=True))
+    )
+    assert stored == set(trackers) - {trackers[3], trackers[7]}
+    rejected = await asyncio.to_thread(
+        lambda: dict(RejectedEvent.objects.values_list("source", "reason"))
+    )
+    assert set(rejected) == {"line 3", "line 7"}
+    assert all(reason.startswith("the database refused it: ") for reason in rejected.values())
+    assert "storing it in parts to keep every other event" in caplog.text
+    # The map hears of every tracker stored, and of no other.
+    published = {p.tracker_id for batch in publisher.published for p in batch}
+    assert published == stored
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_rejected_body_the_database_refuses_is_kept_without_its_body(
+    now: datetime,
+) -> None:
+    tracker = uuid.uuid4()
+    batch = [
+        RawEvent(body=b"poison " * 3, origin="bad"),
+        RawEvent(body=event_body(tracker_id=tracker, latitude=1, longitude=2, at=now), origin="ok"),
+    ]
+    pipeline = Pipeline(publish=RecordingPublisher())
+    async with database_refusing("tracking_rejectedevent", "body", "LIKE", "%poison%"):
+        result = await pipeline.process(batch)
+    await pipeline.close()
+
+    assert (result.accepted, result.rejected) == (1, 1)
+    assert await asyncio.to_thread(lambda: Position.objects.get().tracker_id) == tracker
+    rejected = await asyncio.to_thread(RejectedEvent.objects.get)
+    assert (rejected.source, rejected.body) == ("bad", "")
+    assert rejected.reason.startswith("body is not UTF-8 JSON")
+    assert "(body not kept: " in rejected.reason
+
+
+@pytest.mark.django_db(transaction=True)
+@hypothesis.settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+async def test_whatever_bodies_arrive_each_is_accepted_or_rejected_and_every_valid_one_stored(
+    data: st.DataObject,
+) -> None:
+    now = datetime.now(UTC)
+    valid = data.draw(st.lists(valid_bodies(now), max_size=6), label="valid")
+    hostile = data.draw(st.lists(hostile_bodies(now), min_size=1, max_size=12), label="hostile")
+    bodies = data.draw(st.permutations(valid + hostile), label="order")
+    sent = [RawEvent(body=body, origin=f"body {n}") for n, body in enumerate(bodies)]
+    rejected_before = await asyncio.to_thread(RejectedEvent.objects.count)
+
+    pipeline = Pipeline(publish=RecordingPublisher())
+    try:
+        result = await pipeline.process(sent)
+    finally:
+        await pipeline.close()
+
+    assert result.accepted + result.rejected == len(sent)
+    assert result.accepted >= len(valid)
+    rejected_after = await asyncio.to_thread(RejectedEvent.objects.count)
+    assert rejected_after - rejected_before == result.rejected - result.not_stored
+    expected = {
+        (event.tracker_id, event.timestamp)
+        for event in (parse_event(body, now=now, max_future=timedelta(0)) for body in valid)
+    }
+    stored = await asyncio.to_thread(
+        lambda: set(
+            Position.objects.filter(tracker_id__in=TRACKERS).values_list("tracker_id", "timestamp")
+        )
+    )
+    assert expected <= stored
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_after_a_report_stamped_ahead_the_real_ones_are_published(now: datetime) -> None:
+    publisher = RecordingPublisher()
+    pipeline = Pipeline(publish=publisher)
+    tracker = uuid.uuid4()
+    ahead = event_body(
+        tracker_id=tracker,
+        latitude=50.0,
+        longitude=20.0,
+        at=datetime.now(UTC) + timedelta(minutes=4),
+    )
+    await pipeline.process([RawEvent(body=ahead, origin="ahead")])
+    for n in range(3):
+        real = event_body(
+            tracker_id=tracker, latitude=60.0 + n, longitude=24.0, at=datetime.now(UTC)
+        )
+        await pipeline.process([RawEvent(body=real, origin=f"real {n}")])
+    await pipeline.close()
+
+    assert [[p.latitude for p in batch] for batch in publisher.published] == [
+        [50.0],
+        [60.0],
+        [61.0],
+        [62.0],
+    ]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from django.test import override_settings
@@ -9,6 +10,7 @@ from django.utils import timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests import cases
 from tests.conftest import event_body
 from tracking.grid import Cell
 from tracking.ingest.rejections import StoreAllowance
@@ -266,3 +268,131 @@ def test_history_written_through_the_orm_and_the_pipeline_is_the_same_row(now: d
     ingest_batch(events=[at(tracker.id, now + timedelta(microseconds=1), 1.0, 2.0)], now=now)
     stored = sorted(Position.objects.filter(tracker=tracker).values_list("timestamp", flat=True))
     assert stored == [now, now + timedelta(microseconds=1)]
+
+
+def test_characters_no_database_stores_are_kept_as_escapes_in_rejected_events(
+    now: datetime,
+) -> None:
+    # PostgreSQL refuses NUL in text, and no database takes a lone surrogate
+    # (a file name that is not UTF-8 carries them into the origin).
+    tracker = uuid.uuid4()
+    events = [
+        raw(b'{"Id": "a\x00b", "Lat": 1}', origin="nul in the body"),
+        raw(b"\x00" * 3, origin="only NULs"),
+        raw('{"Id": "\ud800"}'.encode("utf-8", errors="surrogatepass"), origin="CESU surrogate"),
+        raw(b"not json", origin="file-\udcff.jsonl:4"),
+        at(tracker, now),
+    ]
+    result = ingest_batch(events=events, now=now)
+
+    assert (result.accepted, result.rejected) == (1, 4)
+    assert Position.objects.get().tracker_id == tracker
+    stored = {r.source: r for r in RejectedEvent.objects.all()}
+    assert stored["nul in the body"].body == '{"Id": "a\\x00b", "Lat": 1}'
+    assert stored["only NULs"].body == "\\x00\\x00\\x00"
+    assert stored["only NULs"].body_bytes == 3
+    assert stored["CESU surrogate"].body == '{"Id": "\\xed\\xa0\\x80"}'
+    assert "file-\\udcff.jsonl:4" in stored
+
+
+def test_a_report_stamped_ahead_is_passed_by_the_next_real_report(now: datetime) -> None:
+    # A device whose clock ran four minutes ahead for one report, then was right.
+    tracker_id = uuid.uuid4()
+    ahead = ingest_batch(events=[at(tracker_id, now + timedelta(minutes=4), 60.0, 24.0)], now=now)
+    real = ingest_batch(
+        events=[at(tracker_id, now + timedelta(seconds=1), 60.5, 24.5)],
+        now=now + timedelta(seconds=2),
+    )
+    later = ingest_batch(
+        events=[at(tracker_id, now + timedelta(seconds=3), 60.6, 24.6)],
+        now=now + timedelta(seconds=4),
+    )
+
+    assert [(p.latitude, p.timestamp) for p in ahead.moved] == [(60.0, now + timedelta(minutes=4))]
+    assert [(p.latitude, p.timestamp) for p in real.moved] == [(60.5, now + timedelta(seconds=1))]
+    assert [p.latitude for p in later.moved] == [60.6]
+    tracker = Tracker.objects.get(id=tracker_id)
+    assert (tracker.latitude, tracker.position_at) == (60.6, now + timedelta(seconds=3))
+    # History keeps all three, the one stamped ahead too.
+    assert Position.objects.filter(tracker=tracker).count() == 3
+
+
+def test_a_report_stamped_ahead_does_not_pass_a_real_one_received_after_it(
+    now: datetime,
+) -> None:
+    tracker_id = uuid.uuid4()
+    ingest_batch(
+        events=[at(tracker_id, now + timedelta(seconds=1), 60.0, 24.0)],
+        now=now + timedelta(seconds=2),
+    )
+    result = ingest_batch(events=[at(tracker_id, now + timedelta(minutes=2), 61.0, 25.0)], now=now)
+    # Received before the real report was (an older batch read late), it stands before it.
+    assert result.moved == []
+    assert Tracker.objects.get(id=tracker_id).latitude == 60.0
+
+
+def test_in_one_batch_the_report_received_with_the_others_but_stamped_ahead_stands_first(
+    now: datetime,
+) -> None:
+    # Both received at `now`: the one ahead stands at `now`, the real one at
+    # its Ts, a second before; of two standing alike, the later Ts wins.
+    tracker_id = uuid.uuid4()
+    result = ingest_batch(
+        events=[
+            at(tracker_id, now + timedelta(minutes=3), 50.0, 20.0),
+            at(tracker_id, now - timedelta(seconds=1), 60.0, 24.0),
+        ],
+        now=now,
+    )
+    assert [p.latitude for p in result.moved] == [50.0]
+
+
+def test_the_event_hubs_enqueued_time_is_the_time_of_receipt(now: datetime) -> None:
+    # A backlog read an hour late: each body is judged by when the hub took it.
+    enqueued = now - timedelta(hours=1)
+    tracker_id = uuid.uuid4()
+
+    def hub_event(ts: datetime, latitude: float, received: datetime) -> RawEvent:
+        body = event_body(tracker_id=tracker_id, latitude=latitude, longitude=24.0, at=ts)
+        return RawEvent(body=body, origin="eventhub", received_at=received)
+
+    result = ingest_batch(
+        events=[
+            hub_event(enqueued + timedelta(minutes=10), 10.0, enqueued),  # too far ahead then
+            hub_event(enqueued + timedelta(minutes=4), 20.0, enqueued),  # ahead, within limit
+            hub_event(enqueued + timedelta(seconds=30), 30.0, enqueued + timedelta(seconds=31)),
+        ],
+        now=now,
+    )
+    assert (result.accepted, result.rejected) == (2, 1)
+    assert "more than 300 s in the future" in RejectedEvent.objects.get().reason
+    assert Tracker.objects.get(id=tracker_id).latitude == 30.0
+
+
+@pytest.mark.parametrize("case", cases.load("order")["cases"], ids=cases.case_id)
+def test_the_latest_position_shows_the_report_of_every_order_case(
+    case: dict[str, Any], now: datetime
+) -> None:
+    tracker_id = uuid.uuid4()
+    for n, report in enumerate(case["reports"]):
+        ingest_batch(
+            events=[at(tracker_id, now + timedelta(milliseconds=report["stampMs"]), n, 0.0)],
+            now=now + timedelta(milliseconds=report["receivedMs"]),
+        )
+    assert Tracker.objects.get(id=tracker_id).latitude == case["shows"]
+
+
+@pytest.mark.parametrize(
+    "stamp", ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00-01:00", "2026-01-01T00:00:00.999999999Z"]
+)
+def test_an_event_at_an_edge_of_the_calendar_is_stored(stamp: str, now: datetime) -> None:
+    tracker_id = uuid.uuid4()
+    body = b'{"Id": "%s", "Lat": 1, "Lng": 2, "Ts": "%s"}' % (
+        str(tracker_id).encode(),
+        stamp.encode(),
+    )
+    result = ingest_batch(events=[raw(body)], now=now)
+    assert (result.accepted, result.rejected) == (1, 0)
+    stored = Position.objects.get(tracker_id=tracker_id).timestamp
+    assert stored == Tracker.objects.get(id=tracker_id).position_at
+    assert [p.timestamp for p in result.moved] == [stored]

@@ -41,6 +41,7 @@ _LATEST_COLUMNS = (
     "latitude",
     "longitude",
     "position_at",
+    "ordered_at",
     "cell_x",
     "cell_y",
     "speed",
@@ -48,7 +49,17 @@ _LATEST_COLUMNS = (
 )
 
 _STAGED_POSITION_TYPES = ("uuid", "timestamptz", "float8", "float8", "float8", "float8", "float8")
-_LATEST_TYPES = ("uuid", "float8", "float8", "timestamptz", "int4", "int4", "float8", "float8")
+_LATEST_TYPES = (
+    "uuid",
+    "float8",
+    "float8",
+    "timestamptz",
+    "timestamptz",
+    "int4",
+    "int4",
+    "float8",
+    "float8",
+)
 
 # Per-connection staging tables on PostgreSQL, emptied at every commit.
 _STAGING = f"""
@@ -161,7 +172,8 @@ def _insert_history_postgres(events: Sequence[LocationEvent], *, received_at: da
 
 
 def update_latest(items: Sequence[tuple[LocationEvent, Cell]]) -> set[uuid.UUID]:
-    """Move each tracker to its event if that is newer than its latest position.
+    """Move each tracker to its event if that stands later than its latest
+    position: by ``ordered_at``, then by ``Ts`` (docs/protocol.md §1.3).
 
     ``items`` holds at most one event per tracker. Returns the trackers that
     moved. Inactive trackers never move.
@@ -170,9 +182,11 @@ def update_latest(items: Sequence[tuple[LocationEvent, Cell]]) -> set[uuid.UUID]
         return set()
     table = _table(Tracker)
     assignments = ", ".join(f"{column} = v.{column}" for column in _LATEST_COLUMNS[1:])
+    # A position stored without an order (before it had one) stands at its Ts.
+    current = f"(COALESCE({table}.ordered_at, {table}.position_at), {table}.position_at)"
     condition = (
         f"{table}.id = v.id AND {table}.is_active "
-        f"AND ({table}.position_at IS NULL OR {table}.position_at < v.position_at)"
+        f"AND ({table}.position_at IS NULL OR {current} < (v.ordered_at, v.position_at))"
     )
     if _postgres():
         with connection.cursor() as cursor:
@@ -226,6 +240,7 @@ def _latest_row(
         event.latitude,
         event.longitude,
         time_value(event.timestamp),
+        time_value(event.ordered_at),
         cell.x,
         cell.y,
         event.speed,

@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import (
+    DataError,
+    IntegrityError,
     InterfaceError,
     OperationalError,
     close_old_connections,
@@ -30,8 +33,9 @@ from django.db import (
 from django.utils import timezone
 
 from tracking.ingest.rejections import RejectionCounts, StoreAllowance
-from tracking.ingest.sources import EventSource, RawEvent
+from tracking.ingest.sources import EventSource, RawEvent, first_line
 from tracking.ingest.store import (
+    REFUSED_BY_DATABASE,
     BatchResult,
     ParsedBatch,
     parse_batch,
@@ -58,6 +62,12 @@ PRUNE_EVERY_SECONDS = 60.0
 PRUNE_CHUNK = 5_000
 # Lag figures are kept for at most this many events per progress interval.
 MAX_LAG_SAMPLES = 200_000
+# What storing a batch raises when the database refuses a value in it, as
+# opposed to an outage (OperationalError, InterfaceError) or a bug: the driver
+# refusing to send a value (ValueError, OverflowError) or the database
+# refusing a row (DataError, IntegrityError). Such a batch is split until the
+# rows refused are found.
+ROW_ERRORS = (DataError, IntegrityError, ValueError, OverflowError)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -204,7 +214,45 @@ class Pipeline:
             size += len(parsed)
         return group
 
-    async def _store(self, batch: ParsedBatch) -> BatchResult:
+    async def _store(self, batch: ParsedBatch, *, split: bool = False) -> BatchResult:
+        """Store a batch; if the database refuses a row of it, store the rest.
+
+        A refused batch is stored in halves, each half again, until the rows
+        the database refuses are alone; each of those is rejected with the
+        database's message. Halves already stored stay stored.
+        """
+        try:
+            return await self._store_through_outages(batch)
+        except ROW_ERRORS as exc:
+            if len(batch) == 1:
+                return await self._reject_refused(batch, exc)
+            if not split:
+                logger.warning(
+                    "the database refused a row of a batch of %d events (%s): "
+                    "storing it in parts to keep every other event",
+                    len(batch),
+                    first_line(exc),
+                )
+            first, second = batch.halves()
+            stored = await self._store(first, split=True)
+            return stored.merged(await self._store(second, split=True))
+
+    async def _reject_refused(self, entry: ParsedBatch, error: Exception) -> BatchResult:
+        """Store one event the database refused as a rejected event saying why."""
+        try:
+            return await self._store_through_outages(entry.refused_by_database(first_line(error)))
+        except ROW_ERRORS as exc:
+            [raw] = entry.bodies()
+            logger.error(
+                "could not store the rejection of the event from %s either: %s",
+                raw.origin,
+                first_line(exc),
+            )
+            return BatchResult(
+                rejected=1, rejected_by_category=Counter({REFUSED_BY_DATABASE: 1}), not_stored=1
+            )
+
+    async def _store_through_outages(self, batch: ParsedBatch) -> BatchResult:
         """Ingest on the database thread; a database that is down is waited out."""
         loop = asyncio.get_running_loop()
         delay = RETRY_FIRST_SECONDS

@@ -31,6 +31,8 @@ CATEGORY_LABELS = {
     "not-data": "not a data body",
     "unknown-tracker": "unknown tracker",
     "inactive-tracker": "inactive tracker",
+    "refused-by-database": "refused by the database",
+    "parser-failed": "parser failed",
 }
 
 STORE_SETTING = "TRACKING_REJECTED_STORE_PER_MINUTE"

@@ -2,12 +2,14 @@
 
 ``ingest_batch`` is the heart of the pipeline that every source feeds: it
 parses and validates each body, keeps the ones it refuses with their reason,
-bulk-inserts history, and moves each tracker's latest position forward in time
-only. It returns what moved, for the pipeline to publish after the commit.
+bulk-inserts history, and moves each tracker's latest position forward only
+(ordered by the earlier of each event's Ts and its receipt). It returns what moved, for the pipeline to publish after the commit.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,6 +28,11 @@ from tracking.ingest.sources import RawEvent
 from tracking.models import RejectedEvent, Tracker, configured_grid, default_tracker_name
 from tracking.positions import LatestPosition, newest_per_tracker
 
+logger = logging.getLogger(__name__)
+
+# The category of an event the database refused to store (see ``refused_by_database``).
+REFUSED_BY_DATABASE = "refused-by-database"
+
 
 @dataclass(slots=True)
 class BatchResult:
@@ -40,6 +47,19 @@ class BatchResult:
     moved: list[LatestPosition] = field(default_factory=list)
     # Timestamps of the accepted events, for the lag figures.
     event_times: list[datetime] = field(default_factory=list)
+
+    def merged(self, later: BatchResult) -> BatchResult:
+        """This result and that of a batch committed after it, as one."""
+        moved = {position.tracker_id: position for position in (*self.moved, *later.moved)}
+        return BatchResult(
+            accepted=self.accepted + later.accepted,
+            new=self.new + later.new,
+            rejected=self.rejected + later.rejected,
+            rejected_by_category=self.rejected_by_category + later.rejected_by_category,
+            not_stored=self.not_stored + later.not_stored,
+            moved=list(moved.values()),
+            event_times=self.event_times + later.event_times,
+        )
 
 
 class Refusal(NamedTuple):
@@ -64,10 +84,47 @@ class ParsedBatch:
         self.valid += other.valid
         self.refused += other.refused
 
+    def bodies(self) -> list[RawEvent]:
+        return [raw for raw, _ in self.valid] + [refusal.raw for refusal in self.refused]
+
+    def halves(self) -> tuple[ParsedBatch, ParsedBatch]:
+        """The batch cut in two of (about) the same size."""
+        middle = len(self) // 2
+        if middle <= len(self.valid):
+            return (
+                ParsedBatch(valid=self.valid[:middle]),
+                ParsedBatch(valid=self.valid[middle:], refused=self.refused),
+            )
+        cut = middle - len(self.valid)
+        return (
+            ParsedBatch(valid=self.valid, refused=self.refused[:cut]),
+            ParsedBatch(refused=self.refused[cut:]),
+        )
+
+    def refused_by_database(self, message: str) -> ParsedBatch:
+        """Every body of this batch as rejected because the database refused
+        it with ``message``; a body already rejected keeps its reason, and is
+        kept without its body, the part the database may have refused."""
+        return ParsedBatch(
+            refused=[
+                Refusal(raw, f"the database refused it: {message}", REFUSED_BY_DATABASE)
+                for raw, _ in self.valid
+            ]
+            + [
+                Refusal(
+                    RawEvent(body=b"", origin=raw.origin),
+                    f"{reason} (body not kept: {message})",
+                    category,
+                )
+                for raw, reason, category in self.refused
+            ]
+        )
+
 
 def parse_batch(*, events: Sequence[RawEvent], now: datetime) -> ParsedBatch:
     """Parse and validate every body (no database): the valid ones, and the
-    refused ones with their reason."""
+    refused ones with their reason. ``now`` is when the batch was received;
+    a body the source knows the receipt time of is judged by that instead."""
     max_future = timedelta(seconds=settings.TRACKING_MAX_FUTURE_SECONDS)
     max_bytes = settings.TRACKING_MAX_EVENT_BYTES
     parsed = ParsedBatch()
@@ -76,9 +133,17 @@ def parse_batch(*, events: Sequence[RawEvent], now: datetime) -> ParsedBatch:
             parsed.refused.append(Refusal(raw, raw.problem, "not-data"))
             continue
         try:
-            event = parse_event(raw.body, now=now, max_future=max_future, max_bytes=max_bytes)
+            event = parse_event(
+                raw.body, now=raw.received_at or now, max_future=max_future, max_bytes=max_bytes
+            )
         except InvalidEvent as exc:
             parsed.refused.append(Refusal(raw, str(exc), exc.category))
+        except Exception as exc:
+            # A parser bug, which the parser's tests should have found: one
+            # body must still not stop the stream.
+            logger.exception("the parser failed on the body from %s", raw.origin)
+            reason = f"the parser failed on it: {type(exc).__name__}: {exc}"
+            parsed.refused.append(Refusal(raw, reason, "parser-failed"))
         else:
             parsed.valid.append((raw, event))
     return parsed
@@ -173,15 +238,30 @@ def _store_rejected(refused: Sequence[Refusal], *, received_at: datetime) -> Non
         [
             RejectedEvent(
                 received_at=received_at,
-                source=raw.origin[:200],
-                reason=reason[:500],
-                body=raw.body[: limit * 4].decode("utf-8", errors="backslashreplace")[:limit],
+                source=storable_text(raw.origin)[:200],
+                reason=storable_text(reason)[:500],
+                body=storable_text(
+                    raw.body[: limit * 4].decode("utf-8", errors="backslashreplace")
+                )[:limit],
                 body_bytes=len(raw.body),
             )
             for raw, reason, _ in refused
         ],
         batch_size=500,
     )
+
+
+def storable_text(text: str) -> str:
+    """``text`` as every database can store it: NUL, which PostgreSQL refuses
+    in text, and lone surrogates, which are not UTF-8, written as escapes
+    (``\\x00``, ``\\ud800``) the way undecodable bytes already are."""
+    if _UNSTORABLE.search(text) is None:
+        return text
+    return _UNSTORABLE.sub(lambda match: match[0].encode("unicode_escape").decode("ascii"), text)
+
+
+# NUL and the surrogate code points: the characters no database column here takes.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def register_trackers(*, trackers: Iterable[tuple[uuid.UUID, str]]) -> int:

@@ -13,6 +13,7 @@ const HEADING_MIN_METRES = 5;
  * @property {number} latitude
  * @property {number} longitude
  * @property {number} timestamp   Unix ms of the position
+ * @property {number} orderedAt   Unix ms where the position stands among the tracker's (see standsLater)
  * @property {number|null} heading   degrees clockwise from north, from movement
  * @property {number|null} speed     km/h, from the last two positions
  * @property {number} flashUntil     performance.now() until which a geofence flash shows
@@ -21,7 +22,7 @@ const HEADING_MIN_METRES = 5;
 export class TrackerStore {
   /** @type {Map<string, Tracker>} */
   #trackers = new Map();
-  /** @type {Map<string, {id: string, latitude: number, longitude: number, timestamp: number}>} */
+  /** @type {Map<string, {id: string, latitude: number, longitude: number, timestamp: number, orderedAt: number}>} */
   #pending = new Map();
 
   get size() {
@@ -40,15 +41,19 @@ export class TrackerStore {
     return this.#trackers.values();
   }
 
-  /** Queue a position; only the newest queued position per tracker is kept. */
-  enqueue(update) {
+  /**
+   * Queue a position received at `receivedAt` (Unix ms); only the latest
+   * queued position per tracker is kept.
+   */
+  enqueue(update, receivedAt = Date.now()) {
+    const ordered = { ...update, orderedAt: Math.min(update.timestamp, receivedAt) };
     const queued = this.#pending.get(update.id);
-    if (!queued || update.timestamp > queued.timestamp) this.#pending.set(update.id, update);
+    if (!queued || standsLater(ordered, queued)) this.#pending.set(update.id, ordered);
   }
 
   /**
-   * Apply the queued positions. A position not newer than the one shown is ignored.
-   * Returns the ids seen for the first time.
+   * Apply the queued positions. A position that does not stand later than the
+   * one shown is ignored. Returns the ids seen for the first time.
    */
   applyPending() {
     const added = [];
@@ -57,7 +62,7 @@ export class TrackerStore {
       if (!tracker) {
         this.#trackers.set(update.id, { ...update, heading: null, speed: null, flashUntil: 0 });
         added.push(update.id);
-      } else if (update.timestamp > tracker.timestamp) {
+      } else if (standsLater(update, tracker)) {
         moveTracker(tracker, update);
       }
     }
@@ -89,6 +94,16 @@ export class TrackerStore {
   }
 }
 
+/**
+ * Whether position `a` stands after `b`: by the earlier of its timestamp and
+ * its arrival, then by timestamp. The server's rule (docs/protocol.md §1.3),
+ * so a device clock running ahead cannot hold a marker while the device's
+ * real reports arrive behind it; held to tests/cases/order.json.
+ */
+function standsLater(a, b) {
+  return a.orderedAt > b.orderedAt || (a.orderedAt === b.orderedAt && a.timestamp > b.timestamp);
+}
+
 function moveTracker(tracker, update) {
   const metres = distanceMetres(tracker.latitude, tracker.longitude, update.latitude, update.longitude);
   const seconds = (update.timestamp - tracker.timestamp) / 1000;
@@ -99,4 +114,5 @@ function moveTracker(tracker, update) {
   tracker.latitude = update.latitude;
   tracker.longitude = update.longitude;
   tracker.timestamp = update.timestamp;
+  tracker.orderedAt = update.orderedAt;
 }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 
@@ -22,6 +23,14 @@ class RawEvent:
     origin: str
     # Set when the source already knows the body cannot be an event.
     problem: str | None = None
+    # When the body reached the source's service (the Event Hubs enqueued
+    # time), if the source knows; else the pipeline's clock stands for it.
+    received_at: datetime | None = None
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type if it has none), for a log line."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 class SourceConfigurationError(Exception):

@@ -32,7 +32,7 @@ from azure.eventhub.amqp import AmqpMessageBodyType
 from azure.eventhub.exceptions import AuthenticationError, ConnectError, EventHubError
 from django.conf import settings
 
-from tracking.ingest.sources import Deliver, RawEvent, SourceConfigurationError
+from tracking.ingest.sources import Deliver, RawEvent, SourceConfigurationError, first_line
 from tracking.ingest.sources import eventhub_checkpoints as checkpoints
 from tracking.logsafe import one_line
 
@@ -187,7 +187,7 @@ async def _partition_ids(client: EventHubConsumerClient, config: EventHubConfig)
             if _is_not_found(exc):
                 raise _missing_hub(config, exc) from None
             raise EventHubConfigError(
-                f"Event Hubs refused the credentials of {config.credential_setting}: {_first_line(exc)}"
+                f"Event Hubs refused the credentials of {config.credential_setting}: {first_line(exc)}"
             ) from None
         except ConnectError as exc:
             if _is_not_found(exc):
@@ -195,12 +195,12 @@ async def _partition_ids(client: EventHubConsumerClient, config: EventHubConfig)
             if attempt == PREFLIGHT_ATTEMPTS:
                 raise EventHubConfigError(
                     f"Could not reach the Event Hubs namespace of {config.credential_setting} "
-                    f"after {attempt} attempts: {_first_line(exc)}"
+                    f"after {attempt} attempts: {first_line(exc)}"
                 ) from None
             logger.warning(
                 "event hub unreachable (attempt %d): %s; retrying in %.0f s",
                 attempt,
-                _first_line(exc),
+                first_line(exc),
                 delay,
             )
             await asyncio.sleep(delay)
@@ -222,12 +222,8 @@ def _is_not_found(error: Exception) -> bool:
 def _missing_hub(config: EventHubConfig, error: Exception) -> EventHubConfigError:
     return EventHubConfigError(
         f"Event hub {config.eventhub!r} was not found in the namespace: check EVENTHUB_NAME "
-        f"(or EntityPath in EVENTHUB_CONNECTION_STRING). {_first_line(error)}"
+        f"(or EntityPath in EVENTHUB_CONNECTION_STRING). {first_line(error)}"
     )
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 # --- Checkpoints -----------------------------------------------------------------
@@ -283,17 +279,39 @@ def raw_events(partition_id: str, events: Sequence[EventData]) -> list[RawEvent]
 
 
 def _raw_event(partition_id: str, event: EventData) -> RawEvent:
+    """The body of one event; whatever the message holds, this raises nothing,
+    so no message can hold back its partition's checkpoint."""
     origin = f"eventhub partition {partition_id} offset {event.offset} seq {event.sequence_number}"
-    if event.body_type != AmqpMessageBodyType.DATA:
+    received_at = _enqueued_time(event)
+    try:
+        if event.body_type != AmqpMessageBodyType.DATA:
+            return RawEvent(
+                body=repr(event.body).encode()[:1000],
+                origin=origin,
+                problem=f"the event body is an AMQP {event.body_type.name.lower()}, not data",
+                received_at=received_at,
+            )
+        body = event.body
+        # A data body is one section or several.
+        data = body if isinstance(body, bytes) else b"".join(cast(Iterable[bytes], body))
+    except Exception as exc:
         return RawEvent(
-            body=repr(event.body).encode()[:1000],
+            body=b"",
             origin=origin,
-            problem=f"the event body is an AMQP {event.body_type.name.lower()}, not data",
+            problem=f"the event body cannot be read: {type(exc).__name__}: {first_line(exc)}",
+            received_at=received_at,
         )
-    body = event.body
-    # A data body is one section or several.
-    data = body if isinstance(body, bytes) else b"".join(cast(Iterable[bytes], body))
-    return RawEvent(body=data, origin=origin)
+    return RawEvent(body=data, origin=origin, received_at=received_at)
+
+
+def _enqueued_time(event: EventData) -> datetime | None:
+    """When the hub took the event in; None (the consumer's clock stands in)
+    if the service's annotation cannot be read as a time."""
+    try:
+        enqueued: datetime | None = event.enqueued_time
+    except (ValueError, OverflowError, OSError, TypeError):
+        return None
+    return enqueued
 
 
 @dataclass
@@ -483,7 +501,7 @@ class EventHubSource:
             "event hub %s: %s: %s (the client retries)",
             where,
             type(error).__name__,
-            one_line(_first_line(error)),
+            one_line(first_line(error)),
         )
 
     async def _on_partition_initialize(self, context: PartitionContext) -> None:
@@ -516,7 +534,7 @@ async def send_events(
             "event hub: %d events for partition %s failed: %s",
             len(events),
             partition_id,
-            _first_line(error),
+            first_line(error),
         )
 
     async def on_success(events: list[EventData], partition_id: str | None) -> None:
@@ -534,5 +552,5 @@ async def send_events(
             sent += len(batch)
         await producer.flush()
     if failures:
-        raise EventHubError(f"{len(failures)} sends failed; the first: {_first_line(failures[0])}")  # type: ignore[arg-type]
+        raise EventHubError(f"{len(failures)} sends failed; the first: {first_line(failures[0])}")
     return sent
