@@ -136,5 +136,10 @@ class HubConsumer(AsyncWebsocketConsumer):
         assert self.fanout is not None and self.session is not None
         await self.fanout.unwatch(self.session, cells)
 
-    async def latest_positions(self, cells: Sequence[Cell]) -> Sequence[LatestPosition]:
-        return await database_sync_to_async(latest_positions_in_cells)(cells=cells)
+    async def snapshot(self, cells: Sequence[Cell]) -> Sequence[str]:
+        assert self.fanout is not None
+        return await self.fanout.snapshot(cells, read=read_latest_positions)
+
+
+async def read_latest_positions(cells: Sequence[Cell]) -> Sequence[LatestPosition]:
+    return await database_sync_to_async(latest_positions_in_cells)(cells=cells)

@@ -20,7 +20,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from tracking.grid import Cell, group_name
-from tracking.hub.fanout.base import FanOut, PublishOutage, Viewer, describe_error
+from tracking.hub.fanout.base import FanOut, PublishOutage, Viewer, describe_error, records_of
 
 logger = logging.getLogger("tracking.hub.fanout")
 
@@ -114,8 +114,10 @@ class ChannelLayerFanOut(FanOut):
                 logger.error("could not read channel %s: %s", channel, describe_error(exc))
                 await asyncio.sleep(1.0)
                 continue
-            if message.get("type") == RECORDS_MESSAGE:
-                viewer.deliver(message["records"])
+            if message.get("type") == RECORDS_MESSAGE and (
+                records := records_of(message["records"])
+            ):
+                viewer.deliver(records)
 
     async def _refresh_groups(self) -> None:
         while self._members:

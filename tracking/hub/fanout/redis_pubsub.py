@@ -116,11 +116,17 @@ class RedisFanOut(ProcessFanOut):
                     confirmed.set_result(None)
 
     async def _resubscribe(self) -> None:
+        # Messages may have been lost meanwhile: the snapshots kept are read
+        # again, once the new subscriptions are confirmed (a joiner waits).
+        self.snapshots.distrust()
+        loop = asyncio.get_running_loop()
         async with self._commands:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
             self._pubsub = self._redis.pubsub()
             channels = [self.channel(cell) for cell in self.watched_cells()]
+            for channel in channels:
+                self._confirming.setdefault(channel.encode(), loop.create_future())
             if channels:
                 with contextlib.suppress(Exception):
                     await self._pubsub.subscribe(*channels)
