@@ -470,3 +470,23 @@ async def test_an_update_committed_while_a_cell_is_read_reaches_its_first_viewer
             if fanout._reader is not None:
                 fanout._reader.cancel()
             reset_fanouts()
+
+
+@pytest_db
+async def test_a_join_whose_snapshot_cannot_be_read_gets_an_error_and_joins_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.hub.test_consumer import connected_client
+    from tracking.hub import consumer
+
+    async def database_down(cells: Sequence[Cell]) -> Sequence[LatestPosition]:
+        raise ConnectionError("the database is down")
+
+    monkeypatch.setattr(consumer, "read_latest_positions", database_down)
+    reset_fanouts()
+    async with connected_client() as client:
+        completion = await client.join([[0, 0]])
+        assert "database" in completion["error"]
+        assert get_fanout().watched_cells() == []  # type: ignore[attr-defined]
+        monkeypatch.setattr(consumer, "read_latest_positions", read_latest_positions)
+        assert (await client.join([[0, 0]]))["result"]["joined"] == [[0, 0]]
