@@ -44,7 +44,13 @@ so is the whole machine's, so the figures show who ate the two cores and how
 much other work on the machine disturbed the run ("others"). Server CPU per
 1,000 deliveries is the figure least disturbed by such noise. The idle
 scenario joins many viewers, one cell each, holds them with no publisher,
-and reports memory per connection and how many stayed connected.
+and reports memory per connection and how many stayed connected. The
+reconnect storm (``reconnect-10k``) is what a web-process restart looks like
+to the servers: 10,000 viewers of 2 x 2 cells of the target fleet come back
+at once (1,000 joins in flight) to two freshly started uvicorn processes,
+and a viewer counts as back once its whole snapshot is in (the load
+generator is told each cell's tracker count from the database); it reports
+joins per second per process and the server CPU per join.
 
 **One process per core, one port.** The parent binds one listening socket per
 server process, each with ``SO_REUSEPORT`` on the same address and port, and
