@@ -18,9 +18,10 @@ is under way wins over the read. A tracker leaves a cell's snapshot when it
 moves to another cell (its departure, or its record in another watched cell)
 and the cell is forgotten when nobody here watches it any more, so memory is
 one record per tracker in the watched cells. What the stream cannot tell (a
-tracker deactivated in the admin, a message lost while Redis reconnected) is
-mended by reading the cell again: after a lost connection, and at most every
-``REFRESH_SECONDS`` while it is watched.
+tracker deactivated in the admin, a message lost while Redis reconnected, a
+departure sent to the wrong cell when two ``consume_events`` processes move
+one tracker at the same moment) is mended by reading the cell again: after a
+lost connection, and every ``REFRESH_SECONDS`` while it is watched.
 """
 
 from __future__ import annotations
