@@ -490,3 +490,33 @@ async def test_a_join_whose_snapshot_cannot_be_read_gets_an_error_and_joins_noth
         assert get_fanout().watched_cells() == []  # type: ignore[attr-defined]
         monkeypatch.setattr(consumer, "read_latest_positions", read_latest_positions)
         assert (await client.join([[0, 0]]))["result"]["joined"] == [[0, 0]]
+
+
+@pytest.mark.redis
+@pytest_db
+async def test_a_viewer_of_the_cell_a_tracker_left_receives_nothing_of_it_on_any_fan_out(
+    redis_fanout: str,
+) -> None:
+    """The departure rides on the left cell's message; no fan-out hands it to a viewer."""
+    from tests.hub.test_consumer import connected_client
+
+    reset_fanouts()
+    try:
+        async with connected_client() as client:
+            await client.join([[0, 0]])
+            moved = LatestPosition(
+                tracker_id=uuid.uuid4(),
+                latitude=0.5,
+                longitude=1.5,
+                timestamp=START,
+                cell=MIDDLE,
+                previous_cell=WEST,
+            )
+            stayed = west_position(str(uuid.uuid4()))
+            await publish_locations([moved])
+            await publish_locations([stayed])
+            [record] = await client.receive_records(1, timeout=5)
+            assert record["arguments"][0] == str(stayed.tracker_id)
+            assert await client.nothing_more()
+    finally:
+        reset_fanouts()
