@@ -44,7 +44,13 @@ so is the whole machine's, so the figures show who ate the two cores and how
 much other work on the machine disturbed the run ("others"). Server CPU per
 1,000 deliveries is the figure least disturbed by such noise. The idle
 scenario joins many viewers, one cell each, holds them with no publisher,
-and reports memory per connection and how many stayed connected.
+and reports memory per connection and how many stayed connected. The
+reconnect storm (``reconnect-10k``) is what a web-process restart looks like
+to the servers: 10,000 viewers of 2 x 2 cells of the target fleet come back
+at once (1,000 joins in flight) to two freshly started uvicorn processes,
+and a viewer counts as back once its whole snapshot is in (the load
+generator is told each cell's tracker count from the database); it reports
+joins per second per process and the server CPU per join.
 
 **One process per core, one port.** The parent binds one listening socket per
 server process, each with ``SO_REUSEPORT`` on the same address and port, and
@@ -123,6 +129,10 @@ class Scenario:
     drain: float = 3.0
     loadgen_processes: int = 1
     idle: bool = False  # no publisher: viewers join one cell each and stay
+    # A reconnect storm: idle, but every viewer joins its whole viewport with
+    # ``concurrency`` joins in flight, and has joined once its snapshot is in.
+    storm: bool = False
+    concurrency: int = 16  # joins in flight
     targets: bool = False  # the issue's latency and loss targets apply
     uvicorn_ws: str = "websockets-sansio"  # uvicorn's --ws implementation
     application: str = APPLICATION  # the ASGI application served
@@ -171,7 +181,21 @@ def scenarios(*, quick: bool) -> list[Scenario]:
             target,
             best,
         ]
-    return [*matrix, idle]
+    # A web process restarted: every viewer of two processes (two cores) is
+    # back at once, each with the snapshot of its 2 x 2 cells of the target fleet.
+    storm = Scenario(
+        name="reconnect-10k",
+        clients=10_000,
+        trackers=1000,
+        server="uvicorn",
+        processes=2,
+        idle=True,
+        storm=True,
+        concurrency=1000,
+        window=2.0,
+        drain=0.0,
+    )
+    return [*matrix, idle, storm]
 
 
 # --- Processes ---------------------------------------------------------------------------
@@ -496,7 +520,10 @@ def _measure(
     rss_before = common.rss_bytes(server_pids)
     figures: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
-        readers = _start_loadgens(scenario, env=env, port=port, logs=logs, stack=stack)
+        snapshots = _write_snapshot_sizes(env["DATABASE_URL"], logs) if scenario.storm else None
+        readers = _start_loadgens(
+            scenario, env=env, port=port, logs=logs, stack=stack, snapshots=snapshots
+        )
         join_timeout = 60 + scenario.clients / 50
         with common.measured(server_pids) as join_cpu:
             joins = [reader.next("joined", timeout=join_timeout) for reader in readers]
@@ -593,6 +620,20 @@ def _measure(
     return figures
 
 
+def _write_snapshot_sizes(database_url: str, logs: Path) -> Path:
+    """How many trackers each cell's snapshot holds, as the load generator reads it."""
+    import psycopg
+
+    with psycopg.connect(database_url) as connection:
+        rows = connection.execute(
+            "SELECT cell_x, cell_y, count(*) FROM tracking_tracker "
+            "WHERE is_active AND position_at IS NOT NULL GROUP BY cell_x, cell_y"
+        ).fetchall()
+    path = logs / "snapshot-sizes.json"
+    path.write_text(json.dumps([list(row) for row in rows]))
+    return path
+
+
 def _start_loadgens(
     scenario: Scenario,
     *,
@@ -600,6 +641,7 @@ def _start_loadgens(
     port: int,
     logs: Path,
     stack: contextlib.ExitStack,
+    snapshots: Path | None = None,
 ) -> list[LineReader]:
     readers = []
     share = math.ceil(scenario.clients / scenario.loadgen_processes)
@@ -619,8 +661,12 @@ def _start_loadgens(
             "--trackers",
             str(max(scenario.trackers, 1)),
             "--viewport",
-            str(1 if scenario.idle else scenario.viewport),
+            str(1 if scenario.idle and not scenario.storm else scenario.viewport),
+            "--concurrency",
+            str(scenario.concurrency),
         ]
+        if snapshots is not None:
+            command += ["--snapshots", str(snapshots)]
         process = stack.enter_context(
             _process(
                 command,
@@ -967,7 +1013,17 @@ def run(
 # --- The table -----------------------------------------------------------------------------
 
 
+# The issue's aim for joins per second per process (a reconnect storm).
+TARGET_JOINS_PER_PROCESS = 2000
+
+
 def _label(s: dict[str, Any]) -> str:
+    if s.get("storm"):
+        return (
+            f"{s['name']}: {s['clients']:,} viewers of {s['viewport']} x {s['viewport']} cells "
+            f"x {s['trackers']:,} trackers back at once ({s['concurrency']:,} joins in "
+            f"flight) on freshly started {s['server']} x{s['processes']}"
+        )
     if s["idle"]:
         return f"{s['name']}: {s['clients']:,} idle viewers, {s['server']} x{s['processes']}"
     return (
@@ -997,6 +1053,8 @@ def rows(figures: dict[str, Any]) -> list[Row]:
         if len(join["per_process"]) > 1:
             joined += f" (per process {'/'.join(str(n) for n in join['per_process'])})"
         table.append(Row(bench, "viewers joined", joined))
+        if s["idle"] and join["joined"]:
+            table += _join_rows(bench, s, join)
         cpu = f["cpu_cores"]
         table.append(
             Row(
@@ -1065,6 +1123,30 @@ def rows(figures: dict[str, Any]) -> list[Row]:
         if s["targets"]:
             table.extend(_target_rows(bench, f))
     return table
+
+
+def _join_rows(bench: str, s: dict[str, Any], join: dict[str, Any]) -> list[Row]:
+    """Joins per second per process, the server CPU each, and a storm's time to be back."""
+    seconds = max(join["seconds"], 1e-9)
+    per_process = join["joined"] / seconds / s["processes"]
+    cpu_ms = 1000 * join["server_cores"] * seconds / join["joined"]
+    found = [
+        Row(
+            bench,
+            "joins/s per process (server CPU per join)",
+            f"{per_process:,.0f}/s ({cpu_ms:.2f} ms)",
+            f">= {TARGET_JOINS_PER_PROCESS:,}/s" if s.get("storm") else "",
+        )
+    ]
+    if s.get("storm"):
+        found.append(
+            Row(
+                bench,
+                "every viewer back with its snapshot",
+                f"{join['joined']:,} of {s['clients']:,} in {join['seconds']:.1f} s",
+            )
+        )
+    return found
 
 
 def _still_connected(wanted: int, joined: int, connections: dict[str, Any]) -> str:

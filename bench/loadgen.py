@@ -239,10 +239,18 @@ class Viewer(asyncio.Protocol):
     """One SignalR connection watching ``cells``; counts what arrives for the window."""
 
     def __init__(
-        self, *, tally: Tally, cells: Sequence[tuple[int, int]], host: str, port: int
+        self,
+        *,
+        tally: Tally,
+        cells: Sequence[tuple[int, int]],
+        host: str,
+        port: int,
+        snapshot_size: int = 0,
     ) -> None:
         self.tally = tally
         self.cells = list(cells)
+        # Records the join's snapshot holds: joined only once they are all in.
+        self.snapshot_missing = snapshot_size
         self.host, self.port = host, port
         self.state = HTTP
         self.pending = b""
@@ -345,13 +353,17 @@ class Viewer(asyncio.Protocol):
                         self._fail(f"updateMapGridGroups failed: {record['error']}")
                         return
                     self.state = JOINED
-                    if not self.joined.done():
-                        self.joined.set_result(None)
                     self._schedule_ping()
                     self._count(records[at + 1 :], now_ms)
                     return
 
     def _count(self, records: list[Any], now_ms: float) -> None:
+        if self.snapshot_missing > 0:
+            self.snapshot_missing -= sum(
+                1 for r in records if r.get("type") == 1 and r.get("target") == "locationUpdated"
+            )
+        if self.snapshot_missing <= 0 and not self.joined.done():
+            self.joined.set_result(None)
         tally = self.tally
         if not tally.counting:
             return
@@ -420,8 +432,13 @@ async def join_all(
     tally: Tally,
     concurrency: int,
     patience: float,
+    snapshot_sizes: dict[tuple[int, int], int] | None = None,
 ) -> tuple[list[Viewer], int]:
-    """Open and join every viewer, ``concurrency`` at a time; return those joined and failures."""
+    """Open and join every viewer, ``concurrency`` at a time; return those joined and failures.
+
+    Given ``snapshot_sizes`` (records per cell), a viewer has joined once its
+    snapshot is in, not at the completion."""
+    sizes = snapshot_sizes or {}
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(concurrency)
     joined: list[Viewer] = []
@@ -433,7 +450,13 @@ async def join_all(
             try:
                 _, viewer = await asyncio.wait_for(
                     loop.create_connection(
-                        lambda: Viewer(tally=tally, cells=viewer_cells, host=host, port=port),
+                        lambda: Viewer(
+                            tally=tally,
+                            cells=viewer_cells,
+                            host=host,
+                            port=port,
+                            snapshot_size=sum(sizes.get((x, y), 0) for x, y in viewer_cells),
+                        ),
                         host,
                         port,
                     ),
@@ -531,6 +554,7 @@ async def main(arguments: argparse.Namespace) -> None:
         tally=tally,
         concurrency=arguments.concurrency,
         patience=arguments.join_timeout,
+        snapshot_sizes=_snapshot_sizes(arguments.snapshots),
     )
     join_seconds = time.monotonic() - started
     emit(
@@ -567,6 +591,13 @@ async def main(arguments: argparse.Namespace) -> None:
     await asyncio.sleep(0.1)
 
 
+def _snapshot_sizes(path: Path | None) -> dict[tuple[int, int], int] | None:
+    """``{cell: trackers}`` from a JSON list of ``[x, y, count]``."""
+    if path is None:
+        return None
+    return {(x, y): count for x, y, count in orjson.loads(path.read_bytes())}
+
+
 def raise_open_files_limit() -> int:
     """Raise this process's open-files limit to its hard limit; return the new soft limit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -587,6 +618,11 @@ def parse_arguments(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--viewport", type=int, default=2, help="cells per side")
     parser.add_argument("--concurrency", type=int, default=16, help="joins in flight")
     parser.add_argument("--join-timeout", type=float, default=60.0)
+    parser.add_argument(
+        "--snapshots",
+        type=Path,
+        help="JSON [[x, y, trackers], ...]: a viewer has joined once its snapshot is in",
+    )
     return parser.parse_args(argv)
 
 

@@ -412,8 +412,8 @@ class DocumentedPorts:
     async def unwatch(self, cells: Collection[Cell]) -> None:
         pass
 
-    async def latest_positions(self, cells: Sequence[Cell]) -> Sequence[LatestPosition]:
-        return [position for position in self.positions if position.cell in cells]
+    async def snapshot(self, cells: Sequence[Cell]) -> Sequence[str]:
+        return [protocol.location_record(p) for p in self.positions if p.cell in cells]
 
 
 def new_session() -> tuple[HubSession, Socket]:

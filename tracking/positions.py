@@ -13,16 +13,24 @@ from tracking.grid import Cell
 
 @dataclass(frozen=True, slots=True)
 class LatestPosition:
-    """A tracker's latest position and the map cell it lies in."""
+    """A tracker's latest position and the map cell it lies in.
+
+    ``previous_cell`` is the cell of the position this one replaced, when
+    ingestion knows it (None: the tracker's first position, or unknown), so
+    the hub can tell a cell that a tracker left it.
+    """
 
     tracker_id: uuid.UUID
     latitude: float
     longitude: float
     timestamp: datetime
     cell: Cell
+    previous_cell: Cell | None = None
 
     @classmethod
-    def of(cls, event: LocationEvent, *, cell: Cell) -> LatestPosition:
+    def of(
+        cls, event: LocationEvent, *, cell: Cell, previous_cell: Cell | None = None
+    ) -> LatestPosition:
         """The position an event reports, which lies in ``cell``."""
         return cls(
             tracker_id=event.tracker_id,
@@ -30,7 +38,13 @@ class LatestPosition:
             longitude=event.longitude,
             timestamp=event.timestamp,
             cell=cell,
+            previous_cell=previous_cell,
         )
+
+    @property
+    def left_cell(self) -> Cell | None:
+        """The cell this move took the tracker out of, if it changed cells."""
+        return self.previous_cell if self.previous_cell != self.cell else None
 
 
 def newest_per_tracker(events: Iterable[LocationEvent]) -> list[LocationEvent]:

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from tests.support import eventually
 from tracking.grid import Cell, Grid
 from tracking.hub.map_hub import SNAPSHOT_RECORDS_PER_MESSAGE, MapHub
+from tracking.hub.protocol import location_record
 from tracking.hub.session import (
     Hub,
     HubError,
@@ -76,8 +77,8 @@ class Ports:
     async def unwatch(self, cells: Collection[Cell]) -> None:
         self.watching.difference_update(cells)
 
-    async def latest_positions(self, cells: Sequence[Cell]) -> Sequence[LatestPosition]:
-        return [p for p in self.positions if p.cell in cells]
+    async def snapshot(self, cells: Sequence[Cell]) -> Sequence[str]:
+        return [location_record(p) for p in self.positions if p.cell in cells]
 
 
 def make_session(

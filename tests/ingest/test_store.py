@@ -172,6 +172,15 @@ def test_a_tracker_crossing_into_another_cell_is_published_to_the_new_cell(now: 
     assert [p.cell for p in result.moved] == [Cell(-180, -17)]
     tracker = Tracker.objects.get(id=tracker_id)
     assert (tracker.cell_x, tracker.cell_y) == (-180, -17)
+    # The cell it left is named, so the hub can tell that cell's viewers' processes.
+    assert [p.left_cell for p in result.moved] == [Cell(179, -17)]
+
+
+def test_a_first_position_or_a_move_within_a_cell_leaves_no_cell(now: datetime) -> None:
+    first, second = uuid.uuid4(), uuid.uuid4()
+    ingest_batch(events=[at(first, now - timedelta(seconds=1))], now=now)
+    result = ingest_batch(events=[at(first, now, HELSINKI[0] + 0.01), at(second, now)], now=now)
+    assert {p.tracker_id: p.left_cell for p in result.moved} == {first: None, second: None}
 
 
 def test_register_trackers_names_new_trackers_and_leaves_existing_ones(now: datetime) -> None:

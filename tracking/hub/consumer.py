@@ -165,5 +165,21 @@ class HubConsumer(AsyncWebsocketConsumer):
         assert self.fanout is not None and self.session is not None
         await self.fanout.unwatch(self.session, cells)
 
-    async def latest_positions(self, cells: Sequence[Cell]) -> Sequence[LatestPosition]:
-        return await database_sync_to_async(latest_positions_in_cells)(cells=cells)
+    async def snapshot(self, cells: Sequence[Cell]) -> Sequence[str]:
+        assert self.fanout is not None and self.session is not None
+        try:
+            return await self.fanout.snapshot(cells, read=read_latest_positions)
+        except Exception as exc:
+            logger.error(
+                "hub %s: could not read the joined cells' positions: %s",
+                self.session.connection_id,
+                describe_error(exc),
+            )
+            raise HubError(
+                "Could not read the positions in the map cells: the server's database is "
+                "unavailable; try again."
+            ) from None
+
+
+async def read_latest_positions(cells: Sequence[Cell]) -> Sequence[LatestPosition]:
+    return await database_sync_to_async(latest_positions_in_cells)(cells=cells)

@@ -4,7 +4,8 @@ A connection watches the grid cells that cover its viewport. Joining a cell
 subscribes the connection to the cell's updates first and then sends the
 latest position of every tracker in it, so no update can fall between the
 snapshot and the stream. The fan-out and the database are reached through
-``CellPorts``, which the consumer provides.
+``CellPorts``, which the consumer provides; the snapshot comes from what the
+process keeps of each watched cell, or the database for a cell just watched.
 """
 
 from __future__ import annotations
@@ -14,9 +15,7 @@ from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from tracking.grid import Cell, Grid, InvalidCells, parse_cells
-from tracking.hub.protocol import location_record
 from tracking.hub.session import Hub, HubError, Reply, hub_method
-from tracking.positions import LatestPosition
 
 # A snapshot of many trackers goes out in messages of at most this many records.
 SNAPSHOT_RECORDS_PER_MESSAGE = 500
@@ -31,8 +30,9 @@ class CellPorts(Protocol):
     async def unwatch(self, cells: Collection[Cell]) -> None:
         """Stop receiving the updates of ``cells``; never raises."""
 
-    async def latest_positions(self, cells: Sequence[Cell]) -> Sequence[LatestPosition]:
-        """The latest position of every active tracker in ``cells``."""
+    async def snapshot(self, cells: Sequence[Cell]) -> Sequence[str]:
+        """The ``locationUpdated`` record of every active tracker in ``cells``,
+        which are watched already."""
         ...
 
 
@@ -75,6 +75,14 @@ class MapHub(Hub):
                 f"{self.max_cells} a connection may join; zoom in."
             )
         await self._ports.watch(join)
+        # Read right after watching: a snapshot kept in memory is then taken
+        # with no update in between, so every update queued for this
+        # connection is newer than it, and none is sent twice.
+        try:
+            snapshot = await self._ports.snapshot(join) if join else ()
+        except Exception:
+            await self._ports.unwatch(join)
+            raise
         await self._ports.unwatch(leave)
         self.cells = holding
         result = {
@@ -82,20 +90,16 @@ class MapHub(Hub):
             "left": [list(cell) for cell in sorted(leave)],
             "cells": [list(cell) for cell in sorted(holding)],
         }
-        return Reply(result, then=functools.partial(self._snapshot, join))
-
-    async def _snapshot(self, cells: Sequence[Cell]) -> list[str]:
-        """The joined cells' latest positions, as messages of records."""
-        if not cells:
-            return []
-        records = [
-            location_record(position) for position in await self._ports.latest_positions(cells)
-        ]
-        return [
-            "".join(records[start : start + SNAPSHOT_RECORDS_PER_MESSAGE])
-            for start in range(0, len(records), SNAPSHOT_RECORDS_PER_MESSAGE)
-        ]
+        return Reply(result, then=functools.partial(_messages, snapshot))
 
     async def close(self) -> None:
         cells, self.cells = self.cells, set()
         await self._ports.unwatch(cells)
+
+
+async def _messages(records: Sequence[str]) -> list[str]:
+    """A snapshot's records, as messages of at most ``SNAPSHOT_RECORDS_PER_MESSAGE``."""
+    return [
+        "".join(records[start : start + SNAPSHOT_RECORDS_PER_MESSAGE])
+        for start in range(0, len(records), SNAPSHOT_RECORDS_PER_MESSAGE)
+    ]

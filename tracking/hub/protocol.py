@@ -10,7 +10,7 @@ completions, pings and close from the server.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -267,6 +267,29 @@ def location_record(position: LatestPosition) -> str:
         longitude=position.longitude,
         timestamp_ms=unix_ms(position.timestamp),
     )
+
+
+# How every record ``location_record`` writes begins (orjson keeps the keys' order).
+_LOCATION_PREFIX = '{"type":1,"target":"locationUpdated","arguments":["'
+
+
+def location_records(records: str) -> Iterator[tuple[str, int, str]]:
+    """``(tracker id, timestamp ms, record)`` of each ``locationUpdated``
+    record in ``records`` as ``location_record`` writes them; anything else
+    is skipped."""
+    start = 0
+    while (end := records.find(RECORD_SEPARATOR, start)) >= 0:
+        record = records[start : end + 1]
+        start = end + 1
+        if not record.startswith(_LOCATION_PREFIX):
+            continue
+        id_end = record.find('"', len(_LOCATION_PREFIX))
+        try:
+            timestamp_ms = int(record[record.rindex(",") + 1 : record.rindex("]")])
+        except ValueError:
+            continue
+        if id_end > 0:
+            yield record[len(_LOCATION_PREFIX) : id_end], timestamp_ms, record
 
 
 def geofence_entered(*, tracker_id: str, geofence_id: str) -> str:

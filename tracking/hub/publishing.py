@@ -4,7 +4,9 @@ Called after a batch has committed. Each cell gets one message per batch
 holding the ``locationUpdated`` records of every tracker that moved into or
 within it; the fan-out carries it to every web process and each hands the
 same text to its connections watching the cell, so a record is encoded once
-per cell, never once per connection.
+per cell, never once per connection. The cell a tracker left gets its
+departure, so what web processes keep of that cell forgets it
+(``tracking/hub/fanout/cells.py``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+from tracking.events import unix_ms
 from tracking.grid import Cell
 from tracking.hub.fanout import get_fanout
+from tracking.hub.fanout.cells import cell_message
 from tracking.hub.protocol import location_record
 from tracking.positions import LatestPosition
 
@@ -21,15 +25,24 @@ from tracking.positions import LatestPosition
 async def publish_locations(positions: Sequence[LatestPosition]) -> int:
     """Send ``locationUpdated`` for each position to its cell; return the cells sent to.
 
-    A cell that cannot be reached is logged by the fan-out and skipped: the
-    positions are committed, and a viewer that missed one sees the next.
+    A tracker that moved out of a cell is listed in that cell's message as a
+    departure, which web processes apply to the snapshots they keep and never
+    send to a viewer. A cell that cannot be reached is logged by the fan-out
+    and skipped: the positions are committed, and a viewer that missed one
+    sees the next.
     """
     if not positions:
         return 0
-    by_cell: dict[Cell, list[str]] = defaultdict(list)
+    records: dict[Cell, list[str]] = defaultdict(list)
+    departures: dict[Cell, list[tuple[str, int]]] = defaultdict(list)
     for position in positions:
-        by_cell[position.cell].append(location_record(position))
+        records[position.cell].append(location_record(position))
+        if (left := position.left_cell) is not None:
+            departures[left].append((str(position.tracker_id), unix_ms(position.timestamp)))
     failed = await get_fanout().publish(
-        {cell: "".join(records) for cell, records in by_cell.items()}
+        {
+            cell: cell_message("".join(records.get(cell, ())), departures.get(cell, ()))
+            for cell in records.keys() | departures.keys()
+        }
     )
-    return len(by_cell) - failed
+    return len(records.keys() | departures.keys()) - failed

@@ -171,15 +171,16 @@ def _insert_history_postgres(events: Sequence[LocationEvent], *, received_at: da
         return int(cursor.rowcount)
 
 
-def update_latest(items: Sequence[tuple[LocationEvent, Cell]]) -> set[uuid.UUID]:
+def update_latest(items: Sequence[tuple[LocationEvent, Cell]]) -> dict[uuid.UUID, Cell | None]:
     """Move each tracker to its event if that stands later than its latest
     position: by ``ordered_at``, then by ``Ts`` (docs/protocol.md §1.3).
 
     ``items`` holds at most one event per tracker. Returns the trackers that
-    moved. Inactive trackers never move.
+    moved, each with the cell it was in before (None if it had no position),
+    so the hub can tell that cell the tracker left. Inactive trackers never move.
     """
     if not items:
-        return set()
+        return {}
     table = _table(Tracker)
     assignments = ", ".join(f"{column} = v.{column}" for column in _LATEST_COLUMNS[1:])
     # A position stored without an order (before it had one) stands at its Ts.
@@ -204,11 +205,15 @@ def update_latest(items: Sequence[tuple[LocationEvent, Cell]]) -> set[uuid.UUID]
                             time_value=lambda value: value,
                         )
                     )
+            # The table again as "previous": a row of a FROM item is the
+            # statement's snapshot, so it still holds the cell before the update.
             cursor.execute(
-                f"UPDATE {table} SET {assignments} FROM tracking_staged_latest AS v WHERE {condition} RETURNING {table}.id"
+                f"UPDATE {table} SET {assignments} FROM tracking_staged_latest AS v "
+                f"JOIN {table} AS previous ON previous.id = v.id WHERE {condition} "
+                f"RETURNING {table}.id, previous.cell_x, previous.cell_y"
             )
-            return {moved for (moved,) in cursor.fetchall()}
-    moved: set[uuid.UUID] = set()
+            return {moved: _cell_or_none(x, y) for moved, x, y in cursor.fetchall()}
+    moved: dict[uuid.UUID, Cell | None] = {}
     uuid_value = _uuid_adapter()
     time_value = connection.ops.adapt_datetimefield_value
     id_field = Tracker._meta.get_field("id")
@@ -216,6 +221,13 @@ def update_latest(items: Sequence[tuple[LocationEvent, Cell]]) -> set[uuid.UUID]
     with connection.cursor() as cursor:
         for start in range(0, len(items), ROWS_PER_STATEMENT):
             chunk = items[start : start + ROWS_PER_STATEMENT]
+            ids = [uuid_value(event.tracker_id) for event, _ in chunk]
+            # SQLite's RETURNING sees only the new row: read the cells first.
+            cursor.execute(
+                f"SELECT id, cell_x, cell_y FROM {table} WHERE id IN ({', '.join(['%s'] * len(ids))})",
+                ids,
+            )
+            before = {value: _cell_or_none(x, y) for value, x, y in cursor.fetchall()}
             params: list[Any] = []
             for event, cell in chunk:
                 params += _latest_row(event, cell, uuid_value=uuid_value, time_value=time_value)
@@ -224,8 +236,13 @@ def update_latest(items: Sequence[tuple[LocationEvent, Cell]]) -> set[uuid.UUID]
                 f"UPDATE {table} SET {assignments} FROM v WHERE {condition} RETURNING {table}.id",
                 params,
             )
-            moved |= {id_field.to_python(value) for (value,) in cursor.fetchall()}
+            for (value,) in cursor.fetchall():
+                moved[id_field.to_python(value)] = before.get(value)
     return moved
+
+
+def _cell_or_none(x: int | None, y: int | None) -> Cell | None:
+    return None if x is None or y is None else Cell(x, y)
 
 
 def _latest_row(

@@ -228,7 +228,9 @@ def _move_latest(events: Iterable[LocationEvent]) -> list[LatestPosition]:
     ]
     moved = bulk.update_latest(items)
     return [
-        LatestPosition.of(event, cell=cell) for event, cell in items if event.tracker_id in moved
+        LatestPosition.of(event, cell=cell, previous_cell=moved[event.tracker_id])
+        for event, cell in items
+        if event.tracker_id in moved
     ]
 
 

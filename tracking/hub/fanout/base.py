@@ -3,19 +3,26 @@
 A fan-out carries each cell's encoded records from the pipeline (``publish``)
 to the connections watching that cell (``watch``/``unwatch``). A connection
 is a ``Viewer``: anything with a ``deliver`` that queues text without
-blocking.
+blocking. A joining viewer's ``snapshot`` comes from the database, or, in the
+per-process fan-outs, from what the process keeps of each watched cell
+(``cells.CellSnapshots``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
+from tracking.events import unix_ms
 from tracking.grid import Cell
+from tracking.hub.fanout.cells import CellSnapshots, Reading, split_cell_message
+from tracking.hub.protocol import location_record
 from tracking.logsafe import one_line, quoted
+from tracking.positions import LatestPosition
 from tracking.redaction import redacted
 
 logger = logging.getLogger("tracking.hub.fanout")
@@ -24,6 +31,9 @@ logger = logging.getLogger("tracking.hub.fanout")
 OUTAGE_REPORT_SECONDS = 30.0
 # While malformed messages keep arriving, how often they are summarised.
 SKIPPED_REPORT_SECONDS = 60.0
+
+# Reads the latest positions in some cells from the database.
+ReadPositions = Callable[[Sequence[Cell]], Awaitable[Sequence[LatestPosition]]]
 
 
 class Viewer(Protocol):
@@ -49,8 +59,14 @@ class FanOut:
         raise NotImplementedError
 
     async def publish(self, records_by_cell: Mapping[Cell, str]) -> int:
-        """Send each cell's records to whoever watches it; return how many cells failed."""
+        """Send each cell's message (``cells.cell_message``) to whoever watches
+        it; return how many cells failed."""
         raise NotImplementedError
+
+    async def snapshot(self, cells: Sequence[Cell], *, read: ReadPositions) -> list[str]:
+        """The ``locationUpdated`` record of every tracker in ``cells``, which
+        the caller watches already; ``read`` reads them from the database."""
+        return [location_record(position) for position in await read(cells)]
 
 
 class ProcessFanOut(FanOut):
@@ -63,6 +79,9 @@ class ProcessFanOut(FanOut):
 
     def __init__(self) -> None:
         self._viewers: dict[Cell, set[Viewer]] = defaultdict(set)
+        self.snapshots = CellSnapshots()
+        # Database reads under way, by cell: a joiner of the cell waits for it.
+        self._reads: dict[Cell, asyncio.Future[None]] = {}
 
     async def watch(self, viewer: Viewer, cells: Iterable[Cell]) -> None:
         cells = list(cells)
@@ -71,6 +90,7 @@ class ProcessFanOut(FanOut):
             if not self._viewers[cell]:
                 first.append(cell)
             self._viewers[cell].add(viewer)
+        self.snapshots.keep(first)
         try:
             if first:
                 await self._watch_cells(first)
@@ -89,16 +109,58 @@ class ProcessFanOut(FanOut):
             if not viewers:
                 del self._viewers[cell]
                 last.append(cell)
+        self.snapshots.forget(last)
         if last:
             await self._unwatch_cells(last)
+
+    async def snapshot(self, cells: Sequence[Cell], *, read: ReadPositions) -> list[str]:
+        """From what this process keeps of ``cells``; a cell not read yet (or
+        due again) is read from the database first, once for all its joiners."""
+        unkept = [cell for cell in cells if not self.snapshots.kept(cell)]
+        fresh = self.snapshots.to_read(cells, now=time.monotonic())
+        if fresh:
+            reading = self.snapshots.start_reading(fresh)
+            done = asyncio.ensure_future(self._read_cells(reading, read))
+            for cell in fresh:
+                self._reads[cell] = done
+        waits = {self._reads[cell] for cell in cells if cell in self._reads}
+        if waits:
+            # Shielded: a joiner that goes away does not cancel the read for the others.
+            await asyncio.shield(asyncio.gather(*waits))
+        records = self.snapshots.records(cells)
+        if unkept:  # no longer watched here (the viewer left meanwhile): nothing to keep
+            records += await super().snapshot(unkept, read=read)
+        return records
+
+    async def _read_cells(self, reading: Reading, read: ReadPositions) -> None:
+        try:
+            positions = await read(reading.cells)
+        except BaseException:
+            self.snapshots.abandon(reading)
+            raise
+        else:
+            self.snapshots.finish(
+                reading,
+                (
+                    (position.cell, str(position.tracker_id), *_stamp_and_record(position))
+                    for position in positions
+                ),
+                now=time.monotonic(),
+            )
+        finally:
+            for cell in reading.cells:
+                if self.snapshots.reading(cell) is None:
+                    self._reads.pop(cell, None)
 
     def watched_cells(self) -> list[Cell]:
         """The cells some viewer of this process watches."""
         return list(self._viewers)
 
-    def _deliver(self, cell: Cell, records: str) -> None:
-        for viewer in tuple(self._viewers.get(cell, ())):
-            viewer.deliver(records)
+    def _deliver(self, cell: Cell, message: str) -> None:
+        records = self.snapshots.apply(cell, message)
+        if records:
+            for viewer in tuple(self._viewers.get(cell, ())):
+                viewer.deliver(records)
 
     async def _watch_cells(self, cells: list[Cell]) -> None:
         """The first local viewer of each of ``cells`` arrived."""
@@ -117,6 +179,15 @@ class LocalFanOut(ProcessFanOut):
         for cell, records in records_by_cell.items():
             self._deliver(cell, records)
         return 0
+
+
+def _stamp_and_record(position: LatestPosition) -> tuple[int, str]:
+    return unix_ms(position.timestamp), location_record(position)
+
+
+def records_of(message: str) -> str:
+    """What the viewers of a cell get of its message (without its departures)."""
+    return split_cell_message(message)[0]
 
 
 def describe_error(exc: BaseException) -> str:

@@ -26,8 +26,10 @@ from tracking.hub.fanout.base import (
     SkippedMessages,
     Viewer,
     describe_error,
+    records_of,
 )
-from tracking.hub.protocol import ProtocolError, check_server_records
+from tracking.hub.fanout.cells import check_cell_message
+from tracking.hub.protocol import ProtocolError
 
 logger = logging.getLogger("tracking.hub.fanout")
 
@@ -131,11 +133,12 @@ class ChannelLayerFanOut(FanOut):
             try:
                 if not isinstance(records, str) or message.get("type") != RECORDS_MESSAGE:
                     raise ProtocolError(f"not a {RECORDS_MESSAGE!r} message with text records")
-                check_server_records(records)
+                check_cell_message(records)
             except ProtocolError as exc:
                 self.skipped.skipped(str(exc), message)
                 continue
-            viewer.deliver(records)
+            if records := records_of(records):
+                viewer.deliver(records)
 
     async def _refresh_groups(self) -> None:
         while self._members:

@@ -19,7 +19,8 @@ from tracking.hub.fanout.base import (
     SkippedMessages,
     describe_error,
 )
-from tracking.hub.protocol import ProtocolError, check_server_records
+from tracking.hub.fanout.cells import check_cell_message
+from tracking.hub.protocol import ProtocolError
 from tracking.redaction import redacted_url
 
 logger = logging.getLogger("tracking.hub.fanout")
@@ -127,18 +128,24 @@ class RedisFanOut(ProcessFanOut):
         """Deliver a cell's message, unless it is not what publishing sends."""
         try:
             records = data.decode()
-            check_server_records(records)
+            check_cell_message(records)
         except (UnicodeDecodeError, ProtocolError) as exc:
             self.skipped.skipped(f"on {channel.decode(errors='replace')}: {exc}", data)
             return
         self._deliver(self._cell(channel), records)
 
     async def _resubscribe(self) -> None:
+        # Messages may have been lost meanwhile: the snapshots kept are read
+        # again, once the new subscriptions are confirmed (a joiner waits).
+        self.snapshots.distrust()
+        loop = asyncio.get_running_loop()
         async with self._commands:
             with contextlib.suppress(Exception):
                 await self._pubsub.aclose()
             self._pubsub = self._redis.pubsub()
             channels = [self.channel(cell) for cell in self.watched_cells()]
+            for channel in channels:
+                self._confirming.setdefault(channel.encode(), loop.create_future())
             if channels:
                 with contextlib.suppress(Exception):
                     await self._pubsub.subscribe(*channels)
