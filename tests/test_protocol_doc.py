@@ -454,6 +454,7 @@ async def test_every_documented_conversation_is_what_the_hub_answers(
         socket.messages.clear()
         for line in client.lines:
             await session.receive(line + RS)
+            await session.answered()
         assert split_records(socket.messages) == answer, f"the answer to line {client.line}"
 
 
@@ -465,6 +466,7 @@ async def test_broken_input_is_answered_as_documented(row: dict[str, str]) -> No
         await session.receive('{"protocol":"json","version":1}' + RS)
         socket.messages.clear()
     await session.receive(sent + RS)
+    await session.answered()
     answer = row["server answers"]
     expected = [span(answer)] if answer.startswith("`") else []
     assert split_records(socket.messages) == expected

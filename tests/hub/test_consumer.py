@@ -265,11 +265,14 @@ async def test_every_invocation_with_an_id_gets_exactly_one_completion(client: C
     assert await client.nothing_more()
     completions = {r["invocationId"]: r for r in records}
     assert sorted(completions) == ["a", "b", "c", "d"] and len(records) == 4
-    assert (
-        "result" in completions["a"] and "error" in completions["b"] and "error" in completions["c"]
-    )
-    # The call without an id still ran: the connection now holds cell 25,60 only.
-    assert completions["d"]["result"]["cells"] == [[25, 60]]
+    assert "Unknown hub method" in completions["b"]["error"]
+    # Each view change replaced the one before it while that one waited to run
+    # (the call without an id too, silently): only the last one ran.
+    for replaced in ("a", "c"):
+        assert completions[replaced]["error"] == (
+            "Replaced by a later updateMapGridGroups call before it ran."
+        )
+    assert completions["d"]["result"] == {"joined": [], "left": [], "cells": []}
 
 
 # --- Groups ------------------------------------------------------------------------------

@@ -95,6 +95,12 @@ def make_session(
     return session, socket, clock
 
 
+async def say(session: HubSession, text: str | None) -> None:
+    """Hand the session a message and wait until its invocations are answered."""
+    await session.receive(text)
+    await session.answered()
+
+
 def invocation(target: str, *arguments: Any, invocation_id: str | None = "1") -> str:
     record: dict[str, Any] = {"type": 1, "target": target, "arguments": list(arguments)}
     if invocation_id is not None:
@@ -117,20 +123,20 @@ def position(cell: Cell, latitude: float, longitude: float) -> LatestPosition:
 
 async def test_the_handshake_is_answered_with_an_empty_record() -> None:
     session, socket, _ = make_session()
-    await session.receive(HANDSHAKE)
+    await say(session, HANDSHAKE)
     assert socket.messages == ["{}" + RS] and session.handshaken and not socket.closed
 
 
 async def test_a_handshake_for_another_protocol_gets_an_error_and_a_close() -> None:
     session, socket, _ = make_session()
-    await session.receive('{"protocol":"messagepack","version":1}' + RS)
+    await say(session, '{"protocol":"messagepack","version":1}' + RS)
     assert socket.records() == [{"error": "Requested protocol 'messagepack' is not available."}]
     assert socket.closed
 
 
 async def test_an_invocation_with_an_id_gets_exactly_one_completion() -> None:
     session, socket, _ = make_session()
-    await session.receive(HANDSHAKE + invocation("updateMapGridGroups", [[24, 60]], []))
+    await say(session, HANDSHAKE + invocation("updateMapGridGroups", [[24, 60]], []))
     completions = [r for r in socket.records() if r.get("type") == 3]
     assert completions == [
         {
@@ -143,15 +149,15 @@ async def test_an_invocation_with_an_id_gets_exactly_one_completion() -> None:
 
 async def test_targets_match_without_regard_to_case() -> None:
     session, socket, _ = make_session()
-    await session.receive(HANDSHAKE + invocation("UPDATEMAPGRIDGROUPS", [[24, 60]], []))
+    await say(session, HANDSHAKE + invocation("UPDATEMAPGRIDGROUPS", [[24, 60]], []))
     assert "result" in socket.records()[-1]
 
 
 async def test_an_invocation_without_an_id_gets_no_completion_but_still_acts() -> None:
     hub = MapHub(grid=Grid(1.0), max_cells=3, ports=Ports())
     session, socket, _ = make_session(hub)
-    await session.receive(
-        HANDSHAKE + invocation("updateMapGridGroups", [[24, 60]], [], invocation_id=None)
+    await say(
+        session, HANDSHAKE + invocation("updateMapGridGroups", [[24, 60]], [], invocation_id=None)
     )
     assert socket.records() == [{}]
     assert hub.cells == {HELSINKI}
@@ -159,7 +165,7 @@ async def test_an_invocation_without_an_id_gets_no_completion_but_still_acts() -
 
 async def test_a_wrong_number_of_arguments_names_the_arguments() -> None:
     session, socket, _ = make_session()
-    await session.receive(HANDSHAKE + invocation("updateMapGridGroups", [[24, 60]]))
+    await say(session, HANDSHAKE + invocation("updateMapGridGroups", [[24, 60]]))
     assert socket.records()[-1]["error"] == (
         "updateMapGridGroups takes 2 arguments (newGridNumbers, previousGridNumbers), got 1."
     )
@@ -172,7 +178,7 @@ async def test_a_hub_method_that_raises_gets_a_generic_error_and_the_connection_
             raise RuntimeError("secret detail")
 
     session, socket, _ = make_session(Broken())
-    await session.receive(HANDSHAKE + invocation("explode"))
+    await say(session, HANDSHAKE + invocation("explode"))
     error = socket.records()[-1]["error"]
     assert "unexpected error" in error and "secret" not in error
     assert not socket.closed
@@ -187,7 +193,7 @@ async def test_hub_methods_are_registered_per_class() -> None:
     assert set(Echo.methods) == {"echo"}
     assert set(MapHub.methods) == {"updatemapgridgroups"}
     session, socket, _ = make_session(Echo())
-    await session.receive(HANDSHAKE + invocation("echo", "hello"))
+    await say(session, HANDSHAKE + invocation("echo", "hello"))
     assert socket.records()[-1]["result"] == "hello"
 
 
@@ -201,7 +207,7 @@ async def test_what_follows_a_completion_is_sent_after_it() -> None:
             return Reply("now", then=then)
 
     session, socket, _ = make_session(Later())
-    await session.receive(HANDSHAKE + invocation("later"))
+    await say(session, HANDSHAKE + invocation("later"))
     assert [r.get("result", r.get("target")) for r in socket.records()[1:]] == ["now", "next"]
 
 
@@ -215,16 +221,16 @@ async def test_when_what_follows_a_completion_fails_the_client_is_told_and_close
             return Reply("ok", then=then)
 
     session, socket, _ = make_session(Failing())
-    await session.receive(HANDSHAKE + invocation("join"))
+    await say(session, HANDSHAKE + invocation("join"))
     close = socket.records()[-1]
     assert close["type"] == 7 and "reconnect" in close["error"] and socket.closed
 
 
 async def test_a_send_to_a_client_that_went_away_ends_the_session_quietly() -> None:
     session, socket, _ = make_session()
-    await session.receive(HANDSHAKE)
+    await say(session, HANDSHAKE)
     socket.fail_sends = True
-    await session.receive(invocation("updateMapGridGroups", [[24, 60]], []))
+    await say(session, invocation("updateMapGridGroups", [[24, 60]], []))
     assert session.closing
 
 
@@ -233,7 +239,7 @@ async def test_a_send_to_a_client_that_went_away_ends_the_session_quietly() -> N
 
 async def test_updates_within_the_window_go_out_as_one_message() -> None:
     session, socket, _ = make_session(limits=SessionLimits(coalesce_seconds=0.01))
-    await session.receive(HANDSHAKE)
+    await say(session, HANDSHAKE)
     session.deliver("a" + RS)
     session.deliver("b" + RS)
     await eventually(lambda: len(socket.messages) == 2, what="the coalesced message")
@@ -243,7 +249,7 @@ async def test_updates_within_the_window_go_out_as_one_message() -> None:
 async def test_updates_before_the_handshake_are_dropped() -> None:
     session, socket, _ = make_session(limits=SessionLimits(coalesce_seconds=0.0))
     session.deliver("early" + RS)
-    await session.receive(HANDSHAKE)
+    await say(session, HANDSHAKE)
     session.deliver("on time" + RS)
     await eventually(lambda: len(socket.messages) == 2, what="the update after the handshake")
     assert socket.messages == ["{}" + RS, "on time" + RS]
@@ -251,7 +257,7 @@ async def test_updates_before_the_handshake_are_dropped() -> None:
 
 async def test_updates_after_the_end_are_not_queued() -> None:
     session, _, _ = make_session()
-    await session.receive(HANDSHAKE)
+    await say(session, HANDSHAKE)
     session.deliver("queued" + RS)
     assert session.queued == 1
     session.end()
@@ -379,8 +385,8 @@ async def test_any_invocation_with_an_id_gets_exactly_one_completion(
 ) -> None:
     hub = MapHub(grid=Grid(1.0), max_cells=3, ports=Ports())
     session, socket, _ = make_session(hub)
-    await session.receive(HANDSHAKE)
-    await session.receive(invocation(target, *arguments, invocation_id="7"))
+    await say(session, HANDSHAKE)
+    await say(session, invocation(target, *arguments, invocation_id="7"))
     completions = [r for r in socket.records() if r.get("type") == 3]
     assert len(completions) == 1 and completions[0]["invocationId"] == "7"
     assert ("result" in completions[0]) != ("error" in completions[0])
@@ -396,9 +402,9 @@ async def test_any_text_after_the_handshake_is_answered_or_closed_never_raised(
     texts: list[str],
 ) -> None:
     session, socket, _ = make_session(limits=SessionLimits(max_message_chars=200))
-    await session.receive(HANDSHAKE)
+    await say(session, HANDSHAKE)
     for text in texts:
-        await session.receive(text)
+        await say(session, text)
     # Whatever came, every record sent is valid hub protocol, and a close is the last one.
     records = socket.records()
     assert all(isinstance(r, dict) for r in records)
@@ -421,8 +427,8 @@ async def test_updates_arriving_while_a_snapshot_is_read_go_out_after_it() -> No
             return Reply("joined", then=snapshot)
 
     session, socket, _ = make_session(Snapshotting(), limits=SessionLimits(coalesce_seconds=0))
-    await session.receive(HANDSHAKE)
-    answering = asyncio.create_task(session.receive(invocation("join")))
+    await say(session, HANDSHAKE)
+    answering = asyncio.create_task(say(session, invocation("join")))
     await asyncio.wait_for(reading.wait(), timeout=5)
     session.deliver("live" + RS)
     for _ in range(5):  # loop turns enough for a flush, were one scheduled, to send

@@ -45,7 +45,13 @@ class MapHub(Hub):
         self.cells: set[Cell] = set()
         self._ports = ports
 
-    @hub_method("updateMapGridGroups", arguments=("newGridNumbers", "previousGridNumbers"))
+    # A view that changes again before the last change ran replaces it: the
+    # client is sent the cells it looks at now, not each one it panned past.
+    @hub_method(
+        "updateMapGridGroups",
+        arguments=("newGridNumbers", "previousGridNumbers"),
+        latest_wins=True,
+    )
     async def update_map_grid_groups(
         self, new_grid_numbers: object, previous_grid_numbers: object
     ) -> Reply:
