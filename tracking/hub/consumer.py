@@ -180,7 +180,8 @@ class HubConsumer(AsyncWebsocketConsumer):
         # holds now, and close the socket as the server can.
         connections.open.discard(self)
         await self._release()
-        await self.close()
+        with contextlib.suppress(Exception):  # a close may be under way already
+            await self.close()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.session is not None:
