@@ -37,9 +37,10 @@ def server_socket(send: Callable[..., Any]) -> ServerSocket | None:
     """The transport behind the ASGI ``send`` of a WebSocket connection, if the
     server is one this module knows."""
     # Channels' session middleware wraps the server's send in its own.
-    owner: Any
-    while hasattr(owner := getattr(send, "__self__", None), "real_send"):
-        send = owner.real_send
+    wrapper: Any = getattr(send, "__self__", None)
+    while hasattr(wrapper, "real_send"):
+        send = wrapper.real_send
+        wrapper = getattr(send, "__self__", None)
     # daphne: send is functools.partial(Server.handle_reply, protocol), and the
     # protocol (autobahn's, over Twisted) writes to a Twisted TCP transport.
     transport: Any
