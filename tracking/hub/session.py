@@ -351,6 +351,10 @@ class HubSession:
         while self._pending and not self.closing:
             await self._invoke(self._pending.popleft())
 
+    @property
+    def waiting_invocations(self) -> int:
+        return len(self._pending)
+
     async def answered(self) -> None:
         """Wait until every invocation received so far has been answered."""
         while self._worker is not None and not self._worker.done():
@@ -424,12 +428,12 @@ class HubSession:
                 waiting,
                 self.limits.outbox_chars,
             )
-            self._in_background(
-                self.close_with_error(
-                    "The connection could not keep up with the updates of its map cells; "
-                    "reconnect to start again from the latest positions."
-                )
+            error = (
+                "The connection could not keep up with the updates of its map cells; "
+                "reconnect to start again from the latest positions."
             )
+            self._stop(error)
+            self._in_background(self._say_why(error))
             return
         self._schedule_flush()
 
@@ -498,9 +502,16 @@ class HubSession:
         """Tell the client why, then close."""
         if self.closing:
             return
+        self._stop(error)
+        await self._say_why(error)
+
+    def _stop(self, error: str) -> None:
+        """Take nothing more in: the connection is closing, for ``error``."""
         logger.info("hub %s: closing: %s", self.connection_id, error)
         self.closing = True
         self._drop_queued()
+
+    async def _say_why(self, error: str) -> None:
         await self._send(protocol.close(error))
         await self._close()
 
