@@ -287,7 +287,7 @@ def snapshot_reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     reads: list[object] = []
     read = consumer.latest_positions_in_cells
 
-    def counted(*, cells: object) -> object:
+    def counted(*, cells: Any) -> Any:
         reads.append(cells)
         return read(cells=cells)
 
