@@ -225,3 +225,24 @@ def test_a_huge_frame_is_refused_before_it_is_read(server: tuple[Server, str]) -
     said = frames(read_to_the_end(sock))
     closes = [payload for opcode, payload in said if opcode == 8]
     assert [struct.unpack("!H", payload[:2])[0] for payload in closes] in ([], [1009]), said
+
+
+def test_a_client_that_floods_invocations_is_told_why_and_closed(
+    server: tuple[Server, str],
+) -> None:
+    running, _ = server
+    sock = open_websocket(running.port)
+    flood = "".join(
+        protocol.invocation(
+            "updateMapGridGroups", [[[x, 0]], []] if kind == "join" else [[], [[x, 0]]]
+        ).replace('"type":1,', f'"type":1,"invocationId":"{kind}{x}",')
+        for x in range(150)
+        for kind in ("join", "leave")
+    )
+    sock.sendall(frame((HANDSHAKE + flood).encode()))
+    sock.settimeout(30)
+    said = frames(read_to_the_end(sock))
+    records = [r for opcode, text in said if opcode == 1 for r in text.decode().split(RS)[:-1]]
+    assert '"type":7,"error":"Connection closed with an error. Too many invocations' in records[-1]
+    assert said[-1][0] == 8  # and the WebSocket closed
+    assert sum('"result"' in r for r in records) <= 5
