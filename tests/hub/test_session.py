@@ -717,3 +717,27 @@ async def test_a_hostile_sequence_never_crashes_and_what_it_costs_stays_bounded(
     records = socket.records()
     closes = [n for n, r in enumerate(records) if r.get("type") == 7]
     assert closes in ([], [len(records) - 1]) and socket.closed == bool(closes)
+
+
+async def test_a_connection_that_ends_while_a_join_is_under_way_lets_go_of_every_cell() -> None:
+    class SlowToLeave(Ports):
+        stuck = True
+
+        async def unwatch(self, cells: Collection[Cell]) -> None:
+            if cells and self.stuck:
+                leaving.set()
+                await asyncio.Event().wait()  # until cancelled
+            await super().unwatch(cells)
+
+    leaving = asyncio.Event()
+    ports = SlowToLeave()
+    hub = MapHub(grid=Grid(1.0), max_cells=3, ports=ports)
+    session, _, _ = make_session(hub)
+    await say(session, HANDSHAKE + invocation("updateMapGridGroups", [[24, 60]], []))
+    await session.receive(invocation("updateMapGridGroups", [[23, 61]], [[24, 60]]))
+    await asyncio.wait_for(leaving.wait(), timeout=5)
+    session.end()  # the socket is gone: the worker is cancelled mid-call
+    await asyncio.sleep(0)
+    ports.stuck = False
+    await hub.close()
+    assert ports.watching == set()

@@ -81,6 +81,9 @@ class MapHub(Hub):
                 f"{self.max_cells} a connection may join; zoom in."
             )
         await self._ports.watch(join)
+        # Held from here on, so that close() lets go of them even if the call
+        # is cancelled (the connection ended) while leaving the others.
+        self.cells |= set(join)
         await self._ports.unwatch(leave)
         self.cells = holding
         result = {
