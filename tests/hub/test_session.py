@@ -736,8 +736,30 @@ async def test_a_connection_that_ends_while_a_join_is_under_way_lets_go_of_every
     await say(session, HANDSHAKE + invocation("updateMapGridGroups", [[24, 60]], []))
     await session.receive(invocation("updateMapGridGroups", [[23, 61]], [[24, 60]]))
     await asyncio.wait_for(leaving.wait(), timeout=5)
-    session.end()  # the socket is gone: the worker is cancelled mid-call
-    await asyncio.sleep(0)
+    session.end()  # the socket is gone, and the call never ends: it is cancelled
+    await session.wound_down(patience=0.05)
     ports.stuck = False
+    await hub.close()
+    assert ports.watching == set()
+
+
+async def test_a_join_under_way_when_the_connection_ends_finishes_without_its_snapshot() -> None:
+    class SlowToJoin(Ports):
+        async def watch(self, cells: Sequence[Cell]) -> None:
+            joining.set()
+            await go_on.wait()
+            await super().watch(cells)
+
+    joining, go_on = asyncio.Event(), asyncio.Event()
+    ports = SlowToJoin([position(HELSINKI, 60.1, 24.9)])
+    hub = MapHub(grid=Grid(1.0), max_cells=3, ports=ports)
+    session, socket, _ = make_session(hub)
+    await say(session, HANDSHAKE)
+    await session.receive(invocation("updateMapGridGroups", [[24, 60]], []))
+    await asyncio.wait_for(joining.wait(), timeout=5)
+    session.end()
+    go_on.set()
+    await session.wound_down(patience=5)
+    assert hub.cells == {HELSINKI} and ports.reads == 0 and socket.records() == [{}]
     await hub.close()
     assert ports.watching == set()

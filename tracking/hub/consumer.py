@@ -50,6 +50,9 @@ def session_limits() -> SessionLimits:
     )
 
 
+# How long a closed connection's invocation under way may take to finish
+# (a join waits up to 10 s for Redis) before it is cancelled.
+INVOCATION_WIND_DOWN_SECONDS = 15.0
 # WebSocket close code 1013: "Try Again Later".
 TRY_AGAIN_LATER = 1013
 # While connections are refused for the cap, a log line at most this often.
@@ -168,6 +171,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         self.session.end()
         if self.keepalive is not None and self.keepalive is not asyncio.current_task():
             self.keepalive.cancel()
+        await self.session.wound_down(patience=INVOCATION_WIND_DOWN_SECONDS)
         with contextlib.suppress(Exception):
             await self.hub.close()
 

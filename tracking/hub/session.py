@@ -26,6 +26,7 @@ is defined with ``hub_method``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -393,7 +394,7 @@ class HubSession:
             return
         if answer is not None:
             await self._send(protocol.completion(answer, result=reply.result))
-        if reply.then is None:
+        if reply.then is None or self.closing:
             return
         try:
             follow_up = await reply.then()
@@ -544,13 +545,26 @@ class HubSession:
         task.add_done_callback(self._tasks.discard)
 
     def end(self) -> None:
-        """The socket is gone: send nothing more and drop what is queued."""
+        """The socket is gone: send nothing more and drop what is queued. The
+        invocation under way, if any, runs to its end: see ``wound_down``."""
         self.closing = True
         self.ended = True
         self._drop_queued()
-        for task in (self._flushing, self._worker, *self._tasks):
+        for task in (self._flushing, *self._tasks):
             if task is not None and not task.done() and task is not asyncio.current_task():
                 task.cancel()
+
+    async def wound_down(self, *, patience: float) -> None:
+        """Wait for the invocation under way to finish, after ``end``: cancelled
+        half-way, a hub method could leave the fan-out holding what its hub
+        never learnt it holds. After ``patience`` seconds it is cancelled all the same."""
+        worker = self._worker
+        if worker is None or worker.done() or worker is asyncio.current_task():
+            return
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(worker), patience)
+        if not worker.done():
+            worker.cancel()
 
     # --- Keep-alive -----------------------------------------------------------
 
