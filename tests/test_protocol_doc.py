@@ -457,6 +457,7 @@ async def test_every_documented_conversation_is_what_the_hub_answers(
         socket.messages.clear()
         for line in client.lines:
             await session.receive(line + RS)
+            await session.answered()
         assert split_records(socket.messages) == answer, f"the answer to line {client.line}"
 
 
@@ -468,6 +469,7 @@ async def test_broken_input_is_answered_as_documented(row: dict[str, str]) -> No
         await session.receive('{"protocol":"json","version":1}' + RS)
         socket.messages.clear()
     await session.receive(sent + RS)
+    await session.answered()
     answer = row["server answers"]
     expected = [span(answer)] if answer.startswith("`") else []
     assert split_records(socket.messages) == expected
@@ -482,6 +484,55 @@ def test_the_documented_close_of_an_ended_sign_in_is_the_one_the_hub_sends() -> 
         if orjson.loads(line).get("type") == protocol.MessageType.CLOSE
     ]
     assert {"type": 7, "error": SIGN_IN_ENDED} in closes
+
+
+def limit_answers() -> list[tuple[dict[str, Any], str]]:
+    """The rows of the limits table, in order: the record the server answers
+    with, and what then happens."""
+    return [
+        (orjson.loads(span(row["server answers"])), row["then"])
+        for row in table("when a client sends")
+    ]
+
+
+def call(invocation_id: str, target: str = "nope", *arguments: Any) -> str:
+    record = {"type": 1, "invocationId": invocation_id, "target": target, "arguments": arguments}
+    return orjson.dumps(record).decode() + RS
+
+
+async def test_the_invocation_limits_answer_as_documented() -> None:
+    sixth, past_the_rate, replaced, abuse = limit_answers()
+
+    async def conversation(*messages: str) -> tuple[list[dict[str, Any]], bool]:
+        """What a session with the default limits, and a clock that stands still, says."""
+        socket = Socket()
+        session = HubSession(
+            connection_id="doc",
+            hub=MapHub(grid=GRID, max_cells=MAX_CELLS, ports=DocumentedPorts([])),
+            send=socket.send,
+            close=socket.close,
+            limits=SessionLimits(),
+            clock=lambda: 0.0,
+        )
+        for message in ('{"protocol":"json","version":1}' + RS, *messages):
+            await session.receive(message)
+            await session.answered()
+        return [orjson.loads(r) for r in split_records(socket.messages)], socket.closed
+
+    def said(records: list[dict[str, Any]], invocation_id: str) -> dict[str, Any]:
+        return next(r for r in records if r.get("invocationId") == invocation_id)
+
+    records, closed = await conversation("".join(call(str(n)) for n in range(1, 7)))
+    assert (said(records, "6"), "stays open") == sixth
+    five = "".join(call(str(n)) for n in range(5))
+    records, closed = await conversation(five, five, five, five, call("9"))
+    assert (said(records, "9"), "stays open") == past_the_rate
+    join: tuple[str, list[list[int]], list[list[int]]] = ("updateMapGridGroups", [[24, 60]], [])
+    records, closed = await conversation(call("1", *join) + call("2", *join))
+    assert (said(records, "1"), "stays open") == replaced and "result" in said(records, "2")
+    records, closed = await conversation(*[five] * 20)
+    assert (records[-1], "closes") == abuse
+    assert closed
 
 
 # --- 4. The REST API ------------------------------------------------------------------------

@@ -460,6 +460,20 @@ HUB_CREDENTIAL_CHECK_SECONDS: float = _env_number(
     "HUB_CREDENTIAL_CHECK_SECONDS", 15.0, minimum=0.1, integer=False
 )
 HUB_COALESCE_MS: float = _env_number("HUB_COALESCE_MS", 20.0, minimum=0, integer=False)
+# What one slow viewer may cost: the updates waiting for it (newest per tracker)
+# and how long a send may stall before the connection is cut off.
+HUB_OUTBOX_BYTES: int = _env_number("HUB_OUTBOX_BYTES", 1_048_576, minimum=16384)
+HUB_SEND_STALL_SECONDS: float = _env_number(
+    "HUB_SEND_STALL_SECONDS", 30.0, minimum=0.5, integer=False
+)
+# What one client may ask: invocations per WebSocket message, and a token
+# bucket of invocations (a burst, then a rate); connections per process.
+HUB_MAX_INVOCATIONS_PER_MESSAGE: int = _env_number("HUB_MAX_INVOCATIONS_PER_MESSAGE", 5, minimum=1)
+HUB_INVOCATIONS_PER_SECOND: float = _env_number(
+    "HUB_INVOCATIONS_PER_SECOND", 5.0, minimum=0.1, integer=False
+)
+HUB_INVOCATION_BURST: int = _env_number("HUB_INVOCATION_BURST", 20, minimum=1)
+HUB_MAX_CONNECTIONS: int = _env_number("HUB_MAX_CONNECTIONS", 10000, minimum=1)
 
 # --- Logging -------------------------------------------------------------------
 

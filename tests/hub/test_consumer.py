@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
@@ -266,11 +267,81 @@ async def test_every_invocation_with_an_id_gets_exactly_one_completion(client: C
     assert await client.nothing_more()
     completions = {r["invocationId"]: r for r in records}
     assert sorted(completions) == ["a", "b", "c", "d"] and len(records) == 4
-    assert (
-        "result" in completions["a"] and "error" in completions["b"] and "error" in completions["c"]
+    assert "Unknown hub method" in completions["b"]["error"]
+    # Each view change replaced the one before it while that one waited to run
+    # (the call without an id too, silently): only the last one ran.
+    for replaced in ("a", "c"):
+        assert completions[replaced]["error"] == (
+            "Replaced by a later updateMapGridGroups call before it ran."
+        )
+    assert completions["d"]["result"] == {"joined": [], "left": [], "cells": []}
+
+
+# --- Limits ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def snapshot_reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The database reads of join snapshots, as they happen."""
+    from tracking.hub import consumer
+
+    reads: list[object] = []
+    read = consumer.latest_positions_in_cells
+
+    def counted(*, cells: Any) -> Any:
+        reads.append(cells)
+        return read(cells=cells)
+
+    monkeypatch.setattr(consumer, "latest_positions_in_cells", counted)
+    return reads
+
+
+def join_and_leave_pairs(count: int) -> list[dict[str, Any]]:
+    """``count`` pairs of invocations, each joining a cell and leaving it again."""
+    return [
+        {
+            "type": 1,
+            "invocationId": f"{kind}{x}",
+            "target": "updateMapGridGroups",
+            "arguments": [[[x, 0]], []] if kind == "j" else [[], [[x, 0]]],
+        }
+        for x in range(count)
+        for kind in ("j", "l")
+    ]
+
+
+async def test_one_message_of_hundreds_of_joins_and_leaves_reads_a_handful_and_is_closed(
+    client: Client, snapshot_reads: list[object]
+) -> None:
+    await client.send(*join_and_leave_pairs(150))  # 27 KiB, within HUB_MAX_MESSAGE_BYTES
+    said: list[dict[str, Any]] = []
+    while not said or said[-1].get("type") != 7:
+        said += await client.receive_message()
+    assert (await client.communicator.receive_output())["type"] == "websocket.close"
+    assert said[-1]["error"] == (
+        "Connection closed with an error. Too many invocations: at most 5 a second are allowed."
     )
-    # The call without an id still ran: the connection now holds cell 25,60 only.
-    assert completions["d"]["result"]["cells"] == [[25, 60]]
+    assert len(snapshot_reads) <= 5
+    refused = [r for r in said if "at most 5 invocations" in r.get("error", "")]
+    assert refused and all(r["type"] == 3 for r in refused)
+
+
+async def test_connections_past_the_cap_of_a_process_are_closed_saying_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from tracking.hub.consumer import connections
+
+    async with connected_client():
+        with override_settings(HUB_MAX_CONNECTIONS=len(connections.open)):
+            communicator, connected = await open_hub()
+            assert connected
+            closed = await communicator.receive_output()
+    assert closed["type"] == "websocket.close" and closed["code"] == 1013
+    assert "limit of" in closed["reason"] and "try again later" in closed["reason"]
+    assert "HUB_MAX_CONNECTIONS" in caplog.text
+    # Below the cap again, a connection is served.
+    async with connected_client() as served:
+        assert "result" in await served.join([[24, 60]])
 
 
 # --- Groups ------------------------------------------------------------------------------
@@ -626,3 +697,50 @@ async def test_a_protocol_name_cannot_forge_a_log_line() -> None:
     [line] = [line for line in lines if "forged" in line]
     assert "\n" not in line, line
     await communicator.disconnect()
+
+
+invocation_floods = st.lists(
+    st.lists(
+        st.builds(
+            lambda x, leave, invocation_id: {
+                "type": 1,
+                "target": "updateMapGridGroups",
+                "arguments": [[], [[x, 0]]] if leave else [[[x, 0]], []],
+                **({"invocationId": invocation_id} if invocation_id else {}),
+            },
+            st.integers(-5, 5),
+            st.booleans(),
+            st.sampled_from(["", "1", "2"]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(floods=invocation_floods, patient=st.booleans())
+async def test_floods_of_joins_and_leaves_cost_at_most_what_the_limits_allow(
+    floods: list[list[dict[str, Any]]], patient: bool, snapshot_reads: list[object]
+) -> None:
+    snapshot_reads.clear()
+    started = time.monotonic()
+    with override_settings(HUB_INVOCATION_BURST=1, HUB_INVOCATIONS_PER_SECOND=0.2):
+        async with connected_client() as hub:
+            for flood in floods:
+                await hub.send(*flood)
+                if patient:  # the hub gets to answer before the next message
+                    await hub.communicator.receive_nothing(0.05)
+            # Everything said is hub protocol; a close, if any, comes last.
+            said: list[str | int] = []
+            while not await hub.communicator.receive_nothing(0.1):
+                output = await hub.communicator.receive_output(1)
+                if output["type"] == "websocket.close":
+                    said.append("closed")
+                    break
+                said += [orjson.loads(r)["type"] for r in output["text"].split(RS)[:-1]]
+    elapsed = time.monotonic() - started
+    assert set(said) <= {1, 3, 7, "closed"} and (7 not in said or said[-2:] == [7, "closed"])
+    assert len(snapshot_reads) <= 1 + 0.2 * elapsed

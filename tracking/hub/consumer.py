@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+import weakref
 from collections.abc import Collection, Sequence
 from typing import Any
 from urllib.parse import parse_qs
@@ -24,6 +26,7 @@ from tracking.api_tokens import InvalidToken, find_token
 from tracking.grid import Cell
 from tracking.hub.fanout import FanOut, describe_error, get_fanout
 from tracking.hub.map_hub import MapHub
+from tracking.hub.servers import ServerSocket, server_socket
 from tracking.hub.session import HubError, HubSession, SessionLimits
 from tracking.hub.sign_in import SignInWatch, get_sign_in_watch, presented_token
 from tracking.hub.tokens import connection_id_from_token, new_connection
@@ -41,7 +44,50 @@ def session_limits() -> SessionLimits:
         client_timeout_seconds=settings.HUB_CLIENT_TIMEOUT_SECONDS,
         handshake_timeout_seconds=settings.HUB_HANDSHAKE_TIMEOUT_SECONDS,
         coalesce_seconds=settings.HUB_COALESCE_MS / 1000,
+        outbox_chars=settings.HUB_OUTBOX_BYTES,
+        send_stall_seconds=settings.HUB_SEND_STALL_SECONDS,
+        invocations_per_message=settings.HUB_MAX_INVOCATIONS_PER_MESSAGE,
+        invocations_per_second=settings.HUB_INVOCATIONS_PER_SECOND,
+        invocation_burst=settings.HUB_INVOCATION_BURST,
     )
+
+
+# How long a closed connection's invocation under way may take to finish
+# (a join waits up to 10 s for Redis) before it is cancelled.
+INVOCATION_WIND_DOWN_SECONDS = 15.0
+# WebSocket close code 1013: "Try Again Later".
+TRY_AGAIN_LATER = 1013
+# While connections are refused for the cap, a log line at most this often.
+REFUSALS_REPORT_SECONDS = 10.0
+
+
+class ConnectionCap:
+    """The hub connections open in this process, at most ``HUB_MAX_CONNECTIONS``;
+    refusals are logged, at most one line every ``REFUSALS_REPORT_SECONDS``."""
+
+    def __init__(self) -> None:
+        self.open: weakref.WeakSet[HubConsumer] = weakref.WeakSet()
+        self._refused = 0
+        self._reported = -REFUSALS_REPORT_SECONDS
+
+    def admit(self, consumer: HubConsumer) -> bool:
+        if len(self.open) < settings.HUB_MAX_CONNECTIONS:
+            self.open.add(consumer)
+            return True
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._reported >= REFUSALS_REPORT_SECONDS:
+            logger.warning(
+                "hub: refused %d connection(s): this process holds its limit of %d "
+                "(HUB_MAX_CONNECTIONS)",
+                self._refused,
+                settings.HUB_MAX_CONNECTIONS,
+            )
+            self._refused, self._reported = 0, now
+        return False
+
+
+connections = ConnectionCap()
 
 
 class HubConsumer(AsyncWebsocketConsumer):
@@ -57,6 +103,7 @@ class HubConsumer(AsyncWebsocketConsumer):
         self.fanout: FanOut | None = None
         self.keepalive: asyncio.Task[None] | None = None
         self.sign_in: SignInWatch | None = None
+        self.socket: ServerSocket | None = None
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Call the handler of ``message``, without channels' per-message database hop.
@@ -77,6 +124,15 @@ class HubConsumer(AsyncWebsocketConsumer):
             await self.close()
             return
         connection_id, credential = admitted
+        if not connections.admit(self):
+            await self.accept()
+            await self.close(
+                code=TRY_AGAIN_LATER,
+                reason=f"The server is at its limit of {settings.HUB_MAX_CONNECTIONS} "
+                "connections; try again later.",
+            )
+            return
+        self.socket = server_socket(self.base_send)
         self.fanout = get_fanout()
         self.hub = MapHub(
             grid=configured_grid(),
@@ -89,6 +145,8 @@ class HubConsumer(AsyncWebsocketConsumer):
             send=self._send_text,
             close=self.close,
             limits=session_limits(),
+            abort=self._abort,
+            server_buffered=self.socket.buffered if self.socket is not None else None,
         )
         await self.accept()
         self.keepalive = asyncio.create_task(self.session.keep_alive())
@@ -130,15 +188,33 @@ class HubConsumer(AsyncWebsocketConsumer):
         return known, credential
 
     async def disconnect(self, code: int) -> None:
-        if self.session is None or self.hub is None:
-            return  # refused in connect(): nothing was set up
+        connections.open.discard(self)
+        await self._release()
+
+    async def _release(self) -> None:
+        """Let go of everything the connection holds; once is enough."""
+        if self.session is None or self.hub is None or self.session.ended:
+            return  # refused in connect(), or released already
         self.session.end()
         if self.sign_in is not None:
             self.sign_in.discard(self.session)
-        if self.keepalive is not None:
+        if self.keepalive is not None and self.keepalive is not asyncio.current_task():
             self.keepalive.cancel()
+        await self.session.wound_down(patience=INVOCATION_WIND_DOWN_SECONDS)
         with contextlib.suppress(Exception):
             await self.hub.close()
+
+    async def _abort(self) -> None:
+        """Drop a connection whose client stopped reading; its disconnect follows."""
+        if self.socket is not None:
+            self.socket.abort()
+            return
+        # A server this module does not know: let go of what the connection
+        # holds now, and close the socket as the server can.
+        connections.open.discard(self)
+        await self._release()
+        with contextlib.suppress(Exception):  # a close may be under way already
+            await self.close()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.session is not None:

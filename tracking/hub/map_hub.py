@@ -45,7 +45,13 @@ class MapHub(Hub):
         self.cells: set[Cell] = set()
         self._ports = ports
 
-    @hub_method("updateMapGridGroups", arguments=("newGridNumbers", "previousGridNumbers"))
+    # A view that changes again before the last change ran replaces it: the
+    # client is sent the cells it looks at now, not each one it panned past.
+    @hub_method(
+        "updateMapGridGroups",
+        arguments=("newGridNumbers", "previousGridNumbers"),
+        latest_wins=True,
+    )
     async def update_map_grid_groups(
         self, new_grid_numbers: object, previous_grid_numbers: object
     ) -> Reply:
@@ -75,12 +81,16 @@ class MapHub(Hub):
                 f"{self.max_cells} a connection may join; zoom in."
             )
         await self._ports.watch(join)
+        # Held from here on, so that close() lets go of them even if the call
+        # is cancelled (the connection ended) while reading or leaving.
+        self.cells |= set(join)
         # Read right after watching: a snapshot kept in memory is then taken
         # with no update in between, so every update queued for this
         # connection is newer than it, and none is sent twice.
         try:
             snapshot = await self._ports.snapshot(join) if join else ()
         except Exception:
+            self.cells -= set(join)
             await self._ports.unwatch(join)
             raise
         await self._ports.unwatch(leave)

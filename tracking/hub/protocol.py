@@ -258,6 +258,20 @@ def location_updated(
     )
 
 
+# How every ``locationUpdated`` record this server writes begins, up to its tracker id.
+_LOCATION_PREFIX = '{"type":1,"target":"locationUpdated","arguments":["'
+
+
+def location_tracker_id(record: str) -> str | None:
+    """The tracker id of a ``locationUpdated`` record as ``location_updated``
+    writes it, or None for any other record; read without decoding the JSON,
+    as a slow connection's outbox does for every record it holds."""
+    if not record.startswith(_LOCATION_PREFIX):
+        return None
+    end = record.find('"', len(_LOCATION_PREFIX))
+    return record[len(_LOCATION_PREFIX) : end] if end > 0 else None
+
+
 def location_record(position: LatestPosition) -> str:
     """The ``locationUpdated`` record of a tracker's latest position: the one
     encoding that live updates and join snapshots share."""

@@ -113,6 +113,10 @@ class Command(BaseCommand):
             application=application,
             endpoints=[f"tcp:port={port}:interface={host.replace(':', chr(92) + ':')}"],
             verbosity=0,
+            # As the README's server command lines: a larger message is refused
+            # before it is read (the hub takes HUB_MAX_MESSAGE_BYTES).
+            websocket_max_message_size=65536,
+            websocket_max_frame_size=65536,
         ).run()
         self.stdout.write("demo stopped")
 
