@@ -192,6 +192,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "tracker_site.storage.StaticFiles",
+    # Before anything reads the query or the session cookie (tracker_site/nul.py).
+    "tracker_site.nul.refuse_nul",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
