@@ -744,7 +744,9 @@ async def test_a_connection_that_ends_while_a_join_is_under_way_lets_go_of_every
     assert ports.watching == set()
 
 
-async def test_a_join_under_way_when_the_connection_ends_finishes_without_its_snapshot() -> None:
+async def test_a_join_under_way_when_the_connection_ends_finishes_without_sending_its_snapshot() -> (
+    None
+):
     class SlowToJoin(Ports):
         async def watch(self, cells: Sequence[Cell]) -> None:
             joining.set()
@@ -761,6 +763,8 @@ async def test_a_join_under_way_when_the_connection_ends_finishes_without_its_sn
     session.end()
     go_on.set()
     await session.wound_down(patience=5)
-    assert hub.cells == {HELSINKI} and ports.reads == 0 and socket.records() == [{}]
+    # The snapshot is taken with the watch (so nothing falls between them),
+    # but nothing goes to a connection that has ended.
+    assert hub.cells == {HELSINKI} and ports.reads <= 1 and socket.records() == [{}]
     await hub.close()
     assert ports.watching == set()
