@@ -43,7 +43,7 @@ from tracking.ingest.store import (
     rejected_prune_point,
     store_batch,
 )
-from tracking.logsafe import one_line
+from tracking.logsafe import one_line, quoted
 from tracking.positions import LatestPosition
 
 logger = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class Pipeline:
             [raw] = entry.bodies()
             logger.error(
                 "could not store the rejection of the event from %s either: %s",
-                raw.origin,
+                quoted(raw.origin),
                 first_line(exc),
             )
             return BatchResult(

@@ -25,6 +25,7 @@ from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.ingest import bulk
 from tracking.ingest.rejections import StoreAllowance
 from tracking.ingest.sources import RawEvent
+from tracking.logsafe import quoted
 from tracking.models import RejectedEvent, Tracker, configured_grid, default_tracker_name
 from tracking.positions import LatestPosition, newest_per_tracker
 
@@ -141,7 +142,7 @@ def parse_batch(*, events: Sequence[RawEvent], now: datetime) -> ParsedBatch:
         except Exception as exc:
             # A parser bug, which the parser's tests should have found: one
             # body must still not stop the stream.
-            logger.exception("the parser failed on the body from %s", raw.origin)
+            logger.exception("the parser failed on the body from %s", quoted(raw.origin))
             reason = f"the parser failed on it: {type(exc).__name__}: {exc}"
             parsed.refused.append(Refusal(raw, reason, "parser-failed"))
         else:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from tracking.logsafe import one_line
+
 
 @dataclass(frozen=True, slots=True)
 class RawEvent:
@@ -29,8 +31,9 @@ class RawEvent:
 
 
 def first_line(error: BaseException) -> str:
-    """The first line of an error's message (its type if it has none), for a log line."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    """The first line of an error's message (its type if it has none), for a log
+    line: escaped, as it may quote what a device sent."""
+    return one_line((str(error).strip().splitlines() or [type(error).__name__])[0][:300])
 
 
 class SourceConfigurationError(Exception):
