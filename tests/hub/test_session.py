@@ -768,6 +768,8 @@ async def test_a_join_under_way_when_the_connection_ends_finishes_without_its_sn
     session.end()
     go_on.set()
     await session.wound_down(patience=5)
-    assert hub.cells == {HELSINKI} and ports.reads == 0 and socket.records() == [{}]
+    # The snapshot is read with the join (right after watching), but nothing
+    # goes out on a socket that has gone.
+    assert hub.cells == {HELSINKI} and socket.records() == [{}]
     await hub.close()
     assert ports.watching == set()
