@@ -29,7 +29,7 @@ from tracking.hub.map_hub import MapHub
 from tracking.hub.servers import ServerSocket, server_socket
 from tracking.hub.session import HubError, HubSession, SessionLimits
 from tracking.hub.sign_in import SignInWatch, get_sign_in_watch, presented_token
-from tracking.hub.tokens import connection_id_from_token, new_connection
+from tracking.hub.tokens import connection_id_from_token, new_connection_id
 from tracking.models import configured_grid
 from tracking.positions import LatestPosition
 from tracking.selectors import latest_positions_in_cells
@@ -180,7 +180,7 @@ class HubConsumer(AsyncWebsocketConsumer):
             return None
         ids = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("id")
         if not ids:  # skipNegotiation: the client went straight to the WebSocket.
-            return new_connection()[0], credential
+            return new_connection_id(), credential
         known = connection_id_from_token(ids[0])
         if known is None:
             logger.info("hub: refused a connection with an unknown or expired id")
