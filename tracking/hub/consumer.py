@@ -121,6 +121,12 @@ class HubConsumer(AsyncWebsocketConsumer):
             while True:
                 await self.dispatch(await receive())
 
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """As channels' consumer does, without its closing of stale database
+        connections on a worker thread: see ``dispatch``."""
+        await self.disconnect(message["code"])
+        raise StopConsumer
+
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Call the handler of ``message``, without channels' per-message database hop.
 
