@@ -50,7 +50,8 @@ to the servers: 10,000 viewers of 2 x 2 cells of the target fleet come back
 at once (1,000 joins in flight) to two freshly started uvicorn processes,
 and a viewer counts as back once its whole snapshot is in (the load
 generator is told each cell's tracker count from the database); it reports
-joins per second per process and the server CPU per join.
+joins per second per process and the server CPU per join, and then, as every
+viewer closes at once, the server CPU per disconnect.
 
 **One process per core, one port.** The parent binds one listening socket per
 server process, each with ``SO_REUSEPORT`` on the same address and port, and
@@ -586,6 +587,8 @@ def _measure(
             reader.next("result", timeout=scenario.drain + 120 + scenario.clients / 200)
             for reader in readers
         ]
+        if scenario.storm:
+            figures["leave"] = _leave(readers, server_pids, processes, port)
         for reader in readers:
             reader.send({"cmd": "exit"})
         if publisher is not None:
@@ -618,6 +621,63 @@ def _measure(
         if not scenario.idle:
             figures["publisher"] = _publisher_figures(batches, start=start, end=end)
     return figures
+
+
+def _leave(
+    readers: Sequence[LineReader],
+    server_pids: Sequence[int],
+    processes: Sequence[subprocess.Popen[bytes]],
+    port: int,
+    *,
+    timeout: float = 60.0,
+) -> dict[str, Any]:
+    """Every viewer closes at once: the servers' CPU until they hold no connection."""
+    connected = sum(_connections_per_process(processes, port))
+    started = time.monotonic()
+    with common.measured(server_pids) as cpu:
+        for reader in readers:
+            reader.send({"cmd": "exit"})
+        for reader in readers:
+            reader.process.wait(timeout=timeout)
+        while sum(_connections_per_process(processes, port)) > 0:
+            if time.monotonic() - started > timeout:
+                break
+            time.sleep(0.05)
+        # A socket the client closed is no longer established before the
+        # server has run its disconnect: wait until the servers fall idle.
+        _wait_idle(processes, timeout=timeout)
+    return {
+        "disconnected": connected,
+        "seconds": round(time.monotonic() - started, 2),
+        "server_cpu_ms_per_disconnect": round(cpu.cpu_seconds * 1000 / max(connected, 1), 4),
+    }
+
+
+def _wait_idle(
+    processes: Sequence[subprocess.Popen[bytes]],
+    *,
+    timeout: float,
+    quiet_seconds: float = 0.25,
+    quiet_cpu_seconds: float = 0.005,
+) -> None:
+    """Return once ``processes`` used under ``quiet_cpu_seconds`` of CPU in ``quiet_seconds``."""
+
+    def cpu() -> float:
+        total = 0.0
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(process.pid).cpu_times()
+                total += times.user + times.system
+        return total
+
+    deadline = time.monotonic() + timeout
+    before = cpu()
+    while time.monotonic() < deadline:
+        time.sleep(quiet_seconds)
+        now = cpu()
+        if now - before < quiet_cpu_seconds:
+            return
+        before = now
 
 
 def _write_snapshot_sizes(database_url: str, logs: Path) -> Path:
@@ -1054,7 +1114,7 @@ def rows(figures: dict[str, Any]) -> list[Row]:
             joined += f" (per process {'/'.join(str(n) for n in join['per_process'])})"
         table.append(Row(bench, "viewers joined", joined))
         if s["idle"] and join["joined"]:
-            table += _join_rows(bench, s, join)
+            table += _join_rows(bench, s, join) + _leave_rows(bench, f.get("leave"))
         cpu = f["cpu_cores"]
         table.append(
             Row(
@@ -1147,6 +1207,20 @@ def _join_rows(bench: str, s: dict[str, Any], join: dict[str, Any]) -> list[Row]
             )
         )
     return found
+
+
+def _leave_rows(bench: str, leave: dict[str, Any] | None) -> list[Row]:
+    """What every viewer leaving at once costs the servers (the storm's last step)."""
+    if not leave:
+        return []
+    return [
+        Row(
+            bench,
+            "server CPU per disconnect (all viewers leave at once)",
+            f"{leave['server_cpu_ms_per_disconnect']:.3f} ms ({leave['disconnected']:,} "
+            f"in {leave['seconds']:.1f} s)",
+        )
+    ]
 
 
 def _still_connected(wanted: int, joined: int, connections: dict[str, Any]) -> str:

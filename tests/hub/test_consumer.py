@@ -40,14 +40,22 @@ class Client:
     def __init__(self, communicator: WebsocketCommunicator) -> None:
         self.communicator = communicator
         self.next_id = 0
+        # The records that came after a completion in its message (a snapshot).
+        self.held = ""
 
     async def send(self, *records: dict[str, Any] | str) -> None:
         text = "".join(r if isinstance(r, str) else orjson.dumps(r).decode() + RS for r in records)
         await self.communicator.send_to(text_data=text)
 
+    async def receive_text(self, timeout: float = 2) -> str:
+        """The text of the next WebSocket message, or what was left of the last
+        one after the completion ``invoke`` returned."""
+        text, self.held = self.held, ""
+        return text or await self.communicator.receive_from(timeout=timeout)
+
     async def receive_message(self, timeout: float = 2) -> list[dict[str, Any]]:
-        """The records of the next WebSocket message."""
-        text = await self.communicator.receive_from(timeout=timeout)
+        """The records of the next WebSocket message (or of what is left of one)."""
+        text = await self.receive_text(timeout)
         assert text.endswith(RS), text
         return [orjson.loads(part) for part in text.split(RS)[:-1]]
 
@@ -59,9 +67,11 @@ class Client:
 
     async def nothing_more(self, timeout: float = 0.3) -> bool:
         # receive_nothing, unlike a receive that times out, leaves the app running.
-        return bool(await self.communicator.receive_nothing(timeout))
+        return not self.held and bool(await self.communicator.receive_nothing(timeout))
 
     async def invoke(self, target: str, *arguments: Any) -> dict[str, Any]:
+        """Call ``target`` and return its completion; what follows the completion
+        in its message waits for the next receive."""
         self.next_id += 1
         invocation_id = str(self.next_id)
         await self.send(
@@ -73,8 +83,11 @@ class Client:
             }
         )
         while True:
-            for record in await self.receive_message():
+            parts = (await self.receive_text()).split(RS)[:-1]
+            for index, part in enumerate(parts):
+                record = orjson.loads(part)
                 if record.get("type") == 3 and record["invocationId"] == invocation_id:
+                    self.held = "".join(p + RS for p in parts[index + 1 :])
                     return record
 
     async def join(

@@ -411,8 +411,8 @@ async def test_viewers_joining_during_a_burst_over_redis_miss_nothing(redis_url:
             for client, latest in clients:
 
                 async def holds_everything(client: Client = client, latest=latest) -> bool:
-                    while not await client.communicator.receive_nothing(0.05):
-                        message = await client.communicator.receive_from()
+                    while client.held or not await client.communicator.receive_nothing(0.05):
+                        message = await client.receive_text()
                         for tracker, timestamp_ms, text in location_records(message):
                             if latest.get(tracker, (timestamp_ms,))[0] <= timestamp_ms:
                                 latest[tracker] = (timestamp_ms, text)

@@ -67,6 +67,17 @@ async def shaken_hands(communicator: WebsocketCommunicator) -> AsyncIterator[Non
         await communicator.disconnect()
 
 
+async def joins_a_cell(communicator: WebsocketCommunicator) -> bool:
+    """Whether the connection, once it has shaken hands, is served: a join is answered."""
+    async with shaken_hands(communicator):
+        await communicator.send_to(
+            text_data='{"type":1,"invocationId":"1","target":"updateMapGridGroups",'
+            '"arguments":[[[24,60]],[]]}' + RS
+        )
+        completion = orjson.loads((await communicator.receive_from()).split(RS)[0])
+    return bool(completion["result"]["joined"] == [[24, 60]])
+
+
 async def closed_because_sign_in_ended(communicator: WebsocketCommunicator) -> None:
     """The next things the client hears are a Close record saying why, then the close."""
     close = orjson.loads((await communicator.receive_from(timeout=5)).rstrip(RS))
@@ -86,13 +97,7 @@ async def test_a_token_in_the_access_token_parameter_opens_the_private_hub(
     _, text = await new_token()
     communicator, connected = await open_hub({"access_token": text})
     assert connected
-    async with shaken_hands(communicator):
-        await communicator.send_to(
-            text_data='{"type":1,"invocationId":"1","target":"updateMapGridGroups",'
-            '"arguments":[[[24,60]],[]]}' + RS
-        )
-        completion = orjson.loads((await communicator.receive_from()).split(RS)[0])
-        assert completion["result"]["joined"] == [[24, 60]]
+    assert await joins_a_cell(communicator)
 
 
 @pytestmark_db
@@ -173,6 +178,81 @@ async def test_signing_out_of_the_site_closes_the_browsers_hub_connections(
         signed_out = await sync_to_async(browser.post)("/admin/logout/")
         assert signed_out.status_code == 200
         await closed_because_sign_in_ended(communicator)
+
+
+# --- Connecting with the site's session -------------------------------------------------------
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+@sync_to_async
+def signed_in_cookie() -> bytes:
+    """The Cookie header of a browser signed in to the site (with another cookie beside it)."""
+    user, _ = User.objects.get_or_create(username="viewer")
+    browser = Client()
+    browser.force_login(user)
+    return f"csrftoken=abc; sessionid={browser.cookies['sessionid'].value}".encode()
+
+
+@pytestmark_db
+async def test_a_browser_with_cookies_but_no_session_is_refused_by_the_private_hub(
+    private: None,
+) -> None:
+    _, connected = await open_hub(headers=[ORIGIN, (b"cookie", b"csrftoken=abc; theme=dark")])
+    assert not connected
+    with override_settings(MAP_PUBLIC=True):
+        communicator, connected = await open_hub(headers=[ORIGIN, (b"cookie", b"csrftoken=abc")])
+        assert connected
+        await communicator.disconnect()
+
+
+@pytestmark_db
+async def test_a_browser_signed_in_to_the_site_is_served_by_the_private_hub(
+    private: None,
+) -> None:
+    communicator, connected = await open_hub(
+        headers=[ORIGIN, (b"cookie", await signed_in_cookie())]
+    )
+    assert connected
+    assert await joins_a_cell(communicator)
+
+
+@pytestmark_db
+async def test_a_token_decides_whatever_session_cookie_comes_with_it(private: None) -> None:
+    cookie = (b"cookie", await signed_in_cookie())
+    _, revoked = await new_token(revoked_at=timezone.now())
+    _, connected = await open_hub({"access_token": revoked}, headers=[ORIGIN, cookie])
+    assert not connected
+    # A live token beside a signed-in session: the connection is the token's.
+    token, text = await new_token()
+    communicator, connected = await open_hub({"access_token": text}, headers=[ORIGIN, cookie])
+    assert connected
+    async with shaken_hands(communicator):
+        await sync_to_async(revoke)([token])
+        await closed_because_sign_in_ended(communicator)
+
+
+# Any latin-1 a client may put in its Cookie header, and session cookies of every shape.
+hostile_cookie = st.text(st.characters(min_codepoint=32, max_codepoint=255), max_size=120) | (
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=40).map(
+        lambda key: f"csrftoken=abc; sessionid={key}"
+    )
+)
+
+
+@pytestmark_db
+@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cookie=hostile_cookie, private_map=st.booleans())
+async def test_any_cookie_a_client_presents_signs_nobody_in_never_a_crash(
+    cookie: str, private_map: bool
+) -> None:
+    with override_settings(MAP_PUBLIC=not private_map):
+        communicator, connected = await open_hub(
+            headers=[ORIGIN, (b"cookie", cookie.encode("latin-1"))]
+        )
+        assert connected == (not private_map)
+        if connected:
+            await communicator.disconnect()
 
 
 # --- Hostile tokens ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
@@ -29,7 +30,7 @@ from tracking.hub.map_hub import MapHub
 from tracking.hub.servers import ServerSocket, server_socket
 from tracking.hub.session import HubError, HubSession, SessionLimits
 from tracking.hub.sign_in import SignInWatch, get_sign_in_watch, presented_token
-from tracking.hub.tokens import connection_id_from_token, new_connection
+from tracking.hub.tokens import connection_id_from_token, new_connection_id
 from tracking.models import configured_grid
 from tracking.positions import LatestPosition
 from tracking.selectors import latest_positions_in_cells
@@ -93,7 +94,7 @@ connections = ConnectionCap()
 class HubConsumer(AsyncWebsocketConsumer):
     # Updates arrive through the fan-out, never through a channels layer, so
     # no connection needs a layer channel of its own (channels makes one per
-    # connection when a layer is named here).
+    # connection when a layer is named here; ``__call__`` never listens to one).
     channel_layer_alias = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -104,6 +105,27 @@ class HubConsumer(AsyncWebsocketConsumer):
         self.keepalive: asyncio.Task[None] | None = None
         self.sign_in: SignInWatch | None = None
         self.socket: ServerSocket | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """Serve the connection: each message the server hands over, in turn.
+
+        Channels' consumer listens to the server and to a channel layer at once,
+        with a task and an ``asyncio.wait`` per message; this one has no layer,
+        so it awaits the server's next message itself (as channels does, one
+        message is handled before the next is read).
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        with contextlib.suppress(StopConsumer):
+            while True:
+                await self.dispatch(await receive())
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        """As channels' consumer does, without its closing of stale database
+        connections on a worker thread: see ``dispatch``."""
+        await self.disconnect(message["code"])
+        raise StopConsumer
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Call the handler of ``message``, without channels' per-message database hop.
@@ -180,7 +202,7 @@ class HubConsumer(AsyncWebsocketConsumer):
             return None
         ids = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get("id")
         if not ids:  # skipNegotiation: the client went straight to the WebSocket.
-            return new_connection()[0], credential
+            return new_connection_id(), credential
         known = connection_id_from_token(ids[0])
         if known is None:
             logger.info("hub: refused a connection with an unknown or expired id")

@@ -36,7 +36,8 @@ class ServerSocket:
 def server_socket(send: Callable[..., Any]) -> ServerSocket | None:
     """The transport behind the ASGI ``send`` of a WebSocket connection, if the
     server is one this module knows."""
-    # Channels' session middleware wraps the server's send in its own.
+    # Channels' session middleware wraps the server's send in its own (the
+    # hub's SessionSignIn does not, but a stack may still put it in front).
     wrapper: Any = getattr(send, "__self__", None)
     while hasattr(wrapper, "real_send"):
         send = wrapper.real_send

@@ -398,21 +398,30 @@ class HubSession:
                     )
                 )
             return
-        if answer is not None:
-            await self._send(protocol.completion(answer, result=reply.result))
+        completion = "" if answer is None else protocol.completion(answer, result=reply.result)
         if reply.then is None or self.closing:
+            if completion:
+                await self._send(completion)
             return
         try:
-            follow_up = await reply.then()
+            follow_up = list(await reply.then())
         except Exception:
             # The client holds a completion it cannot build on; reconnecting starts over.
             logger.exception(
                 "hub %s: what follows %s failed", self.connection_id, quoted(invocation.target)
             )
+            if completion:
+                await self._send(completion)
             await self.close_with_error(
                 f"The server could not finish '{invocation.target}'; reconnect to try again."
             )
             return
+        # The completion and the first message after it go out as one WebSocket
+        # message (records are self-delimiting): one send less per join.
+        if follow_up:
+            follow_up[0] = completion + follow_up[0]
+        elif completion:
+            follow_up = [completion]
         for message in follow_up:
             await self._send(message)
 

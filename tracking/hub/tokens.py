@@ -16,9 +16,14 @@ _SALT = "tracking.hub.connection-token"
 TOKEN_MAX_AGE_SECONDS = 300
 
 
+def new_connection_id() -> str:
+    """A fresh connection id, for a client that skipped negotiate (it needs no token)."""
+    return secrets.token_urlsafe(16)
+
+
 def new_connection() -> tuple[str, str]:
     """A fresh ``(connection_id, connection_token)`` pair."""
-    connection_id = secrets.token_urlsafe(16)
+    connection_id = new_connection_id()
     return connection_id, signing.dumps(connection_id, salt=_SALT)
 
 
