@@ -11,6 +11,12 @@ import hypothesis
 import pytest
 from django.test import override_settings
 
+# The ASGI application is built once, here, while DEBUG is on as it is for
+# pytest (settings.py), as a web server builds it at start: pytest-django turns
+# DEBUG off for the tests themselves, and a web server refuses the development
+# key with DEBUG off. Built here, a test module that imports it lazily runs
+# alone as it runs in the whole suite.
+import tracker_site.asgi  # noqa: F401
 from tests import support
 
 # Property-based tests go through real requests and databases, whose speed
