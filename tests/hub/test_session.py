@@ -52,6 +52,8 @@ class Socket:
     async def send(self, text: str) -> None:
         self.sends_started += 1
         await self.gate.wait()
+        if self.closed:  # as uvicorn and daphne refuse it
+            raise RuntimeError("Unexpected ASGI message 'websocket.send' after 'websocket.close'")
         if self.fail_sends:
             raise ConnectionResetError("the client went away")
         self.messages.append(text)
@@ -775,3 +777,25 @@ async def test_a_join_under_way_when_the_connection_ends_finishes_without_sendin
     assert hub.cells == {HELSINKI} and ports.reads <= 1 and socket.records() == [{}]
     await hub.close()
     assert ports.watching == set()
+
+
+async def test_an_answer_ready_after_the_session_closed_is_not_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class SlowToJoin(Ports):
+        async def watch(self, cells: Sequence[Cell]) -> None:
+            joining.set()
+            await go_on.wait()
+            await super().watch(cells)
+
+    joining, go_on = asyncio.Event(), asyncio.Event()
+    hub = MapHub(grid=Grid(1.0), max_cells=3, ports=SlowToJoin([position(HELSINKI, 60.1, 24.9)]))
+    session, socket, _ = make_session(hub)
+    await say(session, HANDSHAKE)
+    await session.receive(invocation("updateMapGridGroups", [[24, 60]], []))
+    await asyncio.wait_for(joining.wait(), timeout=5)
+    await session.close_with_error("Closed by the test.")
+    go_on.set()
+    await session.answered()
+    assert socket.closed and socket.records()[-1] == {"type": 7, "error": "Closed by the test."}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

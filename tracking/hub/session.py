@@ -350,8 +350,13 @@ class HubSession:
             self._worker = asyncio.create_task(self._work())
 
     async def _work(self) -> None:
-        while self._pending and not self.closing:
-            await self._invoke(self._pending.popleft())
+        try:
+            while self._pending and not self.closing:
+                await self._invoke(self._pending.popleft())
+        except Exception:
+            # Nobody awaits this task: a failure is logged here, not left for
+            # asyncio to report when the task is collected.
+            logger.exception("hub %s: answering invocations failed", self.connection_id)
 
     @property
     def waiting_invocations(self) -> int:
@@ -495,8 +500,8 @@ class HubSession:
     async def _one_at_a_time(self, action: Callable[..., Awaitable[None]], *args: str) -> None:
         """Hand something to the server once whatever went before has gone out."""
         async with self._sending:
-            if self.ended:
-                return
+            if self.ended or (self._socket_closed and action != self._close_socket):
+                return  # nothing goes out after the close (the server would raise)
             self.sending_since = self._clock()
             try:
                 if self._server_buffered is not None:
