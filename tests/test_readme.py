@@ -88,6 +88,18 @@ def test_the_readmes_python_client_is_the_example_file_word_for_word() -> None:
     assert f"```python\n{EXAMPLE.read_text()}```" in README.read_text()
 
 
+def test_the_python_client_says_why_it_could_not_watch_and_exits_1() -> None:
+    nobody = f"http://127.0.0.1:{support.free_port()}"
+    watched = subprocess.run(
+        [support.PYTHON, str(EXAMPLE), "--url", nobody, "--count", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert watched.returncode == 1
+    assert watched.stderr.startswith("watch_cell.py: ") and "Cannot connect" in watched.stderr
+
+
 class Terminals:
     """A copy of the checkout, and the terminals a user opens in it."""
 

@@ -53,9 +53,17 @@ async def watch(url: str, cell: list[int], count: int | None, headers: dict[str,
     running = asyncio.create_task(client.run())
     stopping = asyncio.create_task(enough.wait())
     await asyncio.wait({running, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    # The client ending by itself is a failure: refused (a bad token, a private
+    # map), or nothing listening at --url.
+    problem = None
+    if running.done() and not running.cancelled():
+        error = running.exception()
+        problem = f"{type(error).__name__}: {error}" if error else "the hub ended the connection"
     for task in (running, stopping):
         task.cancel()
     await asyncio.gather(running, stopping, return_exceptions=True)
+    if problem is not None:
+        raise SystemExit(f"watch_cell.py: {problem}")
 
 
 def main() -> None:
