@@ -220,6 +220,7 @@ def test_create_token_prints_the_token_alone_and_it_signs_the_user_in(
     [
         (["nobody"], "no user"),
         (["fleet-script", "--expires-in", "0"], "--expires-in"),
+        (["fleet-script", "--expires-in", "36500000"], "1 to 36500 days"),
     ],
 )
 def test_create_token_refuses_what_it_cannot_do(

@@ -300,7 +300,7 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 LOGIN_URL = "admin:login"
 # How long an API token made without an explicit expiry lasts (tracking/api_tokens.py).
-API_TOKEN_DAYS: int = _env_number("API_TOKEN_DAYS", 90, minimum=1)
+API_TOKEN_DAYS: int = _env_number("API_TOKEN_DAYS", 90, minimum=1, maximum=36_500)
 # Sign-in is throttled by django-axes: after AXES_FAILURE_LIMIT wrong passwords
 # from one address, that address is refused for AXES_COOLOFF_TIME hours.
 AUTHENTICATION_BACKENDS = [

@@ -52,6 +52,10 @@ def new_secret(token: ApiToken) -> str:
     return text
 
 
+# The longest a token may last (a hundred years): later dates overflow.
+MAX_TOKEN_DAYS = 36_500
+
+
 def default_expiry(now: datetime | None = None) -> datetime:
     """When a token made at ``now`` expires unless told otherwise: ``API_TOKEN_DAYS`` on."""
     return (now or timezone.now()) + timedelta(days=settings.API_TOKEN_DAYS)

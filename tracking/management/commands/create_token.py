@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from tracking.api_tokens import issue_token
+from tracking.api_tokens import MAX_TOKEN_DAYS, issue_token
 
 
 class Command(BaseCommand):
@@ -31,8 +31,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         days = options["expires_in"]
-        if days is not None and days < 1:
-            raise CommandError(f"--expires-in must be 1 day or more, got {days}")
+        if days is not None and not 1 <= days <= MAX_TOKEN_DAYS:
+            raise CommandError(f"--expires-in must be 1 to {MAX_TOKEN_DAYS} days, got {days}")
         if len(options["name"]) > 100:
             raise CommandError("--name must be at most 100 characters")
         user_model = get_user_model()
