@@ -34,9 +34,15 @@ def test_any_message_on_one_line_is_one_line_no_longer_than_its_limit(
     assert len(text) <= limit + NOTE_MAX_CHARS
 
 
-@given(st.text(st.characters(codec="utf-8"), max_size=QUOTED_MAX_CHARS))
+# Short enough that even escaped (up to 10 characters each, as \U0001f600) it fits the cap.
+@given(st.text(st.characters(codec="utf-8"), max_size=(QUOTED_MAX_CHARS - 2) // 10))
 def test_a_short_value_reads_back_exactly(value: str) -> None:
     assert ast.literal_eval(quoted(value)) == value
+
+
+def test_a_value_longer_once_escaped_is_cut_and_says_how_long_it_was() -> None:
+    value = "\U00011daa" * 20
+    assert quoted(value).endswith("... (20 characters)")
 
 
 def test_a_forged_line_stays_inside_the_quotes() -> None:

@@ -49,3 +49,14 @@ def test_a_right_password_before_the_limit_signs_in_and_starts_the_count_again(
     for n in range(settings.AXES_FAILURE_LIMIT - 1):
         assert sign_in(client, f"guess {n}") == 200
     assert sign_in(client, PASSWORD) == 302
+
+
+@override_settings(AXES_FAILURE_LIMIT=2)
+def test_a_lockout_is_logged_with_the_address_but_not_the_username(
+    admin_user: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = Client(REMOTE_ADDR="198.51.100.23")
+    for guess in ("guess 1", "guess 2"):
+        client.post("/admin/login/", {"username": "night-shift", "password": guess})
+    [lockout] = [r.getMessage() for r in caplog.records if "Locking out" in r.getMessage()]
+    assert "198.51.100.23" in lockout and "night-shift" not in lockout

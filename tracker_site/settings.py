@@ -312,6 +312,9 @@ AXES_COOLOFF_TIME: float = _env_number("AXES_COOLOFF_TIME", 1.0, minimum=0.01, i
 AXES_RESET_ON_SUCCESS = True
 # One line per failure and lockout, not a banner at every start.
 AXES_VERBOSE = False
+# A lockout line names the address locked out (what an operator acts on); the
+# username stays masked (a password typed into it would land in the log).
+AXES_SENSITIVE_PARAMETERS = ["username"]
 # The address that counts is REMOTE_ADDR, the client's as the ASGI server gives
 # it (uvicorn takes it from a trusted proxy's X-Forwarded-For).
 
