@@ -112,9 +112,9 @@ def test_a_multipolygon_with_a_hole_holds_its_parts_but_not_the_hole() -> None:
         ),
         (
             polygon([[0, 0], [1, 0], [1, 1], [0, 1]]),
-            "ring 0 is not closed: it starts at lng 0.000000, lat 0.000000",
+            "ring 0 is not closed",
         ),
-        (polygon([[0, 0], [1, 0], [0, 0]]), "ring 0 has 3 positions; a ring needs at least 4"),
+        (polygon([[0, 0], [1, 0], [0, 0]]), "ring 0 has 3 positions; a ring needs 4 or more"),
         (polygon([[0, 0], [1, 0], [1, 91], [0, 0]]), "latitude 91 is out of range"),
         (polygon([[0, 0], [1, 0], [400, 1], [0, 0]]), "longitude 400 is out of range"),
         (polygon([[0, 0], [1, 0], [1, "1"], [0, 0]]), "must be a finite number"),
@@ -124,7 +124,7 @@ def test_a_multipolygon_with_a_hole_holds_its_parts_but_not_the_hole() -> None:
                 "properties": {"radius": 0},
                 "geometry": {"type": "Point", "coordinates": [0, 0]},
             },
-            "radius 0 m must be above 0",
+            "radius 0 m must be above 0, at most 100,000 m",
         ),
         (
             {
@@ -158,7 +158,7 @@ def test_a_multipolygon_with_a_hole_holds_its_parts_but_not_the_hole() -> None:
         (polygon([[0, 80], [120, 80], [-120, 80], [0, 80]]), "circles a pole"),
         (
             polygon([[0, 0], [20, 0], [20, 20], [0, 20], [0, 0]]),
-            "km from its centre; at most 1,000 km",
+            "reaches beyond 1,000 km from its centre",
         ),
     ],
 )

@@ -172,10 +172,7 @@ def parse_geojson(data: object) -> list[ParsedFence]:
 
 def circle(*, latitude: float, longitude: float, radius_m: float) -> Fence:
     """The geodesic circle of ``radius_m`` metres (0 < radius <= ``MAX_RADIUS_M``) round a point."""
-    for value in (latitude, longitude, radius_m):
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise FenceError(f"{_show(value)} is not a number")
-    return _circle(_checked_position([longitude, latitude], ""), float(radius_m), "")
+    return _circle(_checked_position([longitude, latitude], ""), _number(radius_m, "radius"), "")
 
 
 def _feature(feature: object, where: str) -> ParsedFence:
@@ -209,26 +206,18 @@ def _feature(feature: object, where: str) -> ParsedFence:
 def _circle(centre: tuple[float, float], radius: float, where: str) -> Fence:
     if not 0 < radius <= MAX_RADIUS_M:
         raise FenceError(
-            f"{where}radius {radius:g} m must be above 0 and at most {MAX_RADIUS_M:,.0f} m"
+            f"{where}radius {radius:g} m must be above 0, at most {MAX_RADIUS_M:,.0f} m"
         )
-    lon, lat = wrap_longitude(centre[0]), centre[1]
-    pad = _SLACK_M + radius * 1e-4
-    for pole in (90.0, -90.0):
-        if _GEOD.inv(lon, lat, 0.0, pole)[2] <= radius + pad:
-            edge = lat - math.copysign((radius + pad) / _METRES_PER_DEGREE, pole)
-            south, north = (edge, 90.0) if pole > 0 else (-90.0, edge)
-            boxes: tuple[Box, ...] = ((-180.0, max(south, -90.0), 180.0, min(north, 90.0)),)
-            break
-    else:
-        azimuths = np.linspace(0.0, 360.0, _CIRCLE_SAMPLES, endpoint=False)
-        lons, lats, _ = _GEOD.fwd(
-            np.full(_CIRCLE_SAMPLES, lon),
-            np.full(_CIRCLE_SAMPLES, lat),
-            azimuths,
-            np.full(_CIRCLE_SAMPLES, radius),
-        )
-        lons = lon + (lons - lon + 180.0) % 360.0 - 180.0
-        boxes = _boxes((lons.min(), lats.min(), lons.max(), lats.max()), pad)
+    lon, lat, pad = wrap_longitude(centre[0]), centre[1], _SLACK_M + radius * 1e-4
+    many = np.ones(_CIRCLE_SAMPLES)
+    azimuths = np.linspace(0.0, 360.0, _CIRCLE_SAMPLES, endpoint=False)
+    lons, lats, _ = _GEOD.fwd(many * lon, many * lat, azimuths, many * radius)
+    lons = lon + (lons - lon + 180.0) % 360.0 - 180.0
+    south, north = float(lats.min()), float(lats.max())
+    # Around a pole the outline's longitudes span the whole circle: the box must too.
+    north = 90.0 if _GEOD.inv(lon, lat, 0.0, 90.0)[2] <= radius + pad else north
+    south = -90.0 if _GEOD.inv(lon, lat, 0.0, -90.0)[2] <= radius + pad else south
+    boxes = _boxes((float(lons.min()), south, float(lons.max()), north), pad)
     return Fence(
         center_longitude=lon, center_latitude=lat, radius_m=radius, plane=None, boxes=boxes
     )
@@ -254,14 +243,10 @@ def _polygon_fence(geometry: dict[str, Any], where: str) -> Fence:
             if count > MAX_VERTICES:
                 raise FenceError(f"{where}too many vertices: at most {MAX_VERTICES:,}")
             if len(ring) < 4:
-                raise FenceError(
-                    f"{where}{name} has {len(ring)} positions; a ring needs at least 4, the first repeated last"
-                )
+                raise FenceError(f"{where}{name} has {len(ring)} positions; a ring needs 4 or more")
             points = [_checked_position(position, f"{where}{name}: ") for position in ring]
             if points[0] != points[-1]:
-                raise FenceError(
-                    f"{where}{name} is not closed: it starts at {_at(*points[0])} and ends at {_at(*points[-1])}"
-                )
+                raise FenceError(f"{where}{name} is not closed: it ends where it did not start")
             reference = points[0][0] if reference is None else reference
             unwrapped.append(_unwrap(points, reference, f"{where}{name}"))
         parts.append(shapely.Polygon(unwrapped[0], unwrapped[1:]))
@@ -280,9 +265,7 @@ def _polygon_fence(geometry: dict[str, Any], where: str) -> Fence:
         np.full(len(lonlat), lon), np.full(len(lonlat), lat), lonlat[:, 0], lonlat[:, 1]
     )
     if distance.max() > MAX_EXTENT_M:
-        raise FenceError(
-            f"{where}reaches {distance.max() / 1000:,.0f} km from its centre; at most {MAX_EXTENT_M / 1000:,.0f} km"
-        )
+        raise FenceError(f"{where}reaches beyond {MAX_EXTENT_M / 1000:,.0f} km from its centre")
     angle, bounds = np.radians(azimuth), dense.bounds
     plane = shapely.set_coordinates(
         dense, np.column_stack((distance * np.sin(angle), distance * np.cos(angle)))
@@ -290,13 +273,8 @@ def _polygon_fence(geometry: dict[str, Any], where: str) -> Fence:
     _check_valid(plane, where)
     if plane.area < 1.0:
         raise FenceError(f"{where}the shape has no area (under 1 square metre)")
-    return Fence(
-        center_longitude=lon,
-        center_latitude=lat,
-        radius_m=None,
-        plane=plane,
-        boxes=_boxes(bounds, _SLACK_M),
-    )
+    boxes = _boxes(bounds, _SLACK_M)
+    return Fence(center_longitude=lon, center_latitude=lat, radius_m=None, plane=plane, boxes=boxes)
 
 
 def _unwrap(
@@ -330,11 +308,7 @@ def _check_valid(shape: BaseGeometry, where: str) -> None:
     if reason != "Valid Geometry":
         text, _, place = (reason or "").partition("[")
         coordinates = place.rstrip("]").split()
-        near = (
-            f" near {_at(float(coordinates[0]), float(coordinates[1]))}"
-            if len(coordinates) == 2
-            else ""
-        )
+        near = f" near {_at(*map(float, coordinates))}" if len(coordinates) == 2 else ""
         raise FenceError(f"{where}the shape {_VALIDITY.get(text, text.lower())}{near}")
     if shape.area <= 0:
         raise FenceError(f"{where}the shape has no area")
