@@ -99,6 +99,10 @@ def test_a_multipolygon_with_a_hole_holds_its_parts_but_not_the_hole() -> None:
     assert fence.contains(latitude=1.005, longitude=1.005)
     assert not fence.contains(latitude=0.005, longitude=0.005)
     assert not fence.contains(latitude=0.5, longitude=0.5)
+    index = FenceIndex({"holed": fence})
+    assert index.containing(latitude=0.002, longitude=0.002) == {"holed"}
+    assert index.containing(latitude=0.005, longitude=0.005) == frozenset()
+    assert index.containing(latitude=0.5, longitude=0.5) == frozenset()
     # The hole's edge is 0.001 degrees of latitude (about 110.6 m) from its centre.
     assert fence.signed_distance_m(latitude=0.005, longitude=0.005) == pytest.approx(110.6, abs=0.5)
 
@@ -275,8 +279,10 @@ def test_a_fence_across_the_antimeridian_holds_both_sides(east: float) -> None:
     index = FenceIndex({"dateline": fence})
     for longitude in (179.5, 180, -180, -179.5, 180.5):
         assert index.containing(latitude=0.5, longitude=longitude) == {"dateline"}
+        assert fence.contains(latitude=0.5, longitude=longitude)
     for longitude in (178.9, -178.9, 0):
         assert index.containing(latitude=0.5, longitude=longitude) == frozenset()
+        assert not fence.contains(latitude=0.5, longitude=longitude)
     # 0.01 degrees of longitude on the equator is 1,113.2 m, on either side.
     assert fence.signed_distance_m(latitude=0, longitude=-178.99) == pytest.approx(1113.2, abs=0.1)
     assert fence.signed_distance_m(latitude=0, longitude=178.99) == pytest.approx(1113.2, abs=0.1)

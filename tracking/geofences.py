@@ -80,12 +80,22 @@ class Fence:
     """One fence in WGS84, held in its own plane (see the module docstring).
 
     A circle has ``radius_m`` and no ``plane``; a polygon fence has its
-    (multi)polygon in metres as ``plane``. ``boxes`` are the lon/lat envelopes
-    (west, south, east, north) that hold it, two when it crosses the antimeridian.
+    (multi)polygon in metres as ``plane`` and in longitude and latitude as
+    ``lonlat`` (centred on the fence: its longitudes may pass +-180). ``boxes``
+    are the lon/lat envelopes (west, south, east, north) that hold it, two when
+    it crosses the antimeridian.
     Build one with ``circle`` or ``parse_geojson``.
     """
 
-    __slots__ = ("_edges", "boxes", "center_latitude", "center_longitude", "plane", "radius_m")
+    __slots__ = (
+        "_edges",
+        "boxes",
+        "center_latitude",
+        "center_longitude",
+        "lonlat",
+        "plane",
+        "radius_m",
+    )
 
     def __init__(
         self,
@@ -94,16 +104,17 @@ class Fence:
         center_latitude: float,
         radius_m: float | None,
         plane: BaseGeometry | None,
+        lonlat: BaseGeometry | None,
         boxes: tuple[Box, ...],
     ) -> None:
         self.center_longitude = center_longitude
         self.center_latitude = center_latitude
         self.radius_m = radius_m
         self.plane = plane
+        self.lonlat = lonlat
         self.boxes = boxes
         self._edges = None if plane is None else plane.boundary
-        if plane is not None:
-            shapely.prepare(plane)
+        shapely.prepare([shape for shape in (plane, lonlat) if shape is not None])
 
     def _from_centre(self, latitude: float, longitude: float) -> tuple[float, float, float]:
         """``(x, y, distance)`` of a point in this fence's plane, in metres."""
@@ -114,12 +125,12 @@ class Fence:
         return distance * math.sin(angle), distance * math.cos(angle), distance
 
     def contains(self, *, latitude: float, longitude: float) -> bool:
-        """Whether the point is inside or on the boundary."""
-        x, y, distance = self._from_centre(latitude, longitude)
-        if self.plane is None:
-            assert self.radius_m is not None
-            return distance <= self.radius_m
-        return bool(shapely.intersects_xy(self.plane, x, y))
+        """Whether the point is inside or on the boundary (for a polygon, of its lon/lat edges)."""
+        if self.lonlat is not None:
+            near = self.center_longitude + wrap_longitude(longitude - self.center_longitude)
+            return bool(shapely.intersects_xy(self.lonlat, near, latitude))
+        assert self.radius_m is not None
+        return self._from_centre(latitude, longitude)[2] <= self.radius_m
 
     def signed_distance_m(self, *, latitude: float, longitude: float) -> float:
         """Metres from the point to the boundary: negative inside, positive outside."""
@@ -219,7 +230,12 @@ def _circle(centre: tuple[float, float], radius: float, where: str) -> Fence:
     south = -90.0 if _GEOD.inv(lon, lat, 0.0, -90.0)[2] <= radius + pad else south
     boxes = _boxes((float(lons.min()), south, float(lons.max()), north), pad)
     return Fence(
-        center_longitude=lon, center_latitude=lat, radius_m=radius, plane=None, boxes=boxes
+        center_longitude=lon,
+        center_latitude=lat,
+        radius_m=radius,
+        plane=None,
+        lonlat=None,
+        boxes=boxes,
     )
 
 
@@ -250,12 +266,12 @@ def _polygon_fence(geometry: dict[str, Any], where: str) -> Fence:
             reference = points[0][0] if reference is None else reference
             unwrapped.append(_unwrap(points, reference, f"{where}{name}"))
         parts.append(shapely.Polygon(unwrapped[0], unwrapped[1:]))
-    shape = parts[0] if kind == "Polygon" else shapely.MultiPolygon(parts)
+    shape: BaseGeometry = parts[0] if kind == "Polygon" else shapely.MultiPolygon(parts)
     _check_valid(shape, where)
     west, south, east, north = shape.bounds
     lon, lat = (west + east) / 2, (south + north) / 2
     shift = wrap_longitude(lon) - lon
-    shape = shapely.transform(shape, lambda xy: np.add(xy, (shift, 0.0)))
+    shape = _shifted(shape, shift)
     lon += shift
     dense = shapely.segmentize(shape, max(DENSIFY_DEGREES, shape.length / 20_000))
     lonlat = shapely.get_coordinates(dense)
@@ -274,7 +290,14 @@ def _polygon_fence(geometry: dict[str, Any], where: str) -> Fence:
     if plane.area < 1.0:
         raise FenceError(f"{where}the shape has no area (under 1 square metre)")
     boxes = _boxes(bounds, _SLACK_M)
-    return Fence(center_longitude=lon, center_latitude=lat, radius_m=None, plane=plane, boxes=boxes)
+    return Fence(
+        center_longitude=lon,
+        center_latitude=lat,
+        radius_m=None,
+        plane=plane,
+        lonlat=shape,
+        boxes=boxes,
+    )
 
 
 def _unwrap(
@@ -312,6 +335,11 @@ def _check_valid(shape: BaseGeometry, where: str) -> None:
         raise FenceError(f"{where}the shape {_VALIDITY.get(text, text.lower())}{near}")
     if shape.area <= 0:
         raise FenceError(f"{where}the shape has no area")
+
+
+def _shifted(shape: BaseGeometry, degrees: float) -> BaseGeometry:
+    """``shape`` moved ``degrees`` of longitude east."""
+    return shapely.transform(shape, lambda xy: np.add(xy, (degrees, 0.0)))
 
 
 def _boxes(bounds: tuple[float, float, float, float], pad_m: float) -> tuple[Box, ...]:
@@ -371,13 +399,33 @@ class Crossings(NamedTuple, Generic[K]):
 
 
 class FenceIndex(Generic[K]):
-    """Many fences by key, found by position through an STRtree of their lon/lat boxes."""
+    """Many fences by key, found by position through one STRtree.
+
+    The tree holds each polygon fence's lon/lat shape (again 360 degrees over
+    where it passes the antimeridian), so GEOS answers containment for all of
+    them in one query, and each circle's boxes, whose candidates are then
+    measured.
+    """
 
     def __init__(self, fences: Mapping[K, Fence]) -> None:
         self._fences = dict(fences)
-        self._keys = [key for key, fence in self._fences.items() for _ in fence.boxes]
-        boxes = [shapely.box(*box) for fence in self._fences.values() for box in fence.boxes]
-        self._tree = shapely.STRtree(boxes)
+        self._keys: list[K] = []
+        self._circles: list[bool] = []
+        shapes = []
+        for key, fence in self._fences.items():
+            if fence.lonlat is None:
+                copies: list[BaseGeometry] = [shapely.box(*box) for box in fence.boxes]
+            else:
+                west, _, east, _ = fence.lonlat.bounds
+                copies = [
+                    _shifted(fence.lonlat, shift)
+                    for shift in (0.0, -360.0, 360.0)
+                    if west + shift < 180.0 and east + shift > -180.0
+                ]
+            shapes += copies
+            self._keys += [key] * len(copies)
+            self._circles += [fence.lonlat is None] * len(copies)
+        self._tree = shapely.STRtree(shapes)
 
     def __len__(self) -> int:
         return len(self._fences)
@@ -388,11 +436,11 @@ class FenceIndex(Generic[K]):
     def containing(self, *, latitude: float, longitude: float) -> frozenset[K]:
         """The keys of the fences the point is inside or on the boundary of."""
         point = shapely.Point(wrap_longitude(longitude), latitude)
-        candidates = {self._keys[i] for i in self._tree.query(point).tolist()}
         return frozenset(
-            key
-            for key in candidates
-            if self._fences[key].contains(latitude=latitude, longitude=longitude)
+            self._keys[i]
+            for i in self._tree.query(point, predicate="intersects").tolist()
+            if not self._circles[i]
+            or self._fences[self._keys[i]].contains(latitude=latitude, longitude=longitude)
         )
 
 
