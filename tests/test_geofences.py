@@ -229,8 +229,12 @@ def test_any_json_either_parses_or_raises_a_fence_error(data: object) -> None:
         fences = parse_geojson(data)
     except FenceError:
         return
-    for parsed in fences:
-        assert parsed.fence.boxes
+    index = FenceIndex({i: parsed.fence for i, parsed in enumerate(fences)})
+    for i, parsed in enumerate(fences):
+        lon, lat = parsed.fence.centre
+        assert crossings(index, set(), latitude=lat, longitude=lon).exited == frozenset()
+        assert math.isfinite(parsed.fence.signed_distance_m(latitude=lat, longitude=lon))
+        assert i in index.containing(latitude=lat, longitude=lon) or parsed.fence.plane is not None
 
 
 @settings(max_examples=100, deadline=None)

@@ -17,9 +17,10 @@ rather than a hand-written tangent plane: a sphere alone is off by up to 0.5 %
 distance from its centre.
 
 **Edges** are straight in longitude and latitude, as GeoJSON says (RFC 7946
-section 3.1.1) and as a map draws them: rings are densified every
-``DENSIFY_DEGREES`` before projection, so the plane's edges follow them within
-centimetres.
+section 3.1.1) and as a map draws them: whether a point is inside a polygon is
+answered in longitude and latitude, and for distances its rings are densified
+every ``DENSIFY_DEGREES`` before projection, so the plane's edges follow them
+within centimetres.
 
 **The antimeridian.** Consecutive positions of a ring are joined the short way
 round, so a ring from longitude 179 to -179 and one from 179 to 181 are the same
@@ -38,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Hashable, Mapping, Set
+from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
@@ -76,9 +78,11 @@ def wrap_longitude(longitude: float) -> float:
     return (longitude + 180.0) % 360.0 - 180.0
 
 
+@dataclass(slots=True, eq=False, kw_only=True)
 class Fence:
     """One fence in WGS84, held in its own plane (see the module docstring).
 
+    ``centre`` is ``(longitude, latitude)``, the longitude in [-180, 180).
     A circle has ``radius_m`` and no ``plane``; a polygon fence has its
     (multi)polygon in metres as ``plane`` and in longitude and latitude as
     ``lonlat`` (centred on the fence: its longitudes may pass +-180). ``boxes``
@@ -87,47 +91,27 @@ class Fence:
     Build one with ``circle`` or ``parse_geojson``.
     """
 
-    __slots__ = (
-        "_edges",
-        "boxes",
-        "center_latitude",
-        "center_longitude",
-        "lonlat",
-        "plane",
-        "radius_m",
-    )
+    centre: tuple[float, float]
+    boxes: tuple[Box, ...]
+    radius_m: float | None = None
+    plane: BaseGeometry | None = None
+    lonlat: BaseGeometry | None = None
+    _edges: BaseGeometry | None = field(init=False, repr=False)
 
-    def __init__(
-        self,
-        *,
-        center_longitude: float,
-        center_latitude: float,
-        radius_m: float | None,
-        plane: BaseGeometry | None,
-        lonlat: BaseGeometry | None,
-        boxes: tuple[Box, ...],
-    ) -> None:
-        self.center_longitude = center_longitude
-        self.center_latitude = center_latitude
-        self.radius_m = radius_m
-        self.plane = plane
-        self.lonlat = lonlat
-        self.boxes = boxes
-        self._edges = None if plane is None else plane.boundary
-        shapely.prepare([shape for shape in (plane, lonlat) if shape is not None])
+    def __post_init__(self) -> None:
+        self._edges = None if self.plane is None else self.plane.boundary
+        shapely.prepare([shape for shape in (self.plane, self.lonlat) if shape is not None])
 
     def _from_centre(self, latitude: float, longitude: float) -> tuple[float, float, float]:
         """``(x, y, distance)`` of a point in this fence's plane, in metres."""
-        azimuth, _, distance = _GEOD.inv(
-            self.center_longitude, self.center_latitude, longitude, latitude
-        )
+        azimuth, _, distance = _GEOD.inv(*self.centre, longitude, latitude)
         angle = math.radians(azimuth)
         return distance * math.sin(angle), distance * math.cos(angle), distance
 
     def contains(self, *, latitude: float, longitude: float) -> bool:
         """Whether the point is inside or on the boundary (for a polygon, of its lon/lat edges)."""
         if self.lonlat is not None:
-            near = self.center_longitude + wrap_longitude(longitude - self.center_longitude)
+            near = self.centre[0] + wrap_longitude(longitude - self.centre[0])
             return bool(shapely.intersects_xy(self.lonlat, near, latitude))
         assert self.radius_m is not None
         return self._from_centre(latitude, longitude)[2] <= self.radius_m
@@ -229,14 +213,7 @@ def _circle(centre: tuple[float, float], radius: float, where: str) -> Fence:
     north = 90.0 if _GEOD.inv(lon, lat, 0.0, 90.0)[2] <= radius + pad else north
     south = -90.0 if _GEOD.inv(lon, lat, 0.0, -90.0)[2] <= radius + pad else south
     boxes = _boxes((float(lons.min()), south, float(lons.max()), north), pad)
-    return Fence(
-        center_longitude=lon,
-        center_latitude=lat,
-        radius_m=radius,
-        plane=None,
-        lonlat=None,
-        boxes=boxes,
-    )
+    return Fence(centre=(lon, lat), boxes=boxes, radius_m=radius)
 
 
 def _polygon_fence(geometry: dict[str, Any], where: str) -> Fence:
@@ -289,15 +266,7 @@ def _polygon_fence(geometry: dict[str, Any], where: str) -> Fence:
     _check_valid(plane, where)
     if plane.area < 1.0:
         raise FenceError(f"{where}the shape has no area (under 1 square metre)")
-    boxes = _boxes(bounds, _SLACK_M)
-    return Fence(
-        center_longitude=lon,
-        center_latitude=lat,
-        radius_m=None,
-        plane=plane,
-        lonlat=shape,
-        boxes=boxes,
-    )
+    return Fence(centre=(lon, lat), boxes=_boxes(bounds, _SLACK_M), plane=plane, lonlat=shape)
 
 
 def _unwrap(
