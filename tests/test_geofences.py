@@ -380,3 +380,28 @@ def test_one_position_against_many_fences_finds_only_those_it_is_in() -> None:
     assert len(index) == 1000
     assert index.containing(latitude=60.5, longitude=25) == {"c50"}
     assert crossings(index, {"c49"}, latitude=60.5, longitude=25) == ({"c50"}, {"c49"})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.floats(-90, 90),
+    st.floats(-360, 360),
+    st.floats(1, 100_000),
+    st.floats(0, 360),
+)
+def test_a_circle_anywhere_is_found_just_inside_its_edge_and_not_just_outside(
+    latitude: float, longitude: float, radius: float, azimuth: float
+) -> None:
+    index = FenceIndex({"c": circle(latitude=latitude, longitude=longitude, radius_m=radius)})
+    assert index.containing(latitude=latitude, longitude=longitude) == {"c"}
+    lon, lat = moved(longitude, latitude, azimuth, radius - 0.5)
+    assert index.containing(latitude=lat, longitude=lon) == {"c"}
+    lon, lat = moved(longitude, latitude, azimuth, radius + 0.5)
+    assert index.containing(latitude=lat, longitude=lon) == frozenset()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.floats(), st.integers(), st.booleans()), st.floats(), st.floats())
+def test_any_circle_either_builds_or_raises_a_fence_error(latitude, longitude, radius) -> None:
+    with contextlib.suppress(FenceError):
+        circle(latitude=latitude, longitude=longitude, radius_m=radius)
