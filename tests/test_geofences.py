@@ -26,7 +26,7 @@ from tracking.geofences import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = Path("/work/shared/data/helsinki-geofences.geojson")
+SAMPLE = ROOT / "tracking" / "geofence_samples" / "helsinki.geojson"
 ROUTES = ROOT / "tracking" / "simulation" / "routes" / "helsinki.geojson"
 GEOD = Geod(ellps="WGS84")
 
@@ -67,7 +67,6 @@ def refusal(data: object) -> str:
 # Parsing
 
 
-@pytest.mark.skipif(not SAMPLE.exists(), reason="the shared sample is not on this machine")
 def test_the_helsinki_sample_fences_all_parse_and_a_route_point_is_inside_the_station() -> None:
     fences = parse_geojson_text(SAMPLE.read_bytes())
     assert [fence.name for fence in fences] == ["Helsinki Station", "Iglooconf"]
