@@ -774,3 +774,21 @@ def test_deleting_a_tracker_counts_its_visits_too(admin_client: Client) -> None:
     assert not re.search(r"/tracking/visit/\d+/change/", content)
     admin_client.post(url, {"post": "yes"})
     assert not Visit.objects.exists() and Geofence.objects.exists()
+
+
+def test_deleting_a_geofence_counts_its_visits_instead_of_listing_them(
+    admin_client: Client,
+) -> None:
+    fence = Geofence.objects.create(name="Square", geojson=SQUARE)
+    now = timezone.now()
+    for name in ("van", "bus"):
+        Visit.objects.create(tracker=seen(name, 5), geofence=fence, entered_at=now)
+    url = reverse("admin:tracking_geofence_delete", args=[fence.pk])
+
+    content = admin_client.get(url).content.decode()
+
+    assert "2 visits" in content and "Visits: 2" in content
+    assert not re.search(r"/tracking/visit/\d+/change/", content)
+    admin_client.post(url, {"post": "yes"})
+    assert not Geofence.objects.exists() and not Visit.objects.exists()
+    assert Tracker.objects.count() == 2

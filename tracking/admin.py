@@ -29,7 +29,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.text import Truncator
+from django.utils.text import Truncator, capfirst
 from django.utils.translation import ngettext
 
 from tracking.ages import ago
@@ -98,6 +98,62 @@ def device_id(value: uuid.UUID) -> str:
 def position_history_url(tracker_id: uuid.UUID) -> str:
     query = urlencode({TrackerHistoryFilter.parameter_name: str(tracker_id)})
     return f"{reverse('admin:tracking_position_changelist')}?{query}"
+
+
+def counted_deletion(
+    model_admin: admin.ModelAdmin[Any],
+    request: HttpRequest,
+    objs: Sequence[Any] | QuerySet[Any],
+    dependents: tuple[type[Position] | type[Visit], ...],
+) -> tuple[list[Any], dict[str, int], set[str], list[str]] | None:
+    """What ``get_deleted_objects`` answers, with each object's ``dependents``
+    (rows pointing at it by a foreign key named after its model) counted
+    instead of listed; None, for Django's full listing, if the model has
+    dependents other than these."""
+    model = model_admin.model
+    meta = model._meta
+    if {relation.related_model for relation in meta.related_objects} != set(dependents):
+        return None
+    owners = list(objs)
+    via = meta.model_name
+    counts = {
+        dependent: dict(
+            dependent.objects.filter(**{f"{via}__in": [owner.pk for owner in owners]})
+            .order_by()
+            .values_list(via)
+            .annotate(count=Count("id"))
+            .values_list(via, "count")
+        )
+        for dependent in dependents
+    }
+    to_delete: list[Any] = []
+    for owner in owners:
+        to_delete.append(
+            format_html(
+                '{}: <a href="{}">{}</a>',
+                capfirst(meta.verbose_name),
+                reverse(f"admin:{meta.app_label}_{via}_change", args=[owner.pk]),
+                owner,
+            )
+        )
+        to_delete.extend(
+            [_count_of(dependent, counts[dependent][owner.pk])]
+            for dependent in dependents
+            if counts[dependent].get(owner.pk)
+        )
+    perms_needed: set[str] = set()
+    if not all(model_admin.has_delete_permission(request, owner) for owner in owners):
+        perms_needed.add(str(meta.verbose_name))
+    model_count = {str(meta.verbose_name_plural): len(owners)}
+    for dependent in dependents:
+        total = sum(counts[dependent].values())
+        if not total:
+            continue
+        model_count[str(dependent._meta.verbose_name_plural)] = total
+        dependent_admin = model_admin.admin_site.get_model_admin(dependent)
+        if not dependent_admin.has_delete_permission(request):
+            perms_needed.add(str(dependent._meta.verbose_name))
+    return to_delete, model_count, perms_needed, []
 
 
 # --- Trackers -----------------------------------------------------------------------------------
@@ -341,50 +397,9 @@ class TrackerAdmin(admin.ModelAdmin):
         self, objs: Sequence[Tracker] | QuerySet[Tracker], request: HttpRequest
     ) -> tuple[list[Any], dict[str, int], set[str], list[str]]:
         """Count each tracker's positions and visits instead of listing them: history can
-        be millions.
-
-        Falls back to Django's full listing if Tracker ever gains another dependent.
-        """
-        dependents = {relation.related_model for relation in Tracker._meta.related_objects}
-        if dependents != set(TRACKER_HISTORY):
-            return super().get_deleted_objects(objs, request)
-        trackers = list(objs)
-        counts = {
-            model: dict(
-                model.objects.filter(tracker__in=[tracker.pk for tracker in trackers])
-                .order_by()
-                .values_list("tracker")
-                .annotate(count=Count("id"))
-                .values_list("tracker", "count")
-            )
-            for model in TRACKER_HISTORY
-        }
-        to_delete: list[Any] = []
-        for tracker in trackers:
-            to_delete.append(
-                format_html(
-                    'Tracker: <a href="{}">{}</a>',
-                    reverse("admin:tracking_tracker_change", args=[tracker.pk]),
-                    tracker,
-                )
-            )
-            to_delete.extend(
-                [_count_of(model, counts[model][tracker.pk])]
-                for model in TRACKER_HISTORY
-                if counts[model].get(tracker.pk)
-            )
-        perms_needed: set[str] = set()
-        if not all(self.has_delete_permission(request, tracker) for tracker in trackers):
-            perms_needed.add(str(Tracker._meta.verbose_name))
-        model_count = {str(Tracker._meta.verbose_name_plural): len(trackers)}
-        for model in TRACKER_HISTORY:
-            total = sum(counts[model].values())
-            if not total:
-                continue
-            model_count[str(model._meta.verbose_name_plural)] = total
-            if not self.admin_site.get_model_admin(model).has_delete_permission(request):
-                perms_needed.add(str(model._meta.verbose_name))
-        return to_delete, model_count, perms_needed, []
+        be millions."""
+        counted = counted_deletion(self, request, objs, TRACKER_HISTORY)
+        return super().get_deleted_objects(objs, request) if counted is None else counted
 
 
 def _count_of(model: type[Position] | type[Visit], count: int) -> str:
@@ -684,7 +699,17 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 def shape_of(geofence: Geofence) -> tuple[str, str]:
     """The kind of a fence's shape and its size: ("polygon", "5 vertices"),
-    ("circle", "250 m"); ("invalid", the parser's message) for GeoJSON it refuses."""
+    ("circle", "250 m"); ("invalid", the parser's message) for GeoJSON it refuses.
+    Kept on the object: a changelist row asks twice, and a fence may have thousands
+    of vertices."""
+    cached: tuple[str, str] | None = getattr(geofence, "_shape", None)
+    if cached is None:
+        cached = _shape_of(geofence)
+        geofence._shape = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def _shape_of(geofence: Geofence) -> tuple[str, str]:
     try:
         fence = geofence.fence
     except FenceError as error:
@@ -729,6 +754,13 @@ class GeofenceAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(open_visits=Count("visits", filter=Q(visits__exited_at__isnull=True)))
         )
+
+    def get_deleted_objects(
+        self, objs: Sequence[Geofence] | QuerySet[Geofence], request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[str]]:
+        """Count each fence's visits instead of listing them: they grow with every crossing."""
+        counted = counted_deletion(self, request, objs, (Visit,))
+        return super().get_deleted_objects(objs, request) if counted is None else counted
 
     @admin.display(description="shape")
     def shape(self, geofence: Geofence) -> str:
