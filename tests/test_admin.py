@@ -65,6 +65,16 @@ def sort_link(content: str, header: str) -> str:
     return TRACKERS + hrefs[0]
 
 
+def delete_counting(admin_client: Client, url: str, **counted: int) -> None:
+    """Open a delete page, check it counts each kind of dependent (``positions=30``)
+    without listing one, and confirm the deletion."""
+    content = admin_client.get(url).content.decode()
+    for plural, count in counted.items():
+        assert f"{count} {plural}" in content and f"{plural.capitalize()}: {count}" in content
+        assert not re.search(rf"/tracking/{plural[:-1]}/\d+/change/", content)
+    admin_client.post(url, {"post": "yes"})
+
+
 def positions_of(tracker: Tracker, count: int, *, newest: datetime) -> list[Position]:
     """``count`` positions a minute apart; the i-th newest has latitude 10.00i."""
     return Position.objects.bulk_create(
@@ -322,11 +332,8 @@ def test_deleting_a_tracker_counts_its_history_instead_of_listing_it(
     positions_of(tracker, 30, newest=timezone.now())
     url = reverse("admin:tracking_tracker_delete", args=[tracker.pk])
 
-    content = admin_client.get(url).content.decode()
+    delete_counting(admin_client, url, positions=30)
 
-    assert "30 positions" in content and "Positions: 30" in content
-    assert not re.search(r"/tracking/position/\d+/change/", content)
-    admin_client.post(url, {"post": "yes"})
     assert not Tracker.objects.exists() and not Position.objects.exists()
 
 
@@ -768,11 +775,8 @@ def test_deleting_a_tracker_counts_its_visits_too(admin_client: Client) -> None:
         )
     url = reverse("admin:tracking_tracker_delete", args=[tracker.pk])
 
-    content = admin_client.get(url).content.decode()
+    delete_counting(admin_client, url, visits=3)
 
-    assert "3 visits" in content and "Visits: 3" in content
-    assert not re.search(r"/tracking/visit/\d+/change/", content)
-    admin_client.post(url, {"post": "yes"})
     assert not Visit.objects.exists() and Geofence.objects.exists()
 
 
@@ -785,10 +789,7 @@ def test_deleting_a_geofence_counts_its_visits_instead_of_listing_them(
         Visit.objects.create(tracker=seen(name, 5), geofence=fence, entered_at=now)
     url = reverse("admin:tracking_geofence_delete", args=[fence.pk])
 
-    content = admin_client.get(url).content.decode()
+    delete_counting(admin_client, url, visits=2)
 
-    assert "2 visits" in content and "Visits: 2" in content
-    assert not re.search(r"/tracking/visit/\d+/change/", content)
-    admin_client.post(url, {"post": "yes"})
     assert not Geofence.objects.exists() and not Visit.objects.exists()
     assert Tracker.objects.count() == 2
