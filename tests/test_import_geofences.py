@@ -148,6 +148,15 @@ def test_replace_deletes_the_fences_the_file_does_not_name(tmp_path: Path) -> No
     assert not Visit.objects.exists()
 
 
+def test_importing_the_same_fence_again_says_it_is_unchanged(tmp_path: Path) -> None:
+    path = write(tmp_path, square("depot"))
+    run(path)
+    Geofence.objects.update(is_active=False)
+
+    assert "Unchanged depot" in run(path)
+    assert not Geofence.objects.get().is_active
+
+
 def test_without_replace_the_other_fences_stay(tmp_path: Path) -> None:
     run(write(tmp_path, square("old")))
     run(write(tmp_path, square("new", west=25.0)))

@@ -19,7 +19,7 @@ class Command(BaseCommand):
     help = (
         "Import geofences from a GeoJSON Feature or FeatureCollection: one fence per feature, "
         'named by its "name" property (else the file name and its number). A fence whose name '
-        "exists is updated. Any invalid feature refuses the whole file, and nothing is saved."
+        "exists gets the file's shape (and stays on or off as it was). Any invalid feature refuses the whole file, and nothing is saved."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -41,11 +41,18 @@ class Command(BaseCommand):
         except FenceError as error:
             raise CommandError(f"{path}: {error}") from None
         with transaction.atomic():
+            existing = {fence.name: fence for fence in Geofence.objects.filter(name__in=fences)}
             for name, feature in fences.items():
-                fence, created = Geofence.objects.update_or_create(
-                    name=name, defaults={"geojson": feature}
-                )
-                self.stdout.write(f"{'Imported' if created else 'Updated'} {fence.name}")
+                fence = existing.get(name)
+                if fence is None:
+                    Geofence.objects.create(name=name, geojson=feature)
+                    self.stdout.write(f"Imported {name}")
+                elif fence.geojson == feature:
+                    self.stdout.write(f"Unchanged {name}")
+                else:
+                    fence.geojson = feature
+                    fence.save(update_fields=["geojson", "updated_at"])
+                    self.stdout.write(f"Updated {name}")
             if options["replace"]:
                 deleted = Geofence.objects.exclude(name__in=fences).order_by("name")
                 for fence in deleted:
