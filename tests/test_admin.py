@@ -793,3 +793,24 @@ def test_deleting_a_geofence_counts_its_visits_instead_of_listing_them(
 
     assert not Geofence.objects.exists() and not Visit.objects.exists()
     assert Tracker.objects.count() == 2
+
+
+@pytest.mark.parametrize("changelist", [GEOFENCES, VISITS])
+def test_the_geofence_and_visit_lists_do_not_query_per_row(
+    admin_client: Client, django_assert_max_num_queries, changelist: str
+) -> None:
+    def visits(count: int) -> None:
+        now = timezone.now()
+        for _ in range(count):
+            fence = Geofence.objects.create(name=str(uuid.uuid4()), geojson=CIRCLE)
+            Visit.objects.create(tracker=seen("van", 5), geofence=fence, entered_at=now)
+
+    visits(1)
+    admin_client.get(changelist)
+    with CaptureQueriesContext(connection) as few:
+        admin_client.get(changelist)
+    visits(20)
+
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        response = admin_client.get(changelist)
+    assert len(response.context["cl"].result_list) == 21
