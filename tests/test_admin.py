@@ -686,6 +686,24 @@ def test_an_operator_can_add_a_geofence_by_its_geojson(admin_client: Client) -> 
     assert fence.fence.contains(latitude=60.175, longitude=24.935)
 
 
+def test_a_bare_polygon_added_in_the_admin_is_kept_as_its_feature(admin_client: Client) -> None:
+    polygon = json.loads(SQUARE)["geometry"]
+
+    admin_client.post(
+        reverse("admin:tracking_geofence_add"), {"name": "Bare", "geojson": json.dumps(polygon)}
+    )
+
+    stored = json.loads(Geofence.objects.get().geojson)
+    assert stored == {"type": "Feature", "properties": {}, "geometry": polygon}
+    assert "4 vertices" in row_of(admin_client.get(GEOFENCES).content.decode(), "Bare")
+
+
+def test_the_geojson_box_says_what_it_takes(admin_client: Client) -> None:
+    content = admin_client.get(reverse("admin:tracking_geofence_add")).content.decode()
+    assert '<textarea name="geojson"' in content
+    assert str(Geofence._meta.get_field("geojson").help_text) in content
+
+
 def test_adding_a_self_intersecting_geofence_shows_what_is_wrong(admin_client: Client) -> None:
     with pytest.raises(FenceError) as expected:
         parse_geojson_text(BOW_TIE)

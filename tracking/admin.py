@@ -716,7 +716,8 @@ def _shape_of(geofence: Geofence) -> tuple[str, str]:
         return "invalid", str(error)
     if fence.radius_m is not None:
         return "circle", f"{fence.radius_m:g} m"
-    geometry = json.loads(geofence.geojson)["geometry"]
+    data = json.loads(geofence.geojson)
+    geometry = data["geometry"] if data["type"] == "Feature" else data
     polygons = geometry["coordinates"]
     if geometry["type"] == "Polygon":
         polygons = [polygons]

@@ -3,6 +3,7 @@ with their visits."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -315,6 +316,9 @@ class Geofence(models.Model):
             self.parsed()
         except FenceError as error:
             raise ValidationError({"geojson": str(error)}) from None
+        data = json.loads(self.geojson)
+        if data["type"] != "Feature":  # a bare Polygon or MultiPolygon: kept as its Feature
+            self.geojson = json.dumps({"type": "Feature", "properties": {}, "geometry": data})
 
     def parsed(self) -> ParsedFence:
         """The stored Feature, parsed; ``FenceError`` if it is not exactly one valid fence."""
