@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import uuid
 from datetime import datetime, timedelta
@@ -14,7 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from tracking.models import Position, RejectedEvent, Tracker
+from tracking.geofences import FenceError, parse_geojson_text
+from tracking.models import Geofence, Position, RejectedEvent, Tracker, Visit
 from tracking.selectors import uuid_prefix_range
 
 pytestmark = pytest.mark.django_db
@@ -61,6 +63,16 @@ def sort_link(content: str, header: str) -> str:
     hrefs = [html.unescape(href) for href, text in links if text.strip().lower() == header.lower()]
     assert len(hrefs) == 1, f"{len(hrefs)} sortable columns headed {header!r}"
     return TRACKERS + hrefs[0]
+
+
+def delete_counting(admin_client: Client, url: str, **counted: int) -> None:
+    """Open a delete page, check it counts each kind of dependent (``positions=30``)
+    without listing one, and confirm the deletion."""
+    content = admin_client.get(url).content.decode()
+    for plural, count in counted.items():
+        assert f"{count} {plural}" in content and f"{plural.capitalize()}: {count}" in content
+        assert not re.search(rf"/tracking/{plural[:-1]}/\d+/change/", content)
+    admin_client.post(url, {"post": "yes"})
 
 
 def positions_of(tracker: Tracker, count: int, *, newest: datetime) -> list[Position]:
@@ -320,11 +332,8 @@ def test_deleting_a_tracker_counts_its_history_instead_of_listing_it(
     positions_of(tracker, 30, newest=timezone.now())
     url = reverse("admin:tracking_tracker_delete", args=[tracker.pk])
 
-    content = admin_client.get(url).content.decode()
+    delete_counting(admin_client, url, positions=30)
 
-    assert "30 positions" in content and "Positions: 30" in content
-    assert not re.search(r"/tracking/position/\d+/change/", content)
-    admin_client.post(url, {"post": "yes"})
     assert not Tracker.objects.exists() and not Position.objects.exists()
 
 
@@ -634,3 +643,192 @@ def test_revoking_tokens_in_the_admin_ends_them(admin_client: Client) -> None:
         Client().get("/api/trackers", headers={"Authorization": f"Bearer {text}"}).status_code
         == 401
     )
+
+
+# --- Geofences and visits -----------------------------------------------------------------------
+
+GEOFENCES = reverse("admin:tracking_geofence_changelist")
+VISITS = reverse("admin:tracking_visit_changelist")
+
+
+def feature(geometry: dict[str, object], **properties: object) -> str:
+    return json.dumps({"type": "Feature", "properties": properties, "geometry": geometry})
+
+
+SQUARE = feature(
+    {
+        "type": "Polygon",
+        "coordinates": [
+            [[24.93, 60.17], [24.94, 60.17], [24.94, 60.18], [24.93, 60.18], [24.93, 60.17]]
+        ],
+    }
+)
+CIRCLE = feature({"type": "Point", "coordinates": [24.94, 60.17]}, radius=250)
+BOW_TIE = feature(
+    {
+        "type": "Polygon",
+        "coordinates": [
+            [[24.93, 60.17], [24.94, 60.18], [24.94, 60.17], [24.93, 60.18], [24.93, 60.17]]
+        ],
+    }
+)
+
+
+def test_an_operator_can_add_a_geofence_by_its_geojson(admin_client: Client) -> None:
+    response = admin_client.post(
+        reverse("admin:tracking_geofence_add"),
+        {"name": "Depot", "is_active": "on", "geojson": SQUARE},
+    )
+
+    assert response.status_code == 302
+    fence = Geofence.objects.get()
+    assert fence.name == "Depot"
+    assert fence.fence.contains(latitude=60.175, longitude=24.935)
+
+
+def test_a_bare_polygon_added_in_the_admin_is_kept_as_its_feature(admin_client: Client) -> None:
+    polygon = json.loads(SQUARE)["geometry"]
+
+    admin_client.post(
+        reverse("admin:tracking_geofence_add"), {"name": "Bare", "geojson": json.dumps(polygon)}
+    )
+
+    stored = json.loads(Geofence.objects.get().geojson)
+    assert stored == {"type": "Feature", "properties": {}, "geometry": polygon}
+    assert "4 vertices" in row_of(admin_client.get(GEOFENCES).content.decode(), "Bare")
+
+
+def test_the_geojson_box_says_what_it_takes(admin_client: Client) -> None:
+    content = admin_client.get(reverse("admin:tracking_geofence_add")).content.decode()
+    assert '<textarea name="geojson"' in content
+    assert str(Geofence._meta.get_field("geojson").help_text) in content
+
+
+def test_adding_a_self_intersecting_geofence_shows_what_is_wrong(admin_client: Client) -> None:
+    with pytest.raises(FenceError) as expected:
+        parse_geojson_text(BOW_TIE)
+
+    response = admin_client.post(
+        reverse("admin:tracking_geofence_add"), {"name": "Bow tie", "geojson": BOW_TIE}
+    )
+
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {"geojson": [str(expected.value)]}
+    assert html.escape(str(expected.value)) in response.content.decode()
+    assert not Geofence.objects.exists()
+
+
+def test_adding_text_that_is_not_json_shows_that_it_is_not(admin_client: Client) -> None:
+    response = admin_client.post(
+        reverse("admin:tracking_geofence_add"), {"name": "Typo", "geojson": '{"type": "Feat'}
+    )
+
+    assert "not GeoJSON: not JSON" in response.context["adminform"].form.errors["geojson"][0]
+    assert not Geofence.objects.exists()
+
+
+def test_the_geofence_list_shows_each_shape_its_size_and_who_is_inside(
+    admin_client: Client,
+) -> None:
+    square = Geofence.objects.create(name="Square", geojson=SQUARE)
+    Geofence.objects.create(name="Circle", geojson=CIRCLE, is_active=False)
+    now = timezone.now()
+    for name in ("van", "bus"):
+        Visit.objects.create(tracker=seen(name, 5), geofence=square, entered_at=now)
+    Visit.objects.create(tracker=seen("car", 5), geofence=square, entered_at=now, exited_at=now)
+
+    content = admin_client.get(GEOFENCES).content.decode()
+
+    square_row = row_of(content, "Square")
+    assert "polygon" in square_row and "4 vertices" in square_row
+    assert re.search(r">2</a>", square_row)
+    circle_row = row_of(content, "Circle")
+    assert "circle" in circle_row and "250 m" in circle_row
+
+
+def test_visits_are_listed_per_tracker_and_fence_and_by_open_or_left(
+    admin_client: Client,
+) -> None:
+    square = Geofence.objects.create(name="Square", geojson=SQUARE)
+    circle = Geofence.objects.create(name="Circle", geojson=CIRCLE)
+    van, bus = seen("van", 5), seen("bus", 5)
+    now = timezone.now()
+    Visit.objects.create(tracker=van, geofence=square, entered_at=now - timedelta(hours=1))
+    Visit.objects.create(
+        tracker=van, geofence=circle, entered_at=now - timedelta(hours=2), exited_at=now
+    )
+    Visit.objects.create(tracker=bus, geofence=square, entered_at=now - timedelta(hours=3))
+
+    def listed(query: str) -> set[tuple[str, str]]:
+        response = admin_client.get(f"{VISITS}?{query}")
+        return {(str(v.tracker), str(v.geofence)) for v in response.context["cl"].result_list}
+
+    assert listed(f"tracker={van.pk}") == {("van", "Square"), ("van", "Circle")}
+    assert listed(f"geofence__id__exact={square.pk}") == {("van", "Square"), ("bus", "Square")}
+    assert listed("open=yes") == {("van", "Square"), ("bus", "Square")}
+    assert listed("open=no") == {("van", "Circle")}
+    assert "inside now" in row_of(admin_client.get(VISITS).content.decode(), "bus")
+
+
+def test_visits_cannot_be_added_or_changed(admin_client: Client) -> None:
+    visit = Visit.objects.create(
+        tracker=seen("van", 5),
+        geofence=Geofence.objects.create(name="Square", geojson=SQUARE),
+        entered_at=timezone.now(),
+    )
+
+    assert admin_client.get(reverse("admin:tracking_visit_add")).status_code == 403
+    change = reverse("admin:tracking_visit_change", args=[visit.pk])
+    assert admin_client.post(change, {"exited_at_0": "2026-01-01"}).status_code == 403
+    assert Visit.objects.get().exited_at is None
+
+
+def test_deleting_a_tracker_counts_its_visits_too(admin_client: Client) -> None:
+    tracker = seen("doomed", 10)
+    fence = Geofence.objects.create(name="Square", geojson=SQUARE)
+    now = timezone.now()
+    for hour in range(3):
+        Visit.objects.create(
+            tracker=tracker, geofence=fence, entered_at=now - timedelta(hours=hour), exited_at=now
+        )
+    url = reverse("admin:tracking_tracker_delete", args=[tracker.pk])
+
+    delete_counting(admin_client, url, visits=3)
+
+    assert not Visit.objects.exists() and Geofence.objects.exists()
+
+
+def test_deleting_a_geofence_counts_its_visits_instead_of_listing_them(
+    admin_client: Client,
+) -> None:
+    fence = Geofence.objects.create(name="Square", geojson=SQUARE)
+    now = timezone.now()
+    for name in ("van", "bus"):
+        Visit.objects.create(tracker=seen(name, 5), geofence=fence, entered_at=now)
+    url = reverse("admin:tracking_geofence_delete", args=[fence.pk])
+
+    delete_counting(admin_client, url, visits=2)
+
+    assert not Geofence.objects.exists() and not Visit.objects.exists()
+    assert Tracker.objects.count() == 2
+
+
+@pytest.mark.parametrize("changelist", [GEOFENCES, VISITS])
+def test_the_geofence_and_visit_lists_do_not_query_per_row(
+    admin_client: Client, django_assert_max_num_queries, changelist: str
+) -> None:
+    def visits(count: int) -> None:
+        now = timezone.now()
+        for _ in range(count):
+            fence = Geofence.objects.create(name=str(uuid.uuid4()), geojson=CIRCLE)
+            Visit.objects.create(tracker=seen("van", 5), geofence=fence, entered_at=now)
+
+    visits(1)
+    admin_client.get(changelist)
+    with CaptureQueriesContext(connection) as few:
+        admin_client.get(changelist)
+    visits(20)
+
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        response = admin_client.get(changelist)
+    assert len(response.context["cl"].result_list) == 21

@@ -6,14 +6,18 @@ database) must put every case in the same status.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 
 from tests import cases
-from tracking.models import Tracker, TrackerStatus
+from tracking.geofences import FenceError, parse_geojson
+from tracking.models import Geofence, Tracker, TrackerStatus, Visit
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 CASES = cases.load("status")["cases"]
@@ -101,3 +105,77 @@ def test_the_migration_names_the_trackers_that_had_no_name() -> None:
     finally:  # later tests expect every migration applied
         executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+# --- Geofences and visits -----------------------------------------------------------------------
+
+SQUARE = {
+    "type": "Feature",
+    "properties": {"name": "square"},
+    "geometry": {
+        "type": "Polygon",
+        "coordinates": [
+            [[24.93, 60.17], [24.94, 60.17], [24.94, 60.18], [24.93, 60.18], [24.93, 60.17]]
+        ],
+    },
+}
+
+
+def square_fence(name: str = "square") -> Geofence:
+    return Geofence.objects.create(name=name, geojson=json.dumps(SQUARE))
+
+
+def test_a_geofence_gives_the_fence_of_its_geojson() -> None:
+    fence = Geofence(name="square", geojson=json.dumps(SQUARE)).fence
+    assert fence.contains(latitude=60.175, longitude=24.935)
+    assert not fence.contains(latitude=60.19, longitude=24.935)
+
+
+def test_a_self_intersecting_geofence_is_refused_with_the_parsers_message() -> None:
+    bow_tie = json.loads(json.dumps(SQUARE))
+    bow_tie["geometry"]["coordinates"] = [
+        [[24.93, 60.17], [24.94, 60.18], [24.94, 60.17], [24.93, 60.18], [24.93, 60.17]]
+    ]
+    with pytest.raises(FenceError) as expected:
+        parse_geojson(bow_tie)
+
+    with pytest.raises(ValidationError) as refused:
+        Geofence(name="bow tie", geojson=json.dumps(bow_tie)).clean()
+
+    assert refused.value.message_dict == {"geojson": [str(expected.value)]}
+
+
+def test_a_geofence_is_one_feature_not_a_collection() -> None:
+    collection = {"type": "FeatureCollection", "features": [SQUARE, SQUARE]}
+    with pytest.raises(ValidationError) as refused:
+        Geofence(name="two", geojson=json.dumps(collection)).clean()
+    assert "one Feature" in refused.value.message_dict["geojson"][0]
+
+
+@pytest.mark.django_db
+def test_a_tracker_has_at_most_one_open_visit_per_fence() -> None:
+    tracker, fence = Tracker.objects.create(name="van"), square_fence()
+    Visit.objects.create(tracker=tracker, geofence=fence, entered_at=NOW)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Visit.objects.create(tracker=tracker, geofence=fence, entered_at=NOW + timedelta(minutes=1))
+
+    assert Visit.objects.filter(exited_at__isnull=True).count() == 1
+
+
+@pytest.mark.django_db
+def test_closed_visits_and_other_fences_do_not_count_against_the_open_one() -> None:
+    tracker, fence, other = Tracker.objects.create(name="van"), square_fence(), square_fence("b")
+    for hour in range(3):
+        Visit.objects.create(
+            tracker=tracker,
+            geofence=fence,
+            entered_at=NOW + timedelta(hours=hour),
+            exited_at=NOW + timedelta(hours=hour, minutes=30),
+        )
+    Visit.objects.create(tracker=tracker, geofence=fence, entered_at=NOW + timedelta(hours=4))
+    Visit.objects.create(tracker=tracker, geofence=other, entered_at=NOW + timedelta(hours=4))
+    Visit.objects.create(tracker=Tracker.objects.create(name="bus"), geofence=fence, entered_at=NOW)
+
+    assert Visit.objects.filter(tracker=tracker, geofence=fence).count() == 4
+    assert Visit.objects.filter(exited_at__isnull=True).count() == 3

@@ -16,6 +16,8 @@ CHANGELISTS = [
     "/admin/tracking/position/",
     "/admin/tracking/rejectedevent/",
     "/admin/tracking/apitoken/",
+    "/admin/tracking/geofence/",
+    "/admin/tracking/visit/",
 ]
 
 

@@ -1,4 +1,5 @@
-"""The operators' admin: trackers, their position history, and rejected event bodies.
+"""The operators' admin: trackers, their position history, rejected event bodies, geofences
+and visits.
 
 History is big, so nothing here loads it whole: the tracker page reads the 20
 newest positions, the history list skips the unfiltered count and reads one
@@ -9,37 +10,42 @@ Everything shown from the database goes through ``format_html`` (escaped).
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 from urllib.parse import urlencode
 
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import widgets
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.db import transaction
-from django.db.models import Count, QuerySet
+from django.db import models, transaction
+from django.db.models import Count, Q, QuerySet
 from django.db.models.expressions import Combinable
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.text import Truncator
+from django.utils.text import Truncator, capfirst
 from django.utils.translation import ngettext
 
 from tracking.ages import ago
 from tracking.api_tokens import TOKEN_PREFIX, default_expiry, new_secret, revoke
+from tracking.geofences import FenceError
 from tracking.models import (
     ApiToken,
     EventHubCheckpoint,
     EventHubOwnership,
+    Geofence,
     Position,
     RejectedEvent,
     Tracker,
     TrackerQuerySet,
     TrackerStatus,
+    Visit,
 )
 from tracking.selectors import tracker_search
 
@@ -48,6 +54,8 @@ admin.site.site_title = "Tracker map administration"
 admin.site.index_title = "Trackers, their history, and rejected events"
 
 RECENT_POSITIONS = 20
+# What goes with a deleted tracker, counted on its delete page rather than listed.
+TRACKER_HISTORY: tuple[type[Position] | type[Visit], ...] = (Position, Visit)
 # The zoom of the map a tracker's page links to: streets around it.
 MAP_LINK_ZOOM = 16
 
@@ -92,26 +100,95 @@ def position_history_url(tracker_id: uuid.UUID) -> str:
     return f"{reverse('admin:tracking_position_changelist')}?{query}"
 
 
+def counted_deletion(
+    model_admin: admin.ModelAdmin[Any],
+    request: HttpRequest,
+    objs: Sequence[Any] | QuerySet[Any],
+    dependents: tuple[type[Position] | type[Visit], ...],
+) -> tuple[list[Any], dict[str, int], set[str], list[str]] | None:
+    """What ``get_deleted_objects`` answers, with each object's ``dependents``
+    (rows pointing at it by a foreign key named after its model) counted
+    instead of listed; None, for Django's full listing, if the model has
+    dependents other than these."""
+    model = model_admin.model
+    meta = model._meta
+    if {relation.related_model for relation in meta.related_objects} != set(dependents):
+        return None
+    owners = list(objs)
+    via = meta.model_name
+    counts = {
+        dependent: dict(
+            dependent.objects.filter(**{f"{via}__in": [owner.pk for owner in owners]})
+            .order_by()
+            .values_list(via)
+            .annotate(count=Count("id"))
+            .values_list(via, "count")
+        )
+        for dependent in dependents
+    }
+    to_delete: list[Any] = []
+    for owner in owners:
+        to_delete.append(
+            format_html(
+                '{}: <a href="{}">{}</a>',
+                capfirst(meta.verbose_name),
+                reverse(f"admin:{meta.app_label}_{via}_change", args=[owner.pk]),
+                owner,
+            )
+        )
+        to_delete.extend(
+            [_count_of(dependent, counts[dependent][owner.pk])]
+            for dependent in dependents
+            if counts[dependent].get(owner.pk)
+        )
+    perms_needed: set[str] = set()
+    if not all(model_admin.has_delete_permission(request, owner) for owner in owners):
+        perms_needed.add(str(meta.verbose_name))
+    model_count = {str(meta.verbose_name_plural): len(owners)}
+    for dependent in dependents:
+        total = sum(counts[dependent].values())
+        if not total:
+            continue
+        model_count[str(dependent._meta.verbose_name_plural)] = total
+        dependent_admin = model_admin.admin_site.get_model_admin(dependent)
+        if not dependent_admin.has_delete_permission(request):
+            perms_needed.add(str(dependent._meta.verbose_name))
+    return to_delete, model_count, perms_needed, []
+
+
 # --- Trackers -----------------------------------------------------------------------------------
 
 
-class StatusFilter(admin.SimpleListFilter):
-    """Online / stale / offline / never seen: ``Tracker.status`` done by the database."""
+class ChoiceFilter(admin.SimpleListFilter):
+    """A filter of fixed ``options``; a value that is not one of them matches nothing."""
 
-    title = "status"
-    parameter_name = "status"
+    options: list[tuple[str, str]]
 
     def lookups(
         self, request: HttpRequest, model_admin: admin.ModelAdmin[Any]
     ) -> list[tuple[str, str]]:
-        return [(str(value), str(label)) for value, label in TrackerStatus.choices]
+        return self.options
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         if value is None:
             return queryset
-        if value not in TrackerStatus.values:
+        if value not in dict(self.options):
             return queryset.none()
+        return self.narrow(queryset, value)
+
+    def narrow(self, queryset: QuerySet[Any], value: str) -> QuerySet[Any]:
+        raise NotImplementedError
+
+
+class StatusFilter(ChoiceFilter):
+    """Online / stale / offline / never seen: ``Tracker.status`` done by the database."""
+
+    title = "status"
+    parameter_name = "status"
+    options = [(str(value), str(label)) for value, label in TrackerStatus.choices]
+
+    def narrow(self, queryset: QuerySet[Any], value: str) -> QuerySet[Any]:
         # The changelist starts from Tracker.objects, so this is a TrackerQuerySet.
         return cast(TrackerQuerySet, queryset).with_status(TrackerStatus(value))
 
@@ -319,47 +396,16 @@ class TrackerAdmin(admin.ModelAdmin):
     def get_deleted_objects(
         self, objs: Sequence[Tracker] | QuerySet[Tracker], request: HttpRequest
     ) -> tuple[list[Any], dict[str, int], set[str], list[str]]:
-        """Count each tracker's positions instead of listing them: history can be millions.
-
-        Falls back to Django's full listing if Tracker ever gains another dependent.
-        """
-        dependents = {relation.related_model for relation in Tracker._meta.related_objects}
-        if dependents != {Position}:
-            return super().get_deleted_objects(objs, request)
-        trackers = list(objs)
-        counts = dict(
-            Position.objects.filter(tracker__in=[tracker.pk for tracker in trackers])
-            .order_by()
-            .values_list("tracker")
-            .annotate(count=Count("id"))
-            .values_list("tracker", "count")
-        )
-        to_delete: list[Any] = []
-        for tracker in trackers:
-            to_delete.append(
-                format_html(
-                    'Tracker: <a href="{}">{}</a>',
-                    reverse("admin:tracking_tracker_change", args=[tracker.pk]),
-                    tracker,
-                )
-            )
-            if counts.get(tracker.pk):
-                to_delete.append([_count_of_positions(counts[tracker.pk])])
-        perms_needed: set[str] = set()
-        if not all(self.has_delete_permission(request, tracker) for tracker in trackers):
-            perms_needed.add(str(Tracker._meta.verbose_name))
-        total = sum(counts.values())
-        position_admin = self.admin_site.get_model_admin(Position)
-        if total and not position_admin.has_delete_permission(request):
-            perms_needed.add(str(Position._meta.verbose_name))
-        model_count = {str(Tracker._meta.verbose_name_plural): len(trackers)}
-        if total:
-            model_count[str(Position._meta.verbose_name_plural)] = total
-        return to_delete, model_count, perms_needed, []
+        """Count each tracker's positions and visits instead of listing them: history can
+        be millions."""
+        counted = counted_deletion(self, request, objs, TRACKER_HISTORY)
+        return super().get_deleted_objects(objs, request) if counted is None else counted
 
 
-def _count_of_positions(count: int) -> str:
-    return ngettext("%(count)d position", "%(count)d positions", count) % {"count": count}
+def _count_of(model: type[Position] | type[Visit], count: int) -> str:
+    """ "30 positions", "1 visit"."""
+    meta = model._meta
+    return f"{count} {meta.verbose_name if count == 1 else meta.verbose_name_plural}"
 
 
 # --- Position history ---------------------------------------------------------------------------
@@ -646,3 +692,129 @@ class ApiTokenAdmin(admin.ModelAdmin):
             % {"count": revoked},
             messages.SUCCESS if revoked else messages.INFO,
         )
+
+
+# --- Geofences and visits -----------------------------------------------------------------------
+
+
+def shape_of(geofence: Geofence) -> tuple[str, str]:
+    """The kind of a fence's shape and its size: ("polygon", "5 vertices"),
+    ("circle", "250 m"); ("invalid", the parser's message) for GeoJSON it refuses.
+    Kept on the object: a changelist row asks twice, and a fence may have thousands
+    of vertices."""
+    cached: tuple[str, str] | None = getattr(geofence, "_shape", None)
+    if cached is None:
+        cached = _shape_of(geofence)
+        geofence._shape = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def _shape_of(geofence: Geofence) -> tuple[str, str]:
+    try:
+        fence = geofence.fence
+    except FenceError as error:
+        return "invalid", str(error)
+    if fence.radius_m is not None:
+        return "circle", f"{fence.radius_m:g} m"
+    data = json.loads(geofence.geojson)
+    geometry = data["geometry"] if data["type"] == "Feature" else data
+    polygons = geometry["coordinates"]
+    if geometry["type"] == "Polygon":
+        polygons = [polygons]
+    vertices = sum(len(ring) - 1 for polygon in polygons for ring in polygon)
+    holes = sum(len(polygon) - 1 for polygon in polygons)
+    kind = "polygon" if len(polygons) == 1 else f"multipolygon of {len(polygons)}"
+    size = ngettext("%(count)d vertex", "%(count)d vertices", vertices) % {"count": vertices}
+    if holes:
+        size += ngettext(", %(count)d hole", ", %(count)d holes", holes) % {"count": holes}
+    return kind, size
+
+
+def visits_url(**query: object) -> str:
+    return f"{reverse('admin:tracking_visit_changelist')}?{urlencode(query)}"
+
+
+@admin.register(Geofence)
+class GeofenceAdmin(admin.ModelAdmin):
+    list_display = ["name", "is_active", "shape", "size", "inside_now", "updated"]
+    list_filter = ["is_active"]
+    search_fields = ["name"]
+    fields = ["name", "is_active", "geojson"]
+    formfield_overrides = {
+        # The GeoJSON is long and code-like: a wide monospace box.
+        models.TextField: {
+            "widget": forms.Textarea(
+                attrs={"rows": 16, "cols": 100, "spellcheck": "false", "class": "vLargeTextField"}
+            )
+        },
+    }
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Geofence]:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(open_visits=Count("visits", filter=Q(visits__exited_at__isnull=True)))
+        )
+
+    def get_deleted_objects(
+        self, objs: Sequence[Geofence] | QuerySet[Geofence], request: HttpRequest
+    ) -> tuple[list[Any], dict[str, int], set[str], list[str]]:
+        """Count each fence's visits instead of listing them: they grow with every crossing."""
+        counted = counted_deletion(self, request, objs, (Visit,))
+        return super().get_deleted_objects(objs, request) if counted is None else counted
+
+    @admin.display(description="shape")
+    def shape(self, geofence: Geofence) -> str:
+        return shape_of(geofence)[0]
+
+    @admin.display(description="vertices / radius")
+    def size(self, geofence: Geofence) -> str:
+        return shape_of(geofence)[1]
+
+    @admin.display(description="trackers inside now", ordering="open_visits")
+    def inside_now(self, geofence: Any) -> str:
+        return format_html(
+            '<a href="{}">{}</a>',
+            visits_url(geofence__id__exact=geofence.pk, open="yes"),
+            geofence.open_visits,
+        )
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, geofence: Geofence) -> str:
+        return when(geofence.updated_at)
+
+
+class OpenVisitFilter(ChoiceFilter):
+    """Open visits (the tracker is inside now) or closed ones."""
+
+    title = "open"
+    parameter_name = "open"
+    options = [("yes", "Inside now"), ("no", "Left")]
+
+    def narrow(self, queryset: QuerySet[Any], value: str) -> QuerySet[Any]:
+        return queryset.filter(exited_at__isnull=value == "yes")
+
+
+@admin.register(Visit)
+class VisitAdmin(admin.ModelAdmin):
+    """Read-only: visits are written by the pipeline's crossings."""
+
+    list_display = ["tracker", "geofence", "entered", "exited"]
+    list_filter = [TrackerHistoryFilter, OpenVisitFilter, "geofence"]
+    list_select_related = ["tracker", "geofence"]
+    ordering = ["-entered_at", "-id"]
+    show_full_result_count = False
+
+    @admin.display(description="entered", ordering="entered_at")
+    def entered(self, visit: Visit) -> str:
+        return when(visit.entered_at)
+
+    @admin.display(description="exited", ordering="exited_at")
+    def exited(self, visit: Visit) -> str:
+        return "inside now" if visit.exited_at is None else when(visit.exited_at)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Visit | None = None) -> bool:
+        return False

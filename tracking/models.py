@@ -1,15 +1,19 @@
-"""Trackers, their position history, and the event bodies the pipeline refused."""
+"""Trackers, their position history, the event bodies the pipeline refused, and geofences
+with their visits."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from tracking.geofences import Fence, FenceError, ParsedFence, parse_geojson_text
 from tracking.grid import Grid
 
 
@@ -274,3 +278,91 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name or 'token'} ({self.prefix}…)"
+
+
+class Geofence(models.Model):
+    """A named area, kept as one GeoJSON Feature (a polygon, a multipolygon or a
+    circle: a Point with a ``radius`` in metres), parsed by ``tracking.geofences``.
+
+    Entering and leaving it is recorded as ``Visit`` rows; nothing detects
+    crossings yet (issue 10).
+    """
+
+    name = models.CharField(max_length=100, unique=True)
+    is_active = models.BooleanField(
+        "active", default=True, help_text="Inactive fences are kept but not checked."
+    )
+    geojson = models.TextField(
+        "GeoJSON",
+        help_text=(
+            "One GeoJSON Feature in WGS84 (longitude, latitude): a Polygon or MultiPolygon "
+            "(holes allowed; each ring closed, not crossing itself), or a circle: a Point "
+            'with a "radius" property in metres.'
+        ),
+    )
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        """Refuses a GeoJSON the parser refuses, with the parser's message."""
+        super().clean()
+        try:
+            self.parsed()
+        except FenceError as error:
+            raise ValidationError({"geojson": str(error)}) from None
+        data = json.loads(self.geojson)
+        if data["type"] != "Feature":  # a bare Polygon or MultiPolygon: kept as its Feature
+            self.geojson = json.dumps({"type": "Feature", "properties": {}, "geometry": data})
+
+    def parsed(self) -> ParsedFence:
+        """The stored Feature, parsed; ``FenceError`` if it is not exactly one valid fence."""
+        fences = parse_geojson_text(self.geojson)
+        if len(fences) != 1:
+            raise FenceError(
+                f"a geofence is one Feature, this holds {len(fences)}"
+                " (import a collection with manage.py import_geofences)"
+            )
+        return fences[0]
+
+    @property
+    def fence(self) -> Fence:
+        """The fence's geometry (``FenceError`` if the stored GeoJSON is not valid)."""
+        return self.parsed().fence
+
+
+class Visit(models.Model):
+    """A tracker's stay inside a geofence: open (``exited_at`` empty) while it is inside.
+
+    A tracker has at most one open visit per fence, held by the database.
+    """
+
+    tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="visits")
+    geofence = models.ForeignKey(Geofence, on_delete=models.CASCADE, related_name="visits")
+    entered_at = models.DateTimeField("entered")
+    exited_at = models.DateTimeField("exited", null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tracker", "geofence"],
+                condition=models.Q(exited_at__isnull=True),
+                name="visit_one_open_per_tracker_and_fence",
+            )
+        ]
+        indexes = [
+            # A tracker's latest visits (GET /api/trackers/<id>/visits, the admin).
+            models.Index(fields=["tracker", "-entered_at"], name="visit_tracker_latest_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tracker} in {self.geofence}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.exited_at is None
