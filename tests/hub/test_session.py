@@ -753,17 +753,24 @@ async def test_a_connection_that_ends_while_a_join_is_under_way_lets_go_of_every
     assert ports.watching == set()
 
 
+class SlowToJoin(Ports):
+    """Ports whose watch says it has begun (``joining``), then waits for ``go_on``."""
+
+    def __init__(self, positions: Sequence[LatestPosition] = ()) -> None:
+        super().__init__(positions)
+        self.joining, self.go_on = asyncio.Event(), asyncio.Event()
+
+    async def watch(self, cells: Sequence[Cell]) -> None:
+        self.joining.set()
+        await self.go_on.wait()
+        await super().watch(cells)
+
+
 async def test_a_join_under_way_when_the_connection_ends_finishes_without_sending_its_snapshot() -> (
     None
 ):
-    class SlowToJoin(Ports):
-        async def watch(self, cells: Sequence[Cell]) -> None:
-            joining.set()
-            await go_on.wait()
-            await super().watch(cells)
-
-    joining, go_on = asyncio.Event(), asyncio.Event()
     ports = SlowToJoin([position(HELSINKI, 60.1, 24.9)])
+    joining, go_on = ports.joining, ports.go_on
     hub = MapHub(grid=Grid(1.0), max_cells=3, ports=ports)
     session, socket, _ = make_session(hub)
     await say(session, HANDSHAKE)
@@ -782,14 +789,9 @@ async def test_a_join_under_way_when_the_connection_ends_finishes_without_sendin
 async def test_an_answer_ready_after_the_session_closed_is_not_sent(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    class SlowToJoin(Ports):
-        async def watch(self, cells: Sequence[Cell]) -> None:
-            joining.set()
-            await go_on.wait()
-            await super().watch(cells)
-
-    joining, go_on = asyncio.Event(), asyncio.Event()
-    hub = MapHub(grid=Grid(1.0), max_cells=3, ports=SlowToJoin([position(HELSINKI, 60.1, 24.9)]))
+    ports = SlowToJoin([position(HELSINKI, 60.1, 24.9)])
+    joining, go_on = ports.joining, ports.go_on
+    hub = MapHub(grid=Grid(1.0), max_cells=3, ports=ports)
     session, socket, _ = make_session(hub)
     await say(session, HANDSHAKE)
     await session.receive(invocation("updateMapGridGroups", [[24, 60]], []))
