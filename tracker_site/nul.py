@@ -45,7 +45,12 @@ def refuse_nul(get_response: Any) -> Any:
 def _refusal(request: HttpRequest) -> HttpResponse | None:
     for name in [name for name, value in request.COOKIES.items() if NUL in value or NUL in name]:
         del request.COOKIES[name]
-    if NUL not in request.META.get("QUERY_STRING", "") and not any(
+    query = request.META.get("QUERY_STRING", "")
+    # A NUL reaches the query only as %00 (or raw): most requests are let
+    # through without parsing their query here.
+    if NUL not in query and "%00" not in query:
+        return None
+    if not any(
         NUL in key or any(NUL in value for value in values) for key, values in request.GET.lists()
     ):
         return None
