@@ -501,7 +501,7 @@ class EventHubSource:
             "event hub %s: %s: %s (the client retries)",
             where,
             type(error).__name__,
-            one_line(first_line(error)),
+            first_line(error),
         )
 
     async def _on_partition_initialize(self, context: PartitionContext) -> None:
