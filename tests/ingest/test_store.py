@@ -16,6 +16,7 @@ from tracking.grid import Cell
 from tracking.ingest.rejections import StoreAllowance
 from tracking.ingest.sources import RawEvent
 from tracking.ingest.store import (
+    BatchResult,
     ingest_batch,
     parse_batch,
     prune_rejected,
@@ -24,6 +25,7 @@ from tracking.ingest.store import (
     store_batch,
 )
 from tracking.models import Position, RejectedEvent, Tracker
+from tracking.positions import LatestPosition
 
 pytestmark = pytest.mark.django_db
 
@@ -405,3 +407,26 @@ def test_an_event_at_an_edge_of_the_calendar_is_stored(stamp: str, now: datetime
     stored = Position.objects.get(tracker_id=tracker_id).timestamp
     assert stored == Tracker.objects.get(id=tracker_id).position_at
     assert [p.timestamp for p in result.moved] == [stored]
+
+
+def test_results_merged_say_a_tracker_moved_in_both_left_the_cell_it_was_in_first(
+    now: datetime,
+) -> None:
+    # A batch stored in parts (the database refused a row): the tracker went
+    # A -> B in the first part and B -> C in the second; the hub must hear it
+    # left A, where its snapshots still hold it.
+    tracker_id = uuid.uuid4()
+    a, b, c = Cell(24, 60), Cell(25, 60), Cell(26, 60)
+
+    def moved(cell: Cell, previous: Cell) -> LatestPosition:
+        return LatestPosition(
+            tracker_id=tracker_id,
+            latitude=60.5,
+            longitude=cell.x + 0.5,
+            timestamp=now,
+            cell=cell,
+            previous_cell=previous,
+        )
+
+    merged = BatchResult(moved=[moved(b, a)]).merged(BatchResult(moved=[moved(c, b)]))
+    assert [(p.cell, p.previous_cell) for p in merged.moved] == [(c, a)]

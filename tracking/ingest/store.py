@@ -13,7 +13,7 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
@@ -51,7 +51,16 @@ class BatchResult:
 
     def merged(self, later: BatchResult) -> BatchResult:
         """This result and that of a batch committed after it, as one."""
-        moved = {position.tracker_id: position for position in (*self.moved, *later.moved)}
+        # A tracker that moved in both keeps its later position, as having
+        # left the cell it was in before the earlier one.
+        moved = {position.tracker_id: position for position in self.moved}
+        for position in later.moved:
+            earlier = moved.get(position.tracker_id)
+            moved[position.tracker_id] = (
+                position
+                if earlier is None
+                else replace(position, previous_cell=earlier.previous_cell)
+            )
         return BatchResult(
             accepted=self.accepted + later.accepted,
             new=self.new + later.new,
