@@ -645,6 +645,23 @@ def test_revoking_tokens_in_the_admin_ends_them(admin_client: Client) -> None:
     )
 
 
+def test_the_token_list_filters_by_the_state_it_shows(admin_client: Client) -> None:
+    from tracking.api_tokens import issue_token, revoke
+    from tracking.models import ApiToken
+
+    user = User.objects.create_user("fleet-script")
+    now = timezone.now()
+    active, _ = issue_token(user=user, name="active one")
+    expired, _ = issue_token(user=user, name="expired one", now=now - timedelta(days=2))
+    ApiToken.objects.filter(pk=expired.pk).update(expires_at=now - timedelta(days=1))
+    revoked, _ = issue_token(user=user, name="revoked one")
+    revoke([revoked])
+    for state, token in (("active", active), ("expired", expired), ("revoked", revoked)):
+        page = admin_client.get(TOKENS, {"state": state}).content.decode()
+        shown = {t.prefix for t in (active, expired, revoked) if t.prefix in page}
+        assert shown == {token.prefix}, state
+
+
 # --- Geofences and visits -----------------------------------------------------------------------
 
 GEOFENCES = reverse("admin:tracking_geofence_changelist")

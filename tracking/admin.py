@@ -181,6 +181,25 @@ class ChoiceFilter(admin.SimpleListFilter):
         raise NotImplementedError
 
 
+class TokenStateFilter(ChoiceFilter):
+    """Active / expired / revoked, as the token list's "state" column says it."""
+
+    title = "state"
+    parameter_name = "state"
+    options = [("active", "active"), ("expired", "expired"), ("revoked", "revoked")]
+
+    def narrow(self, queryset: QuerySet[Any], value: str) -> QuerySet[Any]:
+        if value == "revoked":
+            return queryset.filter(revoked_at__isnull=False)
+        live = queryset.filter(revoked_at__isnull=True)
+        now = timezone.now()
+        return (
+            live.filter(expires_at__gt=now)
+            if value == "active"
+            else live.filter(expires_at__lte=now)
+        )
+
+
 class StatusFilter(ChoiceFilter):
     """Online / stale / offline / never seen: ``Tracker.status`` done by the database."""
 
@@ -627,7 +646,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     within HUB_CREDENTIAL_CHECK_SECONDS."""
 
     list_display = ["token", "name", "user", "created", "expires", "state"]
-    list_filter = [("revoked_at", admin.EmptyFieldListFilter), "user"]
+    list_filter = [TokenStateFilter, "user"]
     search_fields = ["name", "prefix"]
     search_help_text = "Name, or the 8 characters after tmap_."
     actions = ["revoke_tokens"]
