@@ -407,6 +407,22 @@ TRACKING_REJECTED_KEEP: int = _env_number("TRACKING_REJECTED_KEEP", 100_000, min
 TRACKING_REJECTED_STORE_PER_MINUTE: int = _env_number(
     "TRACKING_REJECTED_STORE_PER_MINUTE", 600, minimum=0
 )
+# Geofences (tracking/geofences.py, tracking/ingest/geofencing.py). A tracker
+# leaves a fence only this far outside it: above the spread of GPS noise.
+GEOFENCE_EXIT_MARGIN_M: float = _env_number(
+    "GEOFENCE_EXIT_MARGIN_M", 40.0, minimum=0, maximum=10_000, integer=False
+)
+# An entry counts once the tracker has stayed inside this long (0: at once).
+GEOFENCE_MIN_DWELL_SECONDS: float = _env_number(
+    "GEOFENCE_MIN_DWELL_SECONDS", 0.0, minimum=0, maximum=86_400, integer=False
+)
+# Check the straight line between two reports, so a tracker that jumps across
+# a small fence between sparse reports enters and leaves it.
+GEOFENCE_CHECK_SEGMENTS: bool = _env_bool("GEOFENCE_CHECK_SEGMENTS", False)
+# How often consume_events looks for fences added, edited or removed.
+GEOFENCE_RELOAD_SECONDS: float = _env_number(
+    "GEOFENCE_RELOAD_SECONDS", 2.0, minimum=0.1, maximum=3_600, integer=False
+)
 TRACKING_ONLINE_SECONDS: int = _env_number("TRACKING_ONLINE_SECONDS", 60, minimum=1)
 TRACKING_OFFLINE_SECONDS: int = _env_number("TRACKING_OFFLINE_SECONDS", 900, minimum=1)
 if TRACKING_OFFLINE_SECONDS < TRACKING_ONLINE_SECONDS:

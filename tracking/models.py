@@ -336,16 +336,36 @@ class Geofence(models.Model):
         return self.parsed().fence
 
 
+class VisitQuerySet(models.QuerySet["Visit"]):
+    def counted(self) -> VisitQuerySet:
+        """Visits that are entries: not ``pending`` a minimum dwell."""
+        return self.filter(pending=False)
+
+    def open(self) -> VisitQuerySet:
+        """Visits of trackers still inside (pending ones included)."""
+        return self.filter(exited_at__isnull=True)
+
+
 class Visit(models.Model):
     """A tracker's stay inside a geofence: open (``exited_at`` empty) while it is inside.
 
-    A tracker has at most one open visit per fence, held by the database.
+    A tracker has at most one open visit per fence, held by the database. With
+    ``GEOFENCE_MIN_DWELL_SECONDS`` set, a visit is ``pending`` from the first
+    position inside until the tracker has stayed that long; only then is it an
+    entry (``geofenceEntered``). A pending visit whose tracker leaves is deleted:
+    it never was an entry. Everything users see reads ``Visit.objects.counted()``.
     """
 
     tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="visits")
     geofence = models.ForeignKey(Geofence, on_delete=models.CASCADE, related_name="visits")
     entered_at = models.DateTimeField("entered")
     exited_at = models.DateTimeField("exited", null=True, blank=True)
+    pending = models.BooleanField(
+        default=False,
+        help_text="Inside for less than GEOFENCE_MIN_DWELL_SECONDS so far: not an entry yet.",
+    )
+
+    objects = VisitQuerySet.as_manager()
 
     class Meta:
         constraints = [
