@@ -892,7 +892,7 @@ async def _publish(arguments: argparse.Namespace) -> None:
     send = one_send_per_event if arguments.path == "per-event" else publish_locations
     current: dict[str, float] = {}
 
-    async def publish(positions: Sequence[LatestPosition]) -> int:
+    async def publish(positions: Sequence[LatestPosition], crossings: object = ()) -> int:
         began = time.perf_counter()
         sent = await send(positions)
         wanted = (

@@ -47,6 +47,18 @@ class LatestPosition:
         return self.previous_cell if self.previous_cell != self.cell else None
 
 
+@dataclass(frozen=True, slots=True)
+class Crossing:
+    """A tracker entering (``entered``) or leaving a geofence, at the time of
+    the position that did it. Made by ingestion after its batch's visits are
+    stored, published after the commit as ``geofenceEntered``/``geofenceExited``."""
+
+    tracker_id: uuid.UUID
+    geofence_id: int
+    entered: bool
+    at: datetime
+
+
 def newest_per_tracker(events: Iterable[LocationEvent]) -> list[LocationEvent]:
     """Each tracker's latest event, the one that may move its latest position:
     the latest by ``ordered_at`` (the earlier of ``Ts`` and its receipt), then

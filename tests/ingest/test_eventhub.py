@@ -28,7 +28,7 @@ from tracking.ingest.sources.eventhub import (
 )
 from tracking.ingest.store import BatchResult
 from tracking.models import EventHubCheckpoint, Position, RejectedEvent
-from tracking.positions import LatestPosition
+from tracking.positions import Crossing, LatestPosition
 
 ENQUEUED = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
 
@@ -328,7 +328,9 @@ async def test_other_errors_of_a_partition_are_warnings(caplog: pytest.LogCaptur
 # --- A partition through the whole pipeline ---------------------------------------
 
 
-async def nothing_published(positions: Sequence[LatestPosition]) -> None:
+async def nothing_published(
+    positions: Sequence[LatestPosition], crossings: Sequence[Crossing] = ()
+) -> None:
     return None
 
 

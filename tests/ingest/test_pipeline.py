@@ -23,7 +23,7 @@ from tracking.ingest.pipeline import Pipeline, Progress, percentile
 from tracking.ingest.sources import RawEvent
 from tracking.ingest.store import BatchResult
 from tracking.models import Position, RejectedEvent
-from tracking.positions import LatestPosition
+from tracking.positions import Crossing, LatestPosition
 
 
 def test_percentile_uses_the_nearest_rank() -> None:
@@ -89,7 +89,9 @@ class RecordingPublisher:
     def __init__(self) -> None:
         self.published: list[list[LatestPosition]] = []
 
-    async def __call__(self, positions: Sequence[LatestPosition]) -> None:
+    async def __call__(
+        self, positions: Sequence[LatestPosition], crossings: Sequence[Crossing] = ()
+    ) -> None:
         # Whatever is published must already be committed and visible.
         ids = {position.tracker_id for position in positions}
         stored = await asyncio.to_thread(

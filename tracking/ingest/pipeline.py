@@ -44,13 +44,14 @@ from tracking.ingest.store import (
     store_batch,
 )
 from tracking.logsafe import one_line, quoted
-from tracking.positions import LatestPosition
+from tracking.positions import Crossing, LatestPosition
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# Sends the positions that moved to the map, after the batch has committed.
-Publisher = Callable[[Sequence[LatestPosition]], Awaitable[object]]
+# Sends the positions that moved, and the geofence crossings, to the map after
+# the batch has committed.
+Publisher = Callable[[Sequence[LatestPosition], Sequence[Crossing]], Awaitable[object]]
 
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 30.0
@@ -192,7 +193,7 @@ class Pipeline:
                 for parsed, _ in group:
                     batch.extend(parsed)
                 result = await self._store(batch)
-                await self._publish(result.moved)
+                await self._publish(result.moved, result.crossings)
                 self.progress.record(result, now=timezone.now())
                 await self._prune_now_and_then(result)
             except Exception as exc:

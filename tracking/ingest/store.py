@@ -27,7 +27,7 @@ from tracking.ingest.rejections import StoreAllowance
 from tracking.ingest.sources import RawEvent
 from tracking.logsafe import quoted
 from tracking.models import RejectedEvent, Tracker, configured_grid, default_tracker_name
-from tracking.positions import LatestPosition, newest_per_tracker
+from tracking.positions import Crossing, LatestPosition, newest_per_tracker
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class BatchResult:
     rejected_by_category: Counter[str] = field(default_factory=Counter)
     not_stored: int = 0
     moved: list[LatestPosition] = field(default_factory=list)
+    # Geofence entries and exits, per tracker in the order they happened.
+    crossings: list[Crossing] = field(default_factory=list)
     # Timestamps of the accepted events, for the lag figures.
     event_times: list[datetime] = field(default_factory=list)
 
@@ -68,6 +70,7 @@ class BatchResult:
             rejected_by_category=self.rejected_by_category + later.rejected_by_category,
             not_stored=self.not_stored + later.not_stored,
             moved=list(moved.values()),
+            crossings=self.crossings + later.crossings,
             event_times=self.event_times + later.event_times,
         )
 
