@@ -212,6 +212,18 @@ def test_a_restart_between_entry_and_exit_neither_repeats_nor_misses() -> None:
     assert visits(tracker) == [(fence.pk, at(0), at(2))]
 
 
+def test_a_consumer_sees_what_another_did_to_a_tracker_it_moved_before() -> None:
+    """What a process keeps of a tracker's visits serves only while nobody else moved it."""
+    fence = square("Depot", half_m=200)
+    tracker = uuid.uuid4()
+    first, second = Feeder(), Feeder()
+    assert kinds(first.batch((tracker, east_of_centre(0), at(0)))) == [("entered", fence.pk)]
+    assert kinds(second.batch((tracker, east_of_centre(900), at(1)))) == [("exited", fence.pk)]
+    assert kinds(first.batch((tracker, east_of_centre(0), at(2)))) == [("entered", fence.pk)]
+    assert kinds(second.batch((tracker, east_of_centre(10), at(3)))) == []
+    assert visits(tracker) == [(fence.pk, at(0), at(1)), (fence.pk, at(2), None)]
+
+
 @override_settings(GEOFENCE_MIN_DWELL_SECONDS=30)
 def test_a_minimum_dwell_counts_only_stays_that_long() -> None:
     fence = square("Yard", half_m=200)
