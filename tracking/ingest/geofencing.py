@@ -263,6 +263,9 @@ def detect(
     return crossings, after
 
 
+_UNKNOWN = object()
+
+
 def _moving_forward(
     events: Iterable[LocationEvent], standing: dict[uuid.UUID, Standing]
 ) -> dict[uuid.UUID, list[LocationEvent]]:
@@ -271,11 +274,11 @@ def _moving_forward(
     by_tracker: dict[uuid.UUID, dict[Key, LocationEvent]] = defaultdict(dict)
     for event in events:
         tracker_id = event.tracker_id
-        if tracker_id not in floors:
+        floor = floors.get(tracker_id, _UNKNOWN)
+        if floor is _UNKNOWN:
             continue  # not a tracker whose position may move (inactive, unknown)
         key = (event.ordered_at, event.timestamp)
-        floor = floors[tracker_id]
-        if floor is None or key > floor:
+        if floor is None or key > floor:  # type: ignore[operator]
             by_tracker[tracker_id].setdefault(key, event)
     return {
         tracker_id: [keyed[key] for key in sorted(keyed)] if len(keyed) > 1 else [*keyed.values()]
@@ -312,9 +315,8 @@ def _judge(
     left: set[int] = set()
     for geofence_id in sorted(inside.keys() - now_inside):
         fence = fences.get(geofence_id)
-        if fence is not None and (
-            fence.signed_distance_m(latitude=event.latitude, longitude=event.longitude)
-            <= rules.exit_margin_m
+        if fence is not None and not fence.is_beyond(
+            latitude=event.latitude, longitude=event.longitude, margin_m=rules.exit_margin_m
         ):
             continue  # within the margin: still inside
         stay = inside.pop(geofence_id)
