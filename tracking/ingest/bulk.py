@@ -22,7 +22,7 @@ from django.db import connection
 
 from tracking.events import LocationEvent
 from tracking.grid import Cell
-from tracking.models import Position, Tracker
+from tracking.models import Position, Tracker, Visit
 
 # Rows per statement on SQLite: well below its limit on parameters.
 ROWS_PER_STATEMENT = 500
@@ -323,3 +323,23 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _moment(microseconds: int | None) -> datetime | None:
     return None if microseconds is None else _EPOCH + timedelta(microseconds=microseconds)
+
+
+def close_visits(closed: Sequence[tuple[int, datetime]]) -> None:
+    """Set the exit time of each visit ``(id, exited_at)``: one statement per
+    ``ROWS_PER_STATEMENT`` visits, whatever their times (most differ)."""
+    table = connection.ops.quote_name(Visit._meta.db_table)
+    time_value = connection.ops.adapt_datetimefield_value
+    # PostgreSQL types a VALUES list by its literals: say what they are.
+    row = "(%s::int8, %s::timestamptz)" if _postgres() else "(%s, %s)"
+    with connection.cursor() as cursor:
+        for start in range(0, len(closed), ROWS_PER_STATEMENT):
+            chunk = closed[start : start + ROWS_PER_STATEMENT]
+            params: list[Any] = []
+            for pk, exited_at in chunk:
+                params += (pk, time_value(exited_at))
+            cursor.execute(
+                f"WITH v(id, exited_at) AS (VALUES {', '.join([row] * len(chunk))}) "
+                f"UPDATE {table} SET exited_at = v.exited_at FROM v WHERE {table}.id = v.id",
+                params,
+            )

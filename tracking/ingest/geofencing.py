@@ -46,6 +46,7 @@ from django.conf import settings
 
 from tracking.events import LocationEvent
 from tracking.geofences import Fence, FenceError, FenceIndex
+from tracking.ingest import bulk
 from tracking.ingest.bulk import Standing
 from tracking.logsafe import quoted
 from tracking.models import Geofence, Visit
@@ -395,8 +396,8 @@ def _write(
     """
     if changes.deleted:
         Visit.objects.filter(pk__in=changes.deleted).delete()
-    for exited_at, pks in _grouped(changes.closed).items():
-        Visit.objects.filter(pk__in=pks).update(exited_at=exited_at)
+    if changes.closed:
+        bulk.close_visits(changes.closed)
     if changes.confirmed:
         Visit.objects.filter(pk__in=changes.confirmed).update(pending=False)
     if not changes.created:
@@ -415,12 +416,3 @@ def _write(
         batch_size=500,
     )
     return [(made, row.pk) for made, row in zip(changes.created.values(), rows, strict=True)]
-
-
-def _grouped(closed: list[tuple[int, datetime]]) -> dict[datetime, list[int]]:
-    """Visits to close, by the time they close at: one statement per moment,
-    and a batch's reports mostly share a few moments."""
-    grouped: dict[datetime, list[int]] = defaultdict(list)
-    for pk, exited_at in closed:
-        grouped[exited_at].append(pk)
-    return grouped
