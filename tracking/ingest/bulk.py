@@ -280,14 +280,16 @@ class Standing(NamedTuple):
         return (self.ordered_at or self.position_at, self.position_at)
 
 
-def lock_latest(ids: set[uuid.UUID]) -> dict[uuid.UUID, Standing]:
-    """The latest position of each tracker of ``ids``, locked until the commit.
+def lock_trackers(ids: set[uuid.UUID]) -> dict[uuid.UUID, tuple[bool, Standing]]:
+    """``tracker_states`` and where each tracker's latest position stands, the
+    rows locked until the commit (for geofence detection).
 
     On PostgreSQL the rows are locked (``FOR NO KEY UPDATE``, in id order, so
     two consumers never deadlock on each other, nor on history's foreign key)
     and read as committed when the lock was granted: a second ``consume_events``
     moving the same tracker waits here and then sees the first one's move. On
-    SQLite the batch's transaction already holds the database's write lock.
+    SQLite one writer at a time holds the whole database (``transaction_mode``
+    IMMEDIATE), so there is nothing to lock.
     """
     if not ids:
         return {}
@@ -295,26 +297,31 @@ def lock_latest(ids: set[uuid.UUID]) -> dict[uuid.UUID, Standing]:
         array = "{" + ",".join(str(tracker_id) for tracker_id in ids) + "}"
         # Times as microseconds since the epoch: read as integers, they cost a
         # fraction of parsing a thousand timestamps' text a batch.
-        columns = "id, " + ", ".join(
+        times = ", ".join(
             f"(EXTRACT(EPOCH FROM {name}) * 1000000)::int8"
             for name in ("ordered_at", "position_at")
         )
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {columns}, latitude, longitude FROM {_table(Tracker)} "
+                f"SELECT id, is_active, {times}, latitude, longitude FROM {_table(Tracker)} "
                 "WHERE id = ANY(%s::uuid[]) ORDER BY id FOR NO KEY UPDATE",
                 [array],
             )
             return {
-                tracker_id: Standing(_moment(ordered), _moment(position), latitude, longitude)
-                for tracker_id, ordered, position, latitude, longitude in cursor.fetchall()
+                tracker_id: (
+                    is_active,
+                    Standing(_moment(ordered), _moment(position), latitude, longitude),
+                )
+                for tracker_id, is_active, ordered, position, latitude, longitude in (
+                    cursor.fetchall()
+                )
             }
     rows = Tracker.objects.filter(id__in=ids).values_list(
-        "id", "ordered_at", "position_at", "latitude", "longitude"
+        "id", "is_active", "ordered_at", "position_at", "latitude", "longitude"
     )
     return {
-        tracker_id: Standing(ordered_at, position_at, latitude, longitude)
-        for tracker_id, ordered_at, position_at, latitude, longitude in rows
+        tracker_id: (is_active, Standing(ordered_at, position_at, latitude, longitude))
+        for tracker_id, is_active, ordered_at, position_at, latitude, longitude in rows
     }
 
 
@@ -343,3 +350,34 @@ def close_visits(closed: Sequence[tuple[int, datetime]]) -> None:
                 f"UPDATE {table} SET exited_at = v.exited_at FROM v WHERE {table}.id = v.id",
                 params,
             )
+
+
+def insert_visits(
+    rows: Sequence[tuple[uuid.UUID, int, datetime, datetime | None, bool]],
+) -> list[int]:
+    """Insert visits ``(tracker id, geofence id, entered_at, exited_at,
+    pending)``; return their new ids, in order."""
+    table = connection.ops.quote_name(Visit._meta.db_table)
+    uuid_value = _uuid_adapter()
+    time_value = connection.ops.adapt_datetimefield_value
+    row = "(%s, %s, %s, %s, %s)"
+    ids: list[int] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            chunk = rows[start : start + ROWS_PER_STATEMENT]
+            params: list[Any] = []
+            for tracker_id, geofence_id, entered_at, exited_at, pending in chunk:
+                params += (
+                    uuid_value(tracker_id),
+                    geofence_id,
+                    time_value(entered_at),
+                    None if exited_at is None else time_value(exited_at),
+                    pending,
+                )
+            cursor.execute(
+                f"INSERT INTO {table} (tracker_id, geofence_id, entered_at, exited_at, pending) "
+                f"VALUES {', '.join([row] * len(chunk))} RETURNING id",
+                params,
+            )
+            ids += [pk for (pk,) in cursor.fetchall()]
+    return ids

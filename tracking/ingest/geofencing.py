@@ -16,7 +16,7 @@ same positions give the same crossings, once.
 
 **State is the database's.** Which fences a tracker is inside is its open
 visits, read in the batch's transaction after its tracker row is locked
-(``bulk.lock_latest``), so a second process moving the same tracker waits
+(``bulk.lock_trackers``), so a second process moving the same tracker waits
 and then sees the first one's visits.
 
 **The rules** (``tracking.geofences.crossings``): a tracker enters a fence
@@ -402,17 +402,10 @@ def _write(
         Visit.objects.filter(pk__in=changes.confirmed).update(pending=False)
     if not changes.created:
         return []
-    rows = Visit.objects.bulk_create(
+    ids = bulk.insert_visits(
         [
-            Visit(
-                tracker_id=tracker_id,
-                geofence_id=geofence_id,
-                entered_at=stay.entered_at,
-                exited_at=exited_at,
-                pending=stay.pending,
-            )
+            (tracker_id, geofence_id, stay.entered_at, exited_at, stay.pending)
             for tracker_id, geofence_id, stay, exited_at in changes.created.values()
-        ],
-        batch_size=500,
+        ]
     )
-    return [(made, row.pk) for made, row in zip(changes.created.values(), rows, strict=True)]
+    return list(zip(changes.created.values(), ids, strict=True))
