@@ -17,11 +17,10 @@ from datetime import datetime
 from typing import Any, cast
 from urllib.parse import urlencode
 
-from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import widgets
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.db import models, transaction
+from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.db.models.expressions import Combinable
 from django.http import HttpRequest, HttpResponse
@@ -32,6 +31,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator, capfirst
 from django.utils.translation import ngettext
 
+from tracking.admin_map import FenceMapWidget, map_media, trail_map
 from tracking.ages import ago
 from tracking.api_tokens import TOKEN_PREFIX, default_expiry, new_secret, revoke
 from tracking.geofences import FenceError
@@ -300,6 +300,17 @@ class TrackerAdmin(admin.ModelAdmin):
         view = f"#{MAP_LINK_ZOOM}/{tracker.latitude:.5f}/{tracker.longitude:.5f}"
         return format_html('<a href="{}{}">Show on the live map</a>', reverse("maps:index"), view)
 
+    @admin.display(description="trail")
+    def trail(self, tracker: Tracker) -> str:
+        return trail_map(tracker)
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        if kwargs.get("obj") is not None:  # the trail's map, on an existing tracker's page
+            context["media"] = context["media"] + map_media()
+        return super().render_change_form(request, context, *args, **kwargs)
+
     @admin.display(description="recent positions")
     def recent_positions(self, tracker: Tracker) -> str:
         # The (tracker, timestamp) unique index serves this: 20 rows, never the history.
@@ -341,6 +352,7 @@ class TrackerAdmin(admin.ModelAdmin):
         return [
             (None, {"fields": ["id", "name", "is_active", "created"]}),
             ("Latest position", {"fields": self._latest_position}),
+            ("Recent trail", {"fields": ["trail"]}),
             (
                 "Recent positions",
                 {
@@ -353,7 +365,7 @@ class TrackerAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Tracker | None = None) -> list[str]:
         # The id is what the device sends: set once, when an operator registers it.
         fixed_once = [] if obj is None else ["id"]
-        return [*fixed_once, "created", *self._latest_position, "recent_positions"]
+        return [*fixed_once, "created", *self._latest_position, "trail", "recent_positions"]
 
     def get_form(
         self, request: HttpRequest, obj: Tracker | None = None, change: bool = False, **kwargs: Any
@@ -759,14 +771,17 @@ class GeofenceAdmin(admin.ModelAdmin):
     list_filter = ["is_active"]
     search_fields = ["name"]
     fields = ["name", "is_active", "geojson"]
-    formfield_overrides = {
-        # The GeoJSON is long and code-like: a wide monospace box.
-        models.TextField: {
-            "widget": forms.Textarea(
-                attrs={"rows": 16, "cols": 100, "spellcheck": "false", "class": "vLargeTextField"}
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "geojson":
+            kwargs["widget"] = FenceMapWidget()
+            kwargs["label"] = "Shape"
+            kwargs["help_text"] = (
+                "Draw a polygon, rectangle or circle with the tools on the map's left; drag its "
+                "vertices to change it. Or paste one GeoJSON Feature in the GeoJSON section: "
+                + str(db_field.help_text)
             )
-        },
-    }
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Geofence]:
         return (
