@@ -15,7 +15,8 @@ import pytest
 from django.test import override_settings
 
 from tests import support
-from tests.test_admin import BOW_TIE, feature
+from tests.test_admin import BOW_TIE, SQUARE, feature
+from tracking.geofence_import import import_geofences
 from tracking.models import Geofence, Position, Tracker, Visit
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -172,10 +173,23 @@ def test_a_stored_multipolygon_with_a_hole_is_shown_for_editing(admin_page: Any)
 
 def test_the_change_page_of_a_helsinki_fence_draws_it(admin_page: Any) -> None:
     page = admin_page
-    kamppi = json.loads(HELSINKI_SAMPLE.read_text())["features"][0]
-    fence = Geofence.objects.create(name=kamppi["properties"]["name"], geojson=json.dumps(kamppi))
+    import_geofences(raw=HELSINKI_SAMPLE.read_bytes(), default_name="helsinki")
+    fence, *others = Geofence.objects.order_by("name")
+    tram = Tracker.objects.create(id=uuid.uuid4(), name="Tram 7")
+    now = datetime.now(UTC)
+    Visit.objects.create(
+        tracker=tram,
+        geofence=fence,
+        entered_at=now - timedelta(hours=2),
+        exited_at=now - timedelta(hours=1),
+    )
+    Visit.objects.create(tracker=tram, geofence=fence, entered_at=now - timedelta(minutes=5))
     page.goto(f"{page.base}/admin/tracking/geofence/{fence.pk}/change/")
     page.wait_for_selector(".fence-map[data-shape]:not([data-shape=none])")
+    assert "inside now" in page.locator(".latest-visits").inner_text()
+    # The other fences are there, faint and named, for orientation.
+    neighbours = page.locator(".fence-map-neighbour").all_inner_texts()
+    assert sorted(neighbours) == sorted(other.name for other in others)
     page.screenshot(
         path=str(support.ARTIFACTS / "admin-geofence-change-helsinki.png"), full_page=True
     )
@@ -227,3 +241,59 @@ def test_a_trackers_page_shows_its_recent_trail_and_latest_position(admin_page: 
     page.locator(".field-trail").scroll_into_view_if_needed()
     page.screenshot(path=str(support.ARTIFACTS / "admin-tracker-trail.png"), full_page=True)
     assert page.errors == []
+
+
+def test_an_operator_drags_a_vertex_of_a_stored_fence_and_saves_it(admin_page: Any) -> None:
+    page = admin_page
+    fence = Geofence.objects.create(name="Square", geojson=SQUARE)
+    page.goto(f"{page.base}/admin/tracking/geofence/{fence.pk}/change/")
+    page.wait_for_selector(".fence-map[data-shape=polygon]")
+    page.click("[title='Edit Layers']")
+    corner = page.locator(".fence-map-canvas .marker-icon:not(.marker-icon-middle)").first
+    box = corner.bounding_box()
+    assert box is not None
+    start = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(start[0] - 60, start[1] - 60, steps=5)
+    page.mouse.up()
+    page.wait_for_function(
+        "square => document.querySelector('#id_geojson').value !== square", arg=SQUARE
+    )
+    page.click("input[name=_save]")
+    page.wait_for_selector("#result_list")
+
+    ring = json.loads(the_fence("Square").geojson)["geometry"]["coordinates"][0]
+    before = json.loads(SQUARE)["geometry"]["coordinates"][0]
+    assert len(ring) == len(before)
+    assert sum(1 for point, old in zip(ring, before, strict=True) if point != old) in (1, 2)
+    assert page.errors == []
+
+
+def test_the_import_page_names_what_is_wrong_then_imports_the_helsinki_sample(
+    admin_page: Any, tmp_path: Path
+) -> None:
+    page = admin_page
+    page.goto(f"{page.base}/admin/tracking/geofence/")
+    page.click("text=Import GeoJSON")
+    page.wait_for_selector("input[type=file]")
+    page.screenshot(path=str(support.ARTIFACTS / "admin-geofence-import.png"), full_page=True)
+
+    bad = tmp_path / "bad.geojson"
+    bad.write_text(
+        json.dumps(
+            {"type": "FeatureCollection", "features": [json.loads(SQUARE), json.loads(BOW_TIE)]}
+        )
+    )
+    page.set_input_files("input[type=file]", str(bad))
+    page.click("input[name=_import]")
+    page.wait_for_selector(".errornote")
+    assert "feature 1: the shape crosses itself" in page.locator(".errorlist").inner_text()
+    page.screenshot(path=str(support.ARTIFACTS / "admin-geofence-import-error.png"), full_page=True)
+
+    page.set_input_files("input[type=file]", str(HELSINKI_SAMPLE))
+    page.click("input[name=_import]")
+    page.wait_for_selector("#result_list")
+    assert "Imported" in page.locator(".messagelist").inner_text()
+    page.screenshot(path=str(support.ARTIFACTS / "admin-geofence-imported.png"), full_page=True)
+    assert Geofence.objects.count() > 1

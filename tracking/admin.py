@@ -34,7 +34,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator, capfirst
 from django.utils.translation import ngettext
 
-from tracking.admin_map import FenceMapWidget, map_media, trail_map
+from tracking.admin_map import FenceMapWidget, map_media, neighbours_of, trail_map
 from tracking.ages import ago
 from tracking.api_tokens import TOKEN_PREFIX, default_expiry, new_secret, revoke
 from tracking.geofence_import import ImportRefused, ImportReport, import_geofences
@@ -886,6 +886,13 @@ class GeofenceAdmin(admin.ModelAdmin):
             of="tracker",
             all_url=visits_url(geofence__id__exact=geofence.pk),
         )
+
+    def get_form(
+        self, request: HttpRequest, obj: Geofence | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        form.base_fields["geojson"].widget.neighbours = neighbours_of(obj)
+        return form
 
     def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
         if db_field.name == "geojson":

@@ -8,6 +8,7 @@ from ``MAP_TILE_URL`` over it when they answer.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,6 +21,8 @@ from django.utils.html import format_html
 from tracking.geofences import MAX_RADIUS_M
 from tracking.models import Geofence, Position, Tracker, Visit
 
+# The other fences drawn on a fence's form, the most recently changed first.
+NEIGHBOURS = 200
 # The trail on a tracker's page: its newest positions, at most this many and this old.
 TRAIL_POSITIONS = 500
 TRAIL_AGE = timedelta(hours=24)
@@ -68,7 +71,12 @@ class FenceMapWidget(forms.Textarea):
 
     template_name = "tracking/fence_map_widget.html"
 
-    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        attrs: dict[str, Any] | None = None,
+        *,
+        neighbours: Callable[[], list[Geofence]] = list,
+    ) -> None:
         super().__init__(
             {
                 "rows": 12,
@@ -78,16 +86,30 @@ class FenceMapWidget(forms.Textarea):
                 **(attrs or {}),
             }
         )
+        # The other fences, drawn faintly for orientation (the map may have no tiles).
+        self.neighbours = neighbours
 
     def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
         context = super().get_context(name, value, attrs)
-        context["widget"]["map_config"] = map_config("draw")
+        others = [
+            {"name": fence.name, "geojson": json.loads(fence.geojson)}
+            for fence in self.neighbours()
+        ]
+        context["widget"]["map_config"] = map_config("draw", others=others)
         context["widget"]["max_radius"] = f"{MAX_RADIUS_M:g}"
         return context
 
     @property
     def media(self) -> forms.Media:
         return map_media()
+
+
+def neighbours_of(fence: Geofence | None) -> Callable[[], list[Geofence]]:
+    """The active fences other than ``fence`` (at most NEIGHBOURS), read when the form is drawn."""
+    others = Geofence.objects.filter(is_active=True).order_by("-updated_at", "-id")
+    if fence is not None:
+        others = others.exclude(pk=fence.pk)
+    return lambda: list(others[:NEIGHBOURS])
 
 
 def trail_map(tracker: Tracker) -> str:

@@ -16,6 +16,7 @@ const L = window.L;
 
 const FENCE_STYLE = { color: "#1565c0", weight: 2, fillOpacity: 0.15 };
 const INSIDE_STYLE = { color: "#6a1b9a", weight: 2, fillOpacity: 0.1, dashArray: "6 4" };
+const NEIGHBOUR_STYLE = { color: "#555", weight: 1, fillOpacity: 0.05, dashArray: "3 3", interactive: false };
 const TRAIL_STYLE = { color: "#c62828", weight: 3, opacity: 0.8 };
 // Decimals kept in written coordinates: 7 is about a centimetre.
 const PRECISION = 7;
@@ -95,6 +96,20 @@ function describe(layer) {
   return `${kind}, ${vertices} vertices${holeWords}.`;
 }
 
+/** The other fences, faint: named, never edited, never in the way of a click. */
+function drawNeighbours(map, fences) {
+  for (const fence of fences) {
+    try {
+      const layer = fenceLayer(fence.geojson, NEIGHBOUR_STYLE);
+      layer.options.pmIgnore = true;
+      layer.bindTooltip(fence.name, { permanent: true, direction: "center", className: "fence-map-neighbour" });
+      layer.addTo(map);
+    } catch (error) {
+      console.warn(`Fence ${fence.name} cannot be drawn: ${error.message}`);
+    }
+  }
+}
+
 // --- Draw mode ----------------------------------------------------------------------------------
 
 class FenceDrawing {
@@ -119,6 +134,7 @@ class FenceDrawing {
       drawText: false,
       rotateMode: false,
     });
+    drawNeighbours(this.map, config.others || []);
     this.map.on("pm:create", (event) => this.replaceWith(event.layer));
     this.map.on("pm:remove", (event) => {
       if (event.layer === this.layer) this.replaceWith(null);
