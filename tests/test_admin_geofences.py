@@ -1,10 +1,12 @@
-"""The admin's geofence pages beyond the form: importing a GeoJSON file (the
-use case of ``manage.py import_geofences``), and the latest visits on a
-fence's and a tracker's page."""
+"""The admin's geofence pages: the form as the map widget submits it,
+importing a GeoJSON file (the use case of ``manage.py import_geofences``),
+and the latest visits on a fence's and a tracker's page."""
 
 from __future__ import annotations
 
+import html
 import json
+import math
 from datetime import timedelta
 
 import pytest
@@ -20,7 +22,7 @@ from tests.test_admin import BOW_TIE, CIRCLE, SQUARE, row_of, seen
 from tests.test_geofences import JSON, NEAR_VALID
 from tests.test_import_geofences import HELSINKI, collection, square
 from tracking.admin import IMPORT_MAX_BYTES, LATEST_VISITS
-from tracking.geofences import parse_geojson_text
+from tracking.geofences import MAX_RADIUS_M, MAX_VERTICES, parse_geojson_text
 from tracking.models import Geofence, Visit
 
 pytestmark = pytest.mark.django_db
@@ -53,6 +55,133 @@ def file_errors(response: object) -> list[str]:
 
 def names() -> list[str]:
     return sorted(Geofence.objects.values_list("name", flat=True))
+
+
+ADD = reverse("admin:tracking_geofence_add")
+
+
+def compact(geometry: dict[str, object], **properties: object) -> str:
+    """A Feature as the map widget writes it: compact JSON, 7 decimals."""
+    return json.dumps(
+        {"type": "Feature", "properties": properties, "geometry": geometry}, separators=(",", ":")
+    )
+
+
+def ring(*points: tuple[float, float]) -> list[list[float]]:
+    return [[lon, lat] for lon, lat in (*points, points[0])]
+
+
+DRAWN = {
+    "rectangle": (
+        compact(
+            {
+                "type": "Polygon",
+                "coordinates": [
+                    ring((24.9301234, 60.17), (24.9301234, 60.18), (24.94, 60.18), (24.94, 60.17))
+                ],
+            }
+        ),
+        "polygon",
+        "4 vertices",
+    ),
+    "circle": (
+        compact({"type": "Point", "coordinates": [24.9384, 60.1699]}, radius=312.5),
+        "circle",
+        "312.5 m",
+    ),
+    "edited multipolygon with a hole": (
+        compact(
+            {
+                "type": "MultiPolygon",
+                "coordinates": [
+                    [
+                        ring((24.90, 60.15), (24.98, 60.15), (24.98, 60.19), (24.90, 60.19)),
+                        ring((24.93, 60.16), (24.95, 60.16), (24.95, 60.18), (24.93, 60.18)),
+                    ],
+                    [ring((25.00, 60.15), (25.02, 60.15), (25.02, 60.17))],
+                ],
+            },
+            name="kept from the stored feature",
+        ),
+        "multipolygon of 2",
+        "11 vertices, 1 hole",
+    ),
+}
+
+
+@pytest.mark.parametrize("drawing", sorted(DRAWN))
+def test_a_shape_drawn_on_the_map_is_saved_as_the_widget_wrote_it(
+    admin_client: Client, drawing: str
+) -> None:
+    geojson, shape, size = DRAWN[drawing]
+
+    response = admin_client.post(ADD, {"name": drawing, "is_active": "on", "geojson": geojson})
+
+    assert response.status_code == 302
+    assert Geofence.objects.get().geojson == geojson
+    row = row_of(admin_client.get(GEOFENCES).content.decode(), drawing)
+    assert shape in row and size in row
+
+
+REFUSED = {
+    "crossing itself": (BOW_TIE, "crosses itself"),
+    "unclosed": (
+        compact(
+            {
+                "type": "Polygon",
+                "coordinates": [[[24.93, 60.17], [24.94, 60.17], [24.94, 60.18], [24.93, 60.18]]],
+            }
+        ),
+        "not closed",
+    ),
+    "too many vertices": (
+        compact(
+            {
+                "type": "Polygon",
+                "coordinates": [
+                    ring(
+                        *(
+                            (
+                                24.9 + 0.01 * math.cos(2 * math.pi * k / (MAX_VERTICES + 5)),
+                                60.17 + 0.01 * math.sin(2 * math.pi * k / (MAX_VERTICES + 5)),
+                            )
+                            for k in range(MAX_VERTICES + 5)
+                        )
+                    )
+                ],
+            }
+        ),
+        "too many vertices",
+    ),
+    "circle too big": (
+        compact({"type": "Point", "coordinates": [24.9, 60.17]}, radius=MAX_RADIUS_M * 2),
+        "radius",
+    ),
+    "erased": ("", "This field is required."),
+}
+
+
+@pytest.mark.parametrize("drawing", sorted(REFUSED))
+def test_a_refused_drawing_is_answered_beside_the_map_with_the_parsers_message(
+    admin_client: Client, drawing: str
+) -> None:
+    geojson, words = REFUSED[drawing]
+
+    response = admin_client.post(ADD, {"name": drawing, "geojson": geojson})
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors["geojson"]
+    assert words in errors[0]
+    page = response.content.decode()
+    # Django puts a field's errors at the top of its row: right above the map.
+    row = page[page.index('class="form-row errors field-geojson"') :]
+    assert row.index("errorlist") < row.index('class="fence-map"')
+    assert not Geofence.objects.exists()
+
+
+def test_the_form_redraws_what_was_refused_so_it_can_be_fixed(admin_client: Client) -> None:
+    response = admin_client.post(ADD, {"name": "Bow tie", "geojson": BOW_TIE})
+    assert html.escape(BOW_TIE) in response.content.decode()
 
 
 def test_the_geofence_list_links_to_the_import_page(admin_client: Client) -> None:
