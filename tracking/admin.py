@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import widgets
+from django.contrib.admin import helpers, widgets
 from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
@@ -947,6 +947,10 @@ class GeofenceAdmin(admin.ModelAdmin):
                 "title": "Import GeoJSON",
                 "opts": self.opts,
                 "form": form,
+                # The admin's fieldset markup; AdminForm takes any form (the stubs say ModelForm).
+                "adminform": helpers.AdminForm(
+                    cast(Any, form), [(None, {"fields": list(form.fields)})], {}
+                ),
             },
         )
 
