@@ -297,3 +297,18 @@ def test_the_import_page_names_what_is_wrong_then_imports_the_helsinki_sample(
     assert "Imported" in page.locator(".messagelist").inner_text()
     page.screenshot(path=str(support.ARTIFACTS / "admin-geofence-imported.png"), full_page=True)
     assert Geofence.objects.count() > 1
+
+
+def test_pasting_geojson_in_the_folded_section_redraws_the_map(admin_page: Any) -> None:
+    page = admin_page
+    open_add_page(page, name="Pasted")
+    page.click(".fence-map-raw summary")
+    page.fill("#id_geojson", feature({"type": "Point", "coordinates": [24.94, 60.17]}, radius=300))
+    page.locator("#id_geojson").dispatch_event("change")
+
+    page.wait_for_selector(".fence-map[data-shape=circle]")
+    assert page.locator(".fence-map-radius input").input_value() == "300.0"
+    page.fill("#id_geojson", "{not json")
+    page.locator("#id_geojson").dispatch_event("change")
+    page.wait_for_selector(".fence-map[data-shape=none]")
+    assert "no shape the map can draw" in page.locator(".fence-map-status").inner_text()

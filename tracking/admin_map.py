@@ -141,8 +141,8 @@ def trail_map(tracker: Tracker) -> str:
         },
     )
     caption = (
-        f"The newest {len(rows)} positions of the last {TRAIL_AGE.total_seconds() / 3600:g} h "
-        f"(at most {TRAIL_POSITIONS}), the latest one marked."
+        f"The {len(rows)} newest positions (at most {TRAIL_POSITIONS}, none more than "
+        f"{TRAIL_AGE.total_seconds() / 3600:g} h before the latest), the latest one marked."
     )
     names = ", ".join(fence.name for fence in inside)
     return format_html(

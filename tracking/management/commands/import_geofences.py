@@ -7,10 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from tracking.geofence_import import ImportRefused, features_by_name, import_geofences
+from tracking.geofence_import import ImportRefused, import_geofences
 from tracking.geofences import FenceError
-
-__all__ = ["Command", "features_by_name"]  # features_by_name: where it was first defined
 
 
 class Command(BaseCommand):
