@@ -312,3 +312,24 @@ def test_pasting_geojson_in_the_folded_section_redraws_the_map(admin_page: Any) 
     page.locator("#id_geojson").dispatch_event("change")
     page.wait_for_selector(".fence-map[data-shape=none]")
     assert "no shape the map can draw" in page.locator(".fence-map-status").inner_text()
+
+
+def test_a_fence_across_the_antimeridian_is_drawn_the_short_way(admin_page: Any) -> None:
+    page = admin_page
+    fiji = [[[179.9, -17.0], [-179.9, -17.0], [-179.9, -16.9], [179.9, -16.9], [179.9, -17.0]]]
+    fence = Geofence.objects.create(
+        name="Across", geojson=feature({"type": "Polygon", "coordinates": fiji})
+    )
+    page.goto(f"{page.base}/admin/tracking/geofence/{fence.pk}/change/")
+    page.wait_for_selector(".fence-map[data-shape=polygon]")
+
+    width = page.evaluate(
+        """() => {
+            const bounds = document.querySelector(".fence-map").fenceDrawing.layer.getBounds();
+            return bounds.getEast() - bounds.getWest();
+        }"""
+    )
+    assert abs(width - 0.2) < 1e-6
+    page.click("input[name=_save]")
+    page.wait_for_selector("#result_list")
+    assert Geofence.objects.get(name="Across").fence.contains(latitude=-16.95, longitude=180.0)

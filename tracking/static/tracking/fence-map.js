@@ -43,7 +43,20 @@ function baseMap(root, config) {
 
 // --- GeoJSON <-> Leaflet layers ----------------------------------------------------------------
 
-const ringLatLngs = (ring) => ring.slice(0, -1).map(([lng, lat]) => [lat, lng]);
+/** A ring's corners as Leaflet latlngs, continuous across the antimeridian (a step of more
+ * than 180° is the short way round), so a fence stored as 179.9 … -179.9 is not drawn the
+ * long way round the world. */
+function ringLatLngs(ring) {
+  let offset = 0;
+  return ring.slice(0, -1).map(([lng, lat], index) => {
+    if (index > 0) {
+      const step = lng - ring[index - 1][0];
+      if (step > 180) offset -= 360;
+      else if (step < -180) offset += 360;
+    }
+    return [lat, lng + offset];
+  });
+}
 
 /** The Leaflet layer of a stored fence (Feature or bare geometry); throws saying why not. */
 export function fenceLayer(data, style) {
