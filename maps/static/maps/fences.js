@@ -12,6 +12,8 @@ const FETCH_DEBOUNCE_MS = 300;
 const VIEW_PADDING = 0.25;
 /** A fence is named on the map once it is at least this many pixels across... */
 const LABEL_MIN_PIXELS = 56;
+/** ...and one smaller than this is drawn as a dot, so that it still shows where it is. */
+const SPECK_PIXELS = 8;
 /** ...and at most this many names are shown, the largest fences first. */
 const MAX_LABELS = 150;
 /** Vertices of a drawn circle. */
@@ -179,15 +181,19 @@ export class FenceLayer extends EventTarget {
     const map = this.#map;
     const bounds = map.getBounds();
     const candidates = [];
+    const drawing = { ...FENCE_STYLE, renderer: this.#renderer, pane: "fences", interactive: false };
     for (const fence of this.#fences.values()) {
       for (const shift of shiftsInView(fence.extent, bounds.getWest(), bounds.getEast())) {
-        const latLngs = fence.polygons.map((rings) => rings.map((ring) => ring.map(([lat, lng]) => [lat, lng + shift])));
-        L.polygon(latLngs, { ...FENCE_STYLE, renderer: this.#renderer, pane: "fences", interactive: false }).addTo(
-          this.#shapes,
-        );
         const corner = map.latLngToContainerPoint([fence.extent.south, fence.extent.west + shift]);
         const opposite = map.latLngToContainerPoint([fence.extent.north, fence.extent.east + shift]);
         const pixels = Math.max(Math.abs(opposite.x - corner.x), Math.abs(opposite.y - corner.y));
+        if (pixels < SPECK_PIXELS) {
+          const centre = [fence.centre.latitude, fence.centre.longitude + shift];
+          L.circleMarker(centre, { ...drawing, radius: 3, dashArray: null }).addTo(this.#shapes);
+          continue;
+        }
+        const latLngs = fence.polygons.map((rings) => rings.map((ring) => ring.map(([lat, lng]) => [lat, lng + shift])));
+        L.polygon(latLngs, drawing).addTo(this.#shapes);
         if (pixels >= LABEL_MIN_PIXELS) candidates.push({ fence, shift, pixels });
       }
     }
@@ -196,7 +202,8 @@ export class FenceLayer extends EventTarget {
       const text = document.createElement("span");
       text.className = "fence-label-text";
       text.textContent = fence.name;
-      L.marker([fence.centre.latitude, fence.centre.longitude + shift], {
+      // Along the fence's top edge, inside it: clear of the trackers that gather in its middle.
+      L.marker([fence.extent.north, fence.centre.longitude + shift], {
         icon: L.divIcon({ className: "fence-label", html: text, iconSize: null }),
         pane: "fenceLabels",
         interactive: false,

@@ -59,7 +59,7 @@ export class NoticeBoard {
     const items = [];
     if (this.#overflow > 0) {
       const more = this.#overflow;
-      items.push(summary(`${more.toLocaleString()} more geofence ${more === 1 ? "crossing" : "crossings"}`));
+      items.push(summary(`${more.toLocaleString()} earlier geofence ${more === 1 ? "crossing" : "crossings"} not shown`));
     }
     for (const notice of this.#gathered) {
       const item = document.createElement("li");
@@ -105,6 +105,6 @@ function fill(item, notice, { tracker, fence }) {
 function summary(text) {
   const item = document.createElement("li");
   item.className = "notice notice-summary";
-  item.textContent = `…and ${text}`;
+  item.textContent = text;
   return item;
 }
