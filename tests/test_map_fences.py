@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import uuid
 from collections.abc import Coroutine, Iterator
@@ -437,4 +438,98 @@ def test_hostile_geofence_messages_neither_break_the_page_nor_inject_markup(
     wait_for_notice(page, f"{COURIER} entered Helsinki Station")
     assert page.evaluate("document.querySelectorAll('#notices img, #notices script').length") == 0
     assert page.evaluate("window.trackerMap.status()") == "live"
+    assert page.errors == []
+
+
+def test_a_fence_across_the_antimeridian_is_drawn_whole_from_either_side(
+    live: LiveDemo, page: Any, tmp_path: Path
+) -> None:
+    name = f"Date line {uuid.uuid4().hex[:4]}"
+    ring = [[179.8, -16.9], [-179.8, -16.9], [-179.8, -16.6], [179.8, -16.6], [179.8, -16.9]]
+    fence = {
+        "type": "Feature",
+        "properties": {"name": name},
+        "geometry": {"type": "Polygon", "coordinates": [ring]},
+    }
+    path = tmp_path / "dateline.geojson"
+    path.write_text(json.dumps(fence))
+    imported = support.manage(["import_geofences", str(path)], env=live.env, timeout=60)
+    assert imported.returncode == 0, imported.stderr
+
+    for view in ("#10/-16.75/179.9", "#10/-16.75/-179.9"):
+        open_map(page, live.url + view)
+        wait_for_label(page, name)
+        # The copy of the fence beside the view's centre is drawn, whichever side of 180 it is.
+        middle = page.evaluate(
+            """(name) => {
+              const label = Array.from(document.querySelectorAll(".fence-label-text"))
+                .find((item) => item.textContent === name);
+              const box = label.getBoundingClientRect();
+              return box.left + box.width / 2;
+            }""",
+            name,
+        )
+        assert abs(middle - 640) < 100, (view, middle)
+        support.ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(support.ARTIFACTS / "map-fence-antimeridian.png"))
+    assert page.errors == []
+
+
+def test_fences_js_reads_circles_holes_multipolygons_and_the_antimeridian(
+    live: LiveDemo, page: Any
+) -> None:
+    open_map(page, live.url + STATION_VIEW)
+    url = page.evaluate(
+        """() => new URL("fences.js", document.querySelector('script[type="module"][src$="/map.js"]').src).href"""
+    )
+
+    answers = page.evaluate(
+        """async (url) => {
+          const { fenceOf, bboxOf } = await import(url);
+          const L = window.L;
+          const square = (w, s, size) => [[w, s], [w + size, s], [w + size, s + size], [w, s + size], [w, s]];
+          const feature = (geometry, properties = {}) => ({ type: "Feature", id: "7", geometry, properties: { name: "F", ...properties } });
+          const extent = (fence) => fence && fence.extent;
+          return {
+            circle: extent(fenceOf(feature({ type: "Point", coordinates: [24.9, 60] }, { radius: 1000 }))),
+            holed: fenceOf(feature({ type: "Polygon", coordinates: [square(0, 0, 1), square(0.25, 0.25, 0.5)] })).polygons[0].length,
+            multi: fenceOf(feature({ type: "MultiPolygon", coordinates: [[square(0, 0, 1)], [square(2, 0, 1)]] })).polygons.length,
+            dateline: extent(fenceOf(feature({ type: "Polygon", coordinates: [[[179.8, 0], [-179.8, 0], [-179.8, 1], [179.8, 1], [179.8, 0]]] }))),
+            malformed: [
+              fenceOf(feature({ type: "Polygon", coordinates: [[[0, 0], [1, 1]]] })),
+              fenceOf(feature({ type: "Point", coordinates: [0, 0] })),
+              fenceOf(feature({ type: "LineString", coordinates: [[0, 0], [1, 1]] })),
+              fenceOf({ type: "Feature", geometry: null, properties: null }),
+              fenceOf(null),
+            ],
+            bbox: {
+              across: bboxOf(L.latLngBounds([-18, 179], [-16, 181])),
+              plain: bboxOf(L.latLngBounds([60, 24], [61, 25])),
+              eastEdge: bboxOf(L.latLngBounds([0, 170], [1, 180])),
+              wider: bboxOf(L.latLngBounds([-80, -300], [80, 300])),
+            },
+          };
+        }""",
+        url,
+    )
+
+    metres_per_degree = 6371008.8 * math.pi / 180
+    circle = answers["circle"]
+    assert abs((circle["north"] - 60) * metres_per_degree - 1000) < 1
+    # A true circle: as wide as it is tall on the ground, so wider in degrees of longitude.
+    ground_width = (
+        (circle["east"] - circle["west"]) * metres_per_degree * math.cos(math.radians(60))
+    )
+    assert abs(ground_width - 2000) < 5
+    assert answers["holed"] == 2
+    assert answers["multi"] == 2
+    dateline = answers["dateline"]
+    assert dateline["east"] - dateline["west"] == pytest.approx(0.4)
+    assert answers["malformed"] == [None] * 5
+    assert answers["bbox"] == {
+        "across": "179,-18,-179,-16",
+        "plain": "24,60,25,61",
+        "eastEdge": "170,0,180,1",
+        "wider": "-180,-80,180,80",
+    }
     assert page.errors == []
