@@ -241,6 +241,8 @@ function updateCells() {
 
 // --- Hub ---------------------------------------------------------------------
 
+let hubWasLive = false;
+
 const hub = new LiveHub({
   url: config.hubUrl,
   handlers: {
@@ -253,10 +255,17 @@ const hub = new LiveHub({
     badge.setState(status, detail);
     if (status !== CONNECTION.live) subscription.disconnected();
   },
-  onConnected: (connection) =>
+  onConnected: (connection) => {
     subscription.connected((newCells, previousCells) =>
       connection.invoke("updateMapGridGroups", newCells, previousCells),
-    ),
+    );
+    // Whatever changed while the hub was away was not said: read it again.
+    if (hubWasLive) {
+      fences.refresh();
+      memberships.missedSome();
+    }
+    hubWasLive = true;
+  },
 });
 
 // --- Events and timers: everything they call exists now -----------------------

@@ -60,6 +60,11 @@ export class FenceMemberships extends EventTarget {
     this.dispatchEvent(new CustomEvent("changed", { detail: trackerId }));
   }
 
+  /** Crossings may have been missed (the hub was away): read every tracker's visits again when next asked. */
+  missedSome() {
+    for (const entry of this.#trackers.values()) entry.readAt = 0;
+  }
+
   /** Read the tracker's visits unless read less than `maxAgeMs` ago (or queued, or under way). */
   refresh(trackerId, maxAgeMs) {
     const entry = this.#entry(trackerId);
