@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import orjson
 import pytest
 from django.core.management import call_command
 from django.db import transaction
-from django.test import Client
+from django.test import Client, override_settings
 from django.urls import reverse
 
 from tracking import geofence_changes
@@ -261,3 +262,30 @@ def test_a_kept_cell_ignores_a_change_of_fences_and_its_viewers_get_it() -> None
     check_cell_message(text)
     assert snapshots.apply(HELSINKI, text) == text
     assert len(snapshots) == 0 and snapshots.records([HELSINKI]) == []
+
+
+@pytest.mark.redis
+def test_an_import_reaches_the_web_processes_over_redis(
+    redis_url: str, tmp_path: Path, django_capture_on_commit_callbacks: Capture
+) -> None:
+    """A command has no event loop of its own: the change goes out on a Redis
+    connection made for it, closed after it."""
+    import redis
+
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    path = tmp_path / "kamppi.geojson"
+    path.write_text(KAMPPI)
+    listener = redis.Redis.from_url(redis_url).pubsub()
+    listener.subscribe(f"{prefix}.cell.24.60")
+    assert listener.get_message(timeout=5)["type"] == "subscribe"
+    with (
+        override_settings(REDIS_URL=redis_url, CHANNEL_LAYER_PREFIX=prefix, HUB_FANOUT="cells"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        call_command("import_geofences", str(path), stdout=io.StringIO())
+    message = listener.get_message(timeout=5)
+    listener.close()
+    kamppi = Geofence.objects.get()
+    assert message is not None and message["data"].decode() == (
+        f'{{"type":1,"target":"geofencesChanged","arguments":[["{kamppi.pk}"]]}}\x1e'
+    )

@@ -32,7 +32,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,7 +51,8 @@ from tracking import views as api_views
 from tracking.api_tokens import issue_token, revoke
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.grid import Cell, Grid, group_name
-from tracking.hub import protocol
+from tracking.hub import protocol, publishing
+from tracking.hub.fanout import LocalFanOut
 from tracking.hub.fanout.redis_pubsub import RedisFanOut
 from tracking.hub.map_hub import MapHub
 from tracking.hub.routing import websocket_urlpatterns
@@ -59,7 +60,7 @@ from tracking.hub.session import HubSession, SessionLimits
 from tracking.hub.sign_in import SIGN_IN_ENDED
 from tracking.hub.tokens import new_connection
 from tracking.models import ApiToken, Geofence, Tracker, Visit
-from tracking.positions import LatestPosition, newest_per_tracker
+from tracking.positions import Crossing, LatestPosition, newest_per_tracker
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_PATH = ROOT / "docs" / "protocol.md"
@@ -478,6 +479,37 @@ async def test_broken_input_is_answered_as_documented(row: dict[str, str]) -> No
     expected = [span(answer)] if answer.startswith("`") else []
     assert split_records(socket.messages) == expected
     assert socket.closed == (row["then"] == "closes")
+
+
+async def test_a_documented_crossing_follows_its_location_as_publishing_sends_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The §3.10 example: a tracker's position, then what it crossed, exits first."""
+    (block,) = [b for b in blocks("hub-push") if '"geofenceExited"' in b.text]
+    records = [orjson.loads(line) for line in block.lines]
+    tracker, latitude, longitude, ms = records[0]["arguments"]
+    at = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    cell = GRID.cell_of(latitude=latitude, longitude=longitude)
+    crossings = [
+        Crossing(
+            uuid.UUID(record["arguments"][0]),
+            int(record["arguments"][1]),
+            entered=record["target"] == "geofenceEntered",
+            at=at,
+        )
+        for record in records[1:]
+    ]
+    sent: list[dict[Cell, str]] = []
+
+    class Recording(LocalFanOut):
+        async def publish(self, records_by_cell: Mapping[Cell, str]) -> int:
+            sent.append(dict(records_by_cell))
+            return 0
+
+    monkeypatch.setattr(publishing, "get_fanout", Recording)
+    position = LatestPosition(uuid.UUID(tracker), latitude, longitude, at, cell)
+    await publishing.publish_locations([position], crossings)
+    assert sent == [{cell: "".join(line + RS for line in block.lines)}]
 
 
 def test_the_documented_close_of_an_ended_sign_in_is_the_one_the_hub_sends() -> None:

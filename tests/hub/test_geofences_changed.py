@@ -97,7 +97,11 @@ class Operator:
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies))
 
     def _csrf(self) -> str:
-        return next(cookie.value for cookie in self.cookies if cookie.name == "csrftoken")
+        return next(
+            cookie.value or ""
+            for cookie in self.cookies
+            if cookie.name == "csrftoken" and cookie.value is not None
+        )
 
     def post(self, path: str, data: dict[str, str]) -> int:
         self.opener.open(f"{self.url}{path}", timeout=30).read()  # the form, and its CSRF cookie
