@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import threading
 import uuid
 from collections.abc import Coroutine, Iterator
@@ -349,7 +350,11 @@ def test_a_burst_of_crossings_shows_a_few_notices_and_counts_the_rest(
     )
     shown = page.locator("#notices li").all_inner_texts()
     assert len(shown) <= 5
-    assert any(text == "396 earlier geofence crossings not shown" for text in shown), shown
+    # The demo's own trackers may cross a fence meanwhile: at least the 396 not shown are counted.
+    counted = [
+        re.fullmatch(r"([\d,]+) earlier geofence crossings not shown", text) for text in shown
+    ]
+    assert any(found and int(found[1].replace(",", "")) >= 396 for found in counted), shown
     # The last crossing was an exit: the tooltip says so.
     hover_tracker(page, str(courier))
     wait_for_tooltip_fences(page, "none")
