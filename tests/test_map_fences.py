@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +26,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from tests import support
+from tests.conftest import event_body
 from tracking.grid import Grid
 from tracking.hub.fanout import get_fanout, reset_fanouts
 from tracking.hub.fanout.cells import cell_message
@@ -537,4 +538,45 @@ def test_fences_js_reads_circles_holes_multipolygons_and_the_antimeridian(
         "eastEdge": "170,0,180,1",
         "wider": "-180,-80,180,80",
     }
+    assert page.errors == []
+
+
+def test_crossings_detected_by_the_pipeline_reach_the_map(
+    live: LiveDemo, hub: HubPublisher, page: Any, tmp_path: Path
+) -> None:
+    """consume_events, a process of its own as in production, detects the
+    crossings of reported positions and publishes them over Redis to the page."""
+    courier = courier_on_map(live, hub, page, OUTSIDE)
+    start = datetime.now(UTC)
+
+    def report(name: str, *places: tuple[float, float], after: int) -> None:
+        path = tmp_path / f"{name}.jsonl"
+        path.write_bytes(
+            b"\n".join(
+                event_body(
+                    tracker_id=courier,
+                    latitude=latitude,
+                    longitude=longitude,
+                    at=start + timedelta(seconds=after + n),
+                )
+                for n, (latitude, longitude) in enumerate(places)
+            )
+            + b"\n"
+        )
+        consumed = support.manage(
+            ["consume_events", "--source", "jsonl", "--path", str(path)], env=live.env, timeout=60
+        )
+        assert consumed.returncode == 0, consumed.stdout + consumed.stderr
+
+    report("in", OUTSIDE, INSIDE, after=1)
+    wait_for_notice(page, f"{COURIER} entered Helsinki Station")
+    hover_tracker(page, str(courier))
+    wait_for_tooltip_fences(page, "Helsinki Station")
+
+    report("out", OUTSIDE, after=3)
+    wait_for_notice(page, f"{COURIER} left Helsinki Station")
+    hover_tracker(page, str(courier))
+    wait_for_tooltip_fences(page, "none")
+    support.ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(support.ARTIFACTS / "map-fence-detected.png"))
     assert page.errors == []
