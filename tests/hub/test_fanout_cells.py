@@ -399,7 +399,16 @@ async def test_viewers_joining_during_a_burst_over_redis_miss_nothing(redis_url:
                     client = Client(communicator)
                     await client.send(HANDSHAKE)
                     await client.receive_message()
-                    assert "result" in await client.join([[0, 0], [1, 0]])
+                    answer = await client.join([[0, 0], [1, 0]])
+                    for _ in range(5):
+                        if "database is unavailable" not in str(answer.get("error")):
+                            break
+                        # SQLite's in-memory test database refuses a read of a
+                        # table a writer holds instead of waiting (a file in WAL
+                        # mode, as the demo runs, does not): join again, as the
+                        # page does after an error.
+                        answer = await client.join([[0, 0], [1, 0]])
+                    assert "result" in answer
                     clients.append((client, {}))
                 await running
             finally:
