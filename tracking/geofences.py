@@ -38,12 +38,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Hashable, Mapping, Set
+from collections.abc import Hashable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 import shapely
+import shapely.affinity
 from pyproj import Geod
 from shapely.geometry.base import BaseGeometry
 
@@ -124,6 +125,28 @@ class Fence:
             return distance - self.radius_m
         edge = float(shapely.distance(self._edges, shapely.Point(x, y)))
         return -edge if shapely.intersects_xy(self.plane, x, y) else edge
+
+    def meets_segment(self, *, start: tuple[float, float], end: tuple[float, float]) -> bool:
+        """Whether the straight lon/lat line between two ``(latitude, longitude)``
+        positions comes inside this fence (for a circle: within its radius of
+        the centre, the line sampled every tenth of the radius)."""
+        (lat1, lon1), (lat2, lon2) = start, end
+        lon2 = lon1 + wrap_longitude(lon2 - lon1)
+        if self.lonlat is not None:
+            # The line moved by whole turns to lie beside the fence's own longitudes.
+            shift = self.centre[0] + wrap_longitude(lon1 - self.centre[0]) - lon1
+            line = shapely.LineString([(lon1 + shift, lat1), (lon2 + shift, lat2)])
+            return bool(self.lonlat.intersects(line))
+        assert self.radius_m is not None
+        _, _, length = _GEOD.inv(lon1, lat1, lon2, lat2)
+        samples = min(10_000, max(2, math.ceil(length / (self.radius_m / 10)) + 1))
+        steps = np.linspace(0.0, 1.0, samples)
+        lats = lat1 + (lat2 - lat1) * steps
+        lons = lon1 + (lon2 - lon1) * steps
+        centre_lon = np.full(samples, self.centre[0])
+        centre_lat = np.full(samples, self.centre[1])
+        _, _, distances = _GEOD.inv(centre_lon, centre_lat, lons, lats)
+        return bool(np.min(distances) <= self.radius_m)
 
 
 class ParsedFence(NamedTuple):
@@ -395,6 +418,14 @@ class FenceIndex(Generic[K]):
             self._keys += [key] * len(copies)
             self._circles += [fence.lonlat is None] * len(copies)
         self._tree = shapely.STRtree(shapes)
+        # Per shape of the tree, for measuring many circles at once.
+        self._circle_flags = np.asarray(self._circles, dtype=bool)
+        centres = [self._fences[key].centre for key in self._keys]
+        self._centre_lons = np.array([lon for lon, _ in centres], dtype=float)
+        self._centre_lats = np.array([lat for _, lat in centres], dtype=float)
+        self._radii = np.array(
+            [self._fences[key].radius_m or 0.0 for key in self._keys], dtype=float
+        )
 
     def __len__(self) -> int:
         return len(self._fences)
@@ -411,6 +442,60 @@ class FenceIndex(Generic[K]):
             if not self._circles[i]
             or self._fences[self._keys[i]].contains(latitude=latitude, longitude=longitude)
         )
+
+    def containing_many(
+        self, *, latitudes: Sequence[float], longitudes: Sequence[float]
+    ) -> list[frozenset[K]]:
+        """``containing`` for many points at once: one query of the tree for
+        all of them, and the circles among the candidates measured together."""
+        count = len(latitudes)
+        if not count or not self._fences:
+            return [frozenset()] * count
+        lats = np.asarray(latitudes, dtype=float)
+        lons = np.asarray(longitudes, dtype=float)
+        points = shapely.points((lons + 180.0) % 360.0 - 180.0, lats)
+        which, shapes = self._tree.query(points, predicate="intersects")
+        circle_at = self._circle_flags[shapes]
+        if circle_at.any():
+            # A circle's candidates are those inside its boxes: keep the ones
+            # within its radius of its centre, all measured in one call.
+            at = which[circle_at]
+            candidates = shapes[circle_at]
+            _, _, distances = _GEOD.inv(
+                self._centre_lons[candidates], self._centre_lats[candidates], lons[at], lats[at]
+            )
+            keep = ~circle_at
+            keep[np.flatnonzero(circle_at)[np.asarray(distances) <= self._radii[candidates]]] = True
+            which, shapes = which[keep], shapes[keep]
+        found: list[set[K]] = [set() for _ in range(count)]
+        keys = self._keys
+        for point, shape in zip(which.tolist(), shapes.tolist(), strict=True):
+            found[point].add(keys[shape])
+        return [frozenset(hits) for hits in found]
+
+    def crossed_by(self, *, start: tuple[float, float], end: tuple[float, float]) -> frozenset[K]:
+        """The fences the straight line between two ``(latitude, longitude)``
+        positions passes through (the short way round in longitude)."""
+        (lat1, lon1), (lat2, lon2) = start, end
+        lon1 = wrap_longitude(lon1)
+        lon2 = lon1 + wrap_longitude(lon2 - lon1)
+        line = shapely.LineString([(lon1, lat1), (lon2, lat2)])
+        copies = [line] + [
+            shapely.affinity.translate(line, xoff=shift)
+            for shift in (-360.0, 360.0)
+            if min(lon1, lon2) + shift < 180.0 and max(lon1, lon2) + shift > -180.0
+        ]
+        keys: set[K] = set()
+        for copy in copies:
+            for shape in self._tree.query(copy, predicate="intersects").tolist():
+                key = self._keys[shape]
+                if key in keys:
+                    continue
+                if not self._circles[shape] or self._fences[key].meets_segment(
+                    start=(lat1, lon1), end=(lat2, lon2)
+                ):
+                    keys.add(key)
+        return frozenset(keys)
 
 
 def crossings(

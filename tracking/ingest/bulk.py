@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection
 
@@ -263,3 +263,48 @@ def _latest_row(
         event.speed,
         event.heading,
     )
+
+
+class Standing(NamedTuple):
+    """Where a tracker's latest position stands before a batch moves it."""
+
+    ordered_at: datetime | None
+    position_at: datetime | None
+    latitude: float | None
+    longitude: float | None
+
+    def key(self) -> tuple[datetime, datetime] | None:
+        """What a later event must exceed to move it (see ``update_latest``)."""
+        if self.position_at is None:
+            return None
+        return (self.ordered_at or self.position_at, self.position_at)
+
+
+def lock_latest(ids: set[uuid.UUID]) -> dict[uuid.UUID, Standing]:
+    """The latest position of each tracker of ``ids``, locked until the commit.
+
+    On PostgreSQL the rows are locked (``FOR NO KEY UPDATE``, in id order, so
+    two consumers never deadlock on each other, nor on history's foreign key)
+    and read as committed when the lock was granted: a second ``consume_events``
+    moving the same tracker waits here and then sees the first one's move. On
+    SQLite the batch's transaction already holds the database's write lock.
+    """
+    if not ids:
+        return {}
+    columns = "id, ordered_at, position_at, latitude, longitude"
+    if _postgres():
+        array = "{" + ",".join(str(tracker_id) for tracker_id in ids) + "}"
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT {columns} FROM {_table(Tracker)} WHERE id = ANY(%s::uuid[]) "
+                "ORDER BY id FOR NO KEY UPDATE",
+                [array],
+            )
+            return {row[0]: Standing(*row[1:]) for row in cursor.fetchall()}
+    rows = Tracker.objects.filter(id__in=ids).values_list(
+        "id", "ordered_at", "position_at", "latitude", "longitude"
+    )
+    return {
+        tracker_id: Standing(ordered_at, position_at, latitude, longitude)
+        for tracker_id, ordered_at, position_at, latitude, longitude in rows
+    }

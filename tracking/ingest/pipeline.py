@@ -32,6 +32,7 @@ from django.db import (
 )
 from django.utils import timezone
 
+from tracking.ingest.geofencing import FenceSet
 from tracking.ingest.rejections import RejectionCounts, StoreAllowance
 from tracking.ingest.sources import EventSource, RawEvent, first_line
 from tracking.ingest.store import (
@@ -164,6 +165,7 @@ class Pipeline:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pipeline-db")
         self.progress = Progress()
         self._allowance = StoreAllowance(per_minute=settings.TRACKING_REJECTED_STORE_PER_MINUTE)
+        self._fences = FenceSet(reload_seconds=settings.GEOFENCE_RELOAD_SECONDS)
         self._pruned_at = -math.inf
         self._pruning: _Pruning | None = None
         self._waiting: list[tuple[ParsedBatch, asyncio.Future[BatchResult]]] = []
@@ -259,7 +261,9 @@ class Pipeline:
         delay = RETRY_FIRST_SECONDS
         while True:
             try:
-                result = await loop.run_in_executor(self._executor, _ingest, batch, self._allowance)
+                result = await loop.run_in_executor(
+                    self._executor, _ingest, batch, self._allowance, self._fences
+                )
             except (OperationalError, InterfaceError) as exc:
                 self.waiting_for_database = len(batch)
                 logger.error(
@@ -350,8 +354,15 @@ def _prune_chunk(up_to: int) -> int:
         return 0
 
 
-def _ingest(batch: ParsedBatch, allowance: StoreAllowance) -> BatchResult:
-    return _with_connection(store_batch, parsed=batch, now=timezone.now(), allowance=allowance)
+def _ingest(batch: ParsedBatch, allowance: StoreAllowance, fences: FenceSet) -> BatchResult:
+    return _with_connection(_refresh_and_store, batch=batch, allowance=allowance, fences=fences)
+
+
+def _refresh_and_store(
+    *, batch: ParsedBatch, allowance: StoreAllowance, fences: FenceSet
+) -> BatchResult:
+    fences.refresh()
+    return store_batch(parsed=batch, now=timezone.now(), allowance=allowance, fences=fences)
 
 
 async def consume(

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.ingest import bulk
+from tracking.ingest.geofencing import FenceSet, Rules, detect
 from tracking.ingest.rejections import StoreAllowance
 from tracking.ingest.sources import RawEvent
 from tracking.logsafe import quoted
@@ -175,12 +176,19 @@ def ingest_batch(*, events: Sequence[RawEvent], now: datetime | None = None) -> 
 
 
 def store_batch(
-    *, parsed: ParsedBatch, now: datetime, allowance: StoreAllowance | None = None
+    *,
+    parsed: ParsedBatch,
+    now: datetime,
+    allowance: StoreAllowance | None = None,
+    fences: FenceSet | None = None,
 ) -> BatchResult:
     """The database half of ``ingest_batch``: one transaction for a parsed batch.
 
     Refused bodies are stored as far as ``allowance`` lets (all of them
-    without one), and counted per category in the result either way.
+    without one), and counted per category in the result either way. With
+    ``fences`` in use, the positions that move trackers forward are checked
+    against them and the visits stored in the same transaction
+    (``tracking/ingest/geofencing.py``).
     """
     refused = list(parsed.refused)
     result = BatchResult()
@@ -199,6 +207,15 @@ def store_batch(
                 accepted.append(event)
         if accepted:
             result.new = bulk.insert_history(accepted, received_at=now)
+            if fences is not None and fences.in_use:
+                # Read (and on PostgreSQL locked) before the latest positions move.
+                standing = bulk.lock_latest({event.tracker_id for event in accepted})
+                result.crossings = detect(
+                    events=accepted,
+                    standing=standing,
+                    fences=fences.index,
+                    rules=Rules.from_settings(),
+                )
             result.moved = _move_latest(accepted)
         stored = len(refused) if allowance is None else allowance.take(len(refused))
         if stored:
