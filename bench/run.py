@@ -1,6 +1,6 @@
 """``make bench``: every benchmark on loopback, a table, and bench/results/latest.json.
 
-    python -m bench.run            # quick: under 5 minutes
+    python -m bench.run            # quick: under 6 minutes
     python -m bench.run --full     # full: under 20 minutes
     python -m bench.run --only ingest,fanout
 
