@@ -404,3 +404,56 @@ def test_a_circle_anywhere_is_found_just_inside_its_edge_and_not_just_outside(
 def test_any_circle_either_builds_or_raises_a_fence_error(latitude, longitude, radius) -> None:
     with contextlib.suppress(FenceError):
         circle(latitude=latitude, longitude=longitude, radius_m=radius)
+
+
+MANY_FENCES = FenceIndex(
+    {
+        "square": parse_geojson(
+            {"type": "Polygon", "coordinates": [[[24, 60], [25, 60], [25, 61], [24, 61], [24, 60]]]}
+        )[0].fence,
+        "date line": parse_geojson(
+            {
+                "type": "Polygon",
+                "coordinates": [[[179, -1], [181, -1], [181, 1], [179, 1], [179, -1]]],
+            }
+        )[0].fence,
+        "circle": circle(latitude=59.5, longitude=24.5, radius_m=20_000),
+        "pole circle": circle(latitude=89.9, longitude=0, radius_m=30_000),
+        "dateline circle": circle(latitude=0, longitude=180, radius_m=50_000),
+    }
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    points=st.lists(
+        st.one_of(
+            st.tuples(st.floats(59.0, 61.5), st.floats(23.5, 25.5)),
+            st.tuples(st.floats(-1.5, 1.5), st.floats(178, 182)),
+            st.tuples(st.floats(89.5, 90), st.floats(-180, 180)),
+            st.tuples(st.floats(-90, 90), st.floats(-360, 360)),
+        ),
+        max_size=40,
+    )
+)
+def test_many_points_at_once_find_what_one_at_a_time_finds(
+    points: list[tuple[float, float]],
+) -> None:
+    many = MANY_FENCES.containing_many(
+        latitudes=[lat for lat, _ in points], longitudes=[lon for _, lon in points]
+    )
+    assert many == [MANY_FENCES.containing(latitude=lat, longitude=lon) for lat, lon in points]
+
+
+def test_a_segment_finds_the_fences_it_passes_through_and_no_other() -> None:
+    assert MANY_FENCES.crossed_by(start=(0.0, 178.0), end=(0.0, -178.0)) == {
+        "date line",
+        "dateline circle",
+    }
+    # North of the square fence and of the circle's reach.
+    assert MANY_FENCES.crossed_by(start=(61.3, 23.0), end=(61.3, 26.0)) == set()
+    # Towards the circle (20 km, about 0.36 degrees of longitude there): short of it, then into it.
+    assert MANY_FENCES.crossed_by(start=(59.5, 23.0), end=(59.5, 24.1)) == set()
+    assert MANY_FENCES.crossed_by(start=(59.5, 23.0), end=(59.5, 24.2)) == {"circle"}
+    # Past the corner of its box, outside the circle itself.
+    assert MANY_FENCES.crossed_by(start=(59.66, 24.78), end=(59.7, 24.9)) == set()

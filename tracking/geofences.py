@@ -418,6 +418,8 @@ class FenceIndex(Generic[K]):
             self._keys += [key] * len(copies)
             self._circles += [fence.lonlat is None] * len(copies)
         self._tree = shapely.STRtree(shapes)
+        self._key_array = np.empty(len(self._keys), dtype=object)
+        self._key_array[:] = self._keys
         # Per shape of the tree, for measuring many circles at once.
         self._circle_flags = np.asarray(self._circles, dtype=bool)
         centres = [self._fences[key].centre for key in self._keys]
@@ -467,11 +469,17 @@ class FenceIndex(Generic[K]):
             keep = ~circle_at
             keep[np.flatnonzero(circle_at)[np.asarray(distances) <= self._radii[candidates]]] = True
             which, shapes = which[keep], shapes[keep]
-        found: list[set[K]] = [set() for _ in range(count)]
-        keys = self._keys
-        for point, shape in zip(which.tolist(), shapes.tolist(), strict=True):
-            found[point].add(keys[shape])
-        return [frozenset(hits) for hits in found]
+        found: list[frozenset[K]] = [frozenset()] * count
+        if not len(which):
+            return found
+        # Grouped by point: one set per point that has any, the same empty one otherwise.
+        order = np.argsort(which, kind="stable")
+        which, keys = which[order], self._key_array[shapes[order]].tolist()
+        starts = np.flatnonzero(np.diff(which, prepend=-1)).tolist()
+        ends = [*starts[1:], len(keys)]
+        for point, start, end in zip(which[starts].tolist(), starts, ends, strict=True):
+            found[point] = frozenset(keys[start:end])
+        return found
 
     def crossed_by(self, *, start: tuple[float, float], end: tuple[float, float]) -> frozenset[K]:
         """The fences the straight line between two ``(latitude, longitude)``

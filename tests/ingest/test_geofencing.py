@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import uuid
@@ -211,6 +212,18 @@ def test_a_restart_between_entry_and_exit_neither_repeats_nor_misses() -> None:
     assert visits(tracker) == [(fence.pk, at(0), at(2))]
 
 
+def test_a_consumer_sees_what_another_did_to_a_tracker_it_moved_before() -> None:
+    """What a process keeps of a tracker's visits serves only while nobody else moved it."""
+    fence = square("Depot", half_m=200)
+    tracker = uuid.uuid4()
+    first, second = Feeder(), Feeder()
+    assert kinds(first.batch((tracker, east_of_centre(0), at(0)))) == [("entered", fence.pk)]
+    assert kinds(second.batch((tracker, east_of_centre(900), at(1)))) == [("exited", fence.pk)]
+    assert kinds(first.batch((tracker, east_of_centre(0), at(2)))) == [("entered", fence.pk)]
+    assert kinds(second.batch((tracker, east_of_centre(10), at(3)))) == []
+    assert visits(tracker) == [(fence.pk, at(0), at(1)), (fence.pk, at(2), None)]
+
+
 @override_settings(GEOFENCE_MIN_DWELL_SECONDS=30)
 def test_a_minimum_dwell_counts_only_stays_that_long() -> None:
     fence = square("Yard", half_m=200)
@@ -402,3 +415,72 @@ async def test_crossing_records_follow_the_trackers_location_in_its_cell(
     assert json.loads(records[2])["arguments"] == [str(tracker), "8"]
     # The cell it left hears only of its departure.
     assert "geofence" not in fanout.texts[Cell(23, 60)]
+
+
+# --- Two consumers moving the same tracker at once ----------------------------------------------
+
+
+def test_two_consumers_on_one_tracker_at_once_neither_repeat_nor_lose_a_crossing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two processes storing one tracker's events at the same time (its events
+    spread over partitions, or a partition taken over): each crossing is made by exactly one of them and
+    stored once, because a tracker's row is locked while its batch is judged."""
+    import time
+
+    from django.db import connection
+
+    from tracking.ingest import geofencing
+
+    read_stays = geofencing._open_stays
+
+    def slowly_read_stays(trackers: object) -> object:
+        # Widens the window between reading the open visits and writing the
+        # new ones, where a second consumer without the lock would read the same.
+        found = read_stays(trackers)  # type: ignore[arg-type]
+        time.sleep(0.02)
+        return found
+
+    monkeypatch.setattr(geofencing, "_open_stays", slowly_read_stays)
+
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite holds one writer at a time: nothing runs at once there")
+    import threading
+
+    from django.db import connections
+
+    fence = square("Depot", half_m=200)
+    tracker = uuid.uuid4()
+    # In and out of the fence every three reports.
+    events = [(tracker, east_of_centre(0 if (n // 3) % 2 else 900), at(n)) for n in range(90)]
+    made: list[Crossing] = []
+    failures: list[BaseException] = []
+    barrier = threading.Barrier(2)
+
+    def consumer(offset: int) -> None:
+        feed = Feeder()
+        try:
+            # Alternate stretches, as a device sending without a partition key
+            # spreads its events over the partitions of two consumers.
+            for start in range(offset, len(events), 10):
+                barrier.wait(timeout=30)
+                made.extend(feed.batch(*events[start : start + 5]).crossings)
+        except BaseException as exc:
+            failures.append(exc)
+            barrier.abort()
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=consumer, args=(offset,)) for offset in (0, 5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures
+    stored = visits(tracker)
+    assert sum(c.entered for c in made) == len(stored) > 0
+    assert sum(not c.entered for c in made) == sum(exited is not None for _, _, exited in stored)
+    # One stay after another, never two at once.
+    for (_, _, exited), (_, entered, _) in itertools.pairwise(stored):
+        assert exited is not None and exited <= entered
+    assert all(geofence == fence.pk for geofence, _, _ in stored)

@@ -39,7 +39,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -91,6 +91,7 @@ class FenceSet:
         # Whether some tracker may still be inside a fence that is no longer
         # active: detection then runs even with no fence, to end those visits.
         self._open_visits = False
+        self.presence = Presence()
 
     @property
     def in_use(self) -> bool:
@@ -128,31 +129,70 @@ class FenceSet:
                 fence = None
             loaded[geofence.pk] = (geofence.updated_at, fence)
         self._loaded = loaded
+        self.presence.clear()
         self.index = FenceIndex(
             {pk: fence for pk, (_, fence) in loaded.items() if fence is not None}
         )
         logger.info("checking %d geofences", len(self.index))
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Stay:
-    """A tracker inside a fence: an open visit, stored (``pk``) or made in this batch."""
+    """A tracker inside a fence: an open visit, stored (``pk``) or made in this batch.
+
+    Frozen: the stays kept between batches (``Presence``) are shared with the
+    batch being judged, which makes new ones rather than changing them, so a
+    batch that rolls back leaves them as they were.
+    """
 
     entered_at: datetime
     pending: bool
     pk: int | None = None
-    exited_at: datetime | None = None
-    changed: bool = False
-    # A pending stay made in this batch and left in it: never written.
-    dropped: bool = False
+
+
+# Where a tracker's latest position stood, as ``Standing.key``.
+Key = tuple[datetime, datetime]
+
+
+class Presence:
+    """The open visits of the trackers this process moved last, kept between batches.
+
+    A tracker's entry is good while its latest position is where this process
+    left it (the key read under the row's lock is the one recorded at this
+    process's commit): no other process has moved it since, so none has
+    changed its visits. Otherwise its visits are read from the database.
+    Entries are recorded only after their batch commits; at most
+    ``max_trackers`` are kept, and all are dropped when the fences change.
+    """
+
+    def __init__(self, *, max_trackers: int = 200_000) -> None:
+        self.max_trackers = max_trackers
+        self._known: dict[uuid.UUID, tuple[Key, dict[int, _Stay]]] = {}
+
+    def get(self, tracker_id: uuid.UUID, key: Key | None) -> dict[int, _Stay] | None:
+        known = self._known.get(tracker_id)
+        if known is None or key is None or known[0] != key:
+            return None
+        return known[1]
+
+    def record(self, entries: dict[uuid.UUID, tuple[Key, dict[int, _Stay]]]) -> None:
+        if len(self._known) + len(entries) > self.max_trackers:
+            self._known.clear()  # rare: a fleet larger than the bound reads more
+        self._known.update(entries)
+
+    def clear(self) -> None:
+        self._known.clear()
 
 
 @dataclass
 class _Changes:
-    """The visit rows a batch writes."""
+    """The visit rows a batch writes: stays created (with their exit, if they
+    ended in the batch), stored stays closed or confirmed, pending ones deleted."""
 
-    created: list[tuple[uuid.UUID, int, _Stay]] = field(default_factory=list)
-    updated: list[_Stay] = field(default_factory=list)
+    # By the stay's identity, so one made and ended in a batch is found at once.
+    created: dict[int, tuple[uuid.UUID, int, _Stay, datetime | None]] = field(default_factory=dict)
+    closed: list[tuple[int, datetime]] = field(default_factory=list)
+    confirmed: list[int] = field(default_factory=list)
     deleted: list[int] = field(default_factory=list)
 
 
@@ -162,13 +202,16 @@ def detect(
     standing: dict[uuid.UUID, Standing],
     fences: FenceIndex[int],
     rules: Rules,
-) -> list[Crossing]:
+    presence: Presence | None = None,
+) -> tuple[list[Crossing], dict[uuid.UUID, tuple[Key, dict[int, _Stay]]]]:
     """Judge the positions of ``events`` that move their trackers forward
     from ``standing`` (read under lock), store the visits they open, close or
-    confirm, and return the crossings in order per tracker."""
+    confirm, and return the crossings in order per tracker, with each judged
+    tracker's open visits after the batch (for ``Presence.record`` once it
+    has committed)."""
     ahead = _moving_forward(events, standing)
     if not ahead:
-        return []
+        return [], {}
     positions = [event for moves in ahead.values() for event in moves]
     inside_each = iter(
         fences.containing_many(
@@ -176,9 +219,19 @@ def detect(
             longitudes=[event.longitude for event in positions],
         )
     )
-    stays = _open_stays(ahead.keys())
+    stays: dict[uuid.UUID, dict[int, _Stay]] = {}
+    unknown = []
+    for tracker_id in ahead:
+        known = None if presence is None else presence.get(tracker_id, standing[tracker_id].key())
+        if known is None:
+            unknown.append(tracker_id)
+        else:
+            stays[tracker_id] = known
+    if unknown:
+        stays.update(_open_stays(unknown))
     changes = _Changes()
     crossings: list[Crossing] = []
+    after: dict[uuid.UUID, tuple[Key, dict[int, _Stay]]] = {}
     for tracker_id, moves in ahead.items():
         before = standing[tracker_id]
         previous = (
@@ -186,7 +239,7 @@ def detect(
             if before.latitude is None or before.longitude is None or before.position_at is None
             else (before.latitude, before.longitude, before.position_at)
         )
-        inside = stays.get(tracker_id, {})
+        inside = dict(stays.get(tracker_id, {}))
         for event in moves:
             crossings += _judge(
                 tracker_id,
@@ -199,25 +252,33 @@ def detect(
                 changes=changes,
             )
             previous = (event.latitude, event.longitude, event.timestamp)
-    _write(changes)
-    return crossings
+        last = moves[-1]
+        after[tracker_id] = ((last.ordered_at, last.timestamp), inside)
+    created = _write(changes)
+    # The stays made in this batch and still open get the ids the database gave them.
+    for (tracker_id, geofence_id, stay, _), pk in created:
+        inside = after[tracker_id][1]
+        if inside.get(geofence_id) is stay:
+            inside[geofence_id] = replace(stay, pk=pk)
+    return crossings, after
 
 
 def _moving_forward(
     events: Iterable[LocationEvent], standing: dict[uuid.UUID, Standing]
 ) -> dict[uuid.UUID, list[LocationEvent]]:
     """Per tracker, its events that stand later than its latest position, in order, once each."""
-    by_tracker: dict[uuid.UUID, dict[tuple[datetime, datetime], LocationEvent]] = defaultdict(dict)
+    floors = {tracker_id: before.key() for tracker_id, before in standing.items()}
+    by_tracker: dict[uuid.UUID, dict[Key, LocationEvent]] = defaultdict(dict)
     for event in events:
-        before = standing.get(event.tracker_id)
-        if before is None:
+        tracker_id = event.tracker_id
+        if tracker_id not in floors:
             continue  # not a tracker whose position may move (inactive, unknown)
         key = (event.ordered_at, event.timestamp)
-        floor = before.key()
+        floor = floors[tracker_id]
         if floor is None or key > floor:
-            by_tracker[event.tracker_id].setdefault(key, event)
+            by_tracker[tracker_id].setdefault(key, event)
     return {
-        tracker_id: [keyed[key] for key in sorted(keyed)]
+        tracker_id: [keyed[key] for key in sorted(keyed)] if len(keyed) > 1 else [*keyed.values()]
         for tracker_id, keyed in by_tracker.items()
     }
 
@@ -244,6 +305,8 @@ def _judge(
     changes: _Changes,
 ) -> list[Crossing]:
     """One position of a tracker: update ``inside`` and ``changes``; return its crossings."""
+    if inside.keys() == now_inside and not rules.min_dwell and not rules.check_segments:
+        return []  # still inside the same fences: most positions
     at = event.timestamp
     crossings: list[Crossing] = []
     left: set[int] = set()
@@ -257,22 +320,24 @@ def _judge(
         stay = inside.pop(geofence_id)
         left.add(geofence_id)
         if stay.pending:
-            _forget(stay, changes)
-            continue
-        stay.exited_at = at
-        _changed(stay, changes)
-        crossings.append(Crossing(tracker_id, geofence_id, entered=False, at=at))
+            _end(changes, tracker_id, geofence_id, stay, exited_at=None)
+        else:
+            _end(changes, tracker_id, geofence_id, stay, exited_at=at)
+            crossings.append(Crossing(tracker_id, geofence_id, entered=False, at=at))
     dwell = rules.min_dwell
     for geofence_id in sorted(now_inside - inside.keys()):
         stay = inside[geofence_id] = _Stay(entered_at=at, pending=bool(dwell))
-        changes.created.append((tracker_id, geofence_id, stay))
+        changes.created[id(stay)] = (tracker_id, geofence_id, stay, None)
         if not stay.pending:
             crossings.append(Crossing(tracker_id, geofence_id, entered=True, at=at))
     if dwell:
         for geofence_id, stay in sorted(inside.items()):
             if stay.pending and at - stay.entered_at >= dwell:
-                stay.pending = False
-                _changed(stay, changes)
+                confirmed = inside[geofence_id] = replace(stay, pending=False)
+                if stay.pk is not None:
+                    changes.confirmed.append(stay.pk)
+                else:
+                    _replace_created(changes, stay, confirmed, exited_at=None)
                 crossings.append(Crossing(tracker_id, geofence_id, entered=True, at=at))
     elif rules.check_segments and previous is not None:
         latitude, longitude, then = previous
@@ -281,53 +346,76 @@ def _judge(
         )
         for geofence_id in sorted(passed - inside.keys() - left):
             # Recorded from the report before the pass to the one after it.
-            stay = _Stay(entered_at=then, pending=False, exited_at=at)
-            changes.created.append((tracker_id, geofence_id, stay))
+            passing = _Stay(entered_at=then, pending=False)
+            changes.created[id(passing)] = (tracker_id, geofence_id, passing, at)
             crossings.append(Crossing(tracker_id, geofence_id, entered=True, at=at))
             crossings.append(Crossing(tracker_id, geofence_id, entered=False, at=at))
     return crossings
 
 
-def _changed(stay: _Stay, changes: _Changes) -> None:
-    """A stored stay is to be written back (a new one is written whole anyway)."""
-    if stay.pk is not None and not stay.changed:
-        stay.changed = True
-        changes.updated.append(stay)
-
-
-def _forget(stay: _Stay, changes: _Changes) -> None:
-    """A pending stay the tracker left: it never was a visit."""
-    if stay.pk is not None:
+def _end(
+    changes: _Changes,
+    tracker_id: uuid.UUID,
+    geofence_id: int,
+    stay: _Stay,
+    *,
+    exited_at: datetime | None,
+) -> None:
+    """A stay ends: closed at ``exited_at``, or, a pending one (None), never was a visit."""
+    if stay.pk is None:
+        _replace_created(changes, stay, None if exited_at is None else stay, exited_at=exited_at)
+    elif exited_at is None:
         changes.deleted.append(stay.pk)
     else:
-        stay.dropped = True
+        changes.closed.append((stay.pk, exited_at))
 
 
-def _write(changes: _Changes) -> None:
-    """Closes and deletes first, then creates: a tracker that left a fence and
+def _replace_created(
+    changes: _Changes, stay: _Stay, new: _Stay | None, *, exited_at: datetime | None
+) -> None:
+    """Change a stay made in this batch before it is written (None: drop it)."""
+    tracker_id, geofence_id, _, _ = changes.created.pop(id(stay))
+    if new is not None:
+        changes.created[id(new)] = (tracker_id, geofence_id, new, exited_at)
+
+
+def _write(
+    changes: _Changes,
+) -> list[tuple[tuple[uuid.UUID, int, _Stay, datetime | None], int]]:
+    """Write a batch's visits; return each stay created with its new id.
+
+    Closes and deletes first, then creates: a tracker that left a fence and
     came back in one batch has its old visit closed before the new one opens
-    (at most one open visit per tracker and fence, which the database holds)."""
+    (at most one open visit per tracker and fence, which the database holds).
+    """
     if changes.deleted:
         Visit.objects.filter(pk__in=changes.deleted).delete()
-    if changes.updated:
-        Visit.objects.bulk_update(
-            [
-                Visit(pk=stay.pk, exited_at=stay.exited_at, pending=stay.pending)
-                for stay in changes.updated
-            ],
-            ["exited_at", "pending"],
-            batch_size=500,
-        )
-    created = [
-        Visit(
-            tracker_id=tracker_id,
-            geofence_id=geofence_id,
-            entered_at=stay.entered_at,
-            exited_at=stay.exited_at,
-            pending=stay.pending,
-        )
-        for tracker_id, geofence_id, stay in changes.created
-        if not stay.dropped
-    ]
-    if created:
-        Visit.objects.bulk_create(created, batch_size=500)
+    for exited_at, pks in _grouped(changes.closed).items():
+        Visit.objects.filter(pk__in=pks).update(exited_at=exited_at)
+    if changes.confirmed:
+        Visit.objects.filter(pk__in=changes.confirmed).update(pending=False)
+    if not changes.created:
+        return []
+    rows = Visit.objects.bulk_create(
+        [
+            Visit(
+                tracker_id=tracker_id,
+                geofence_id=geofence_id,
+                entered_at=stay.entered_at,
+                exited_at=exited_at,
+                pending=stay.pending,
+            )
+            for tracker_id, geofence_id, stay, exited_at in changes.created.values()
+        ],
+        batch_size=500,
+    )
+    return [(made, row.pk) for made, row in zip(changes.created.values(), rows, strict=True)]
+
+
+def _grouped(closed: list[tuple[int, datetime]]) -> dict[datetime, list[int]]:
+    """Visits to close, by the time they close at: one statement per moment,
+    and a batch's reports mostly share a few moments."""
+    grouped: dict[datetime, list[int]] = defaultdict(list)
+    for pk, exited_at in closed:
+        grouped[exited_at].append(pk)
+    return grouped

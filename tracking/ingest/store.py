@@ -8,6 +8,7 @@ bulk-inserts history, and moves each tracker's latest position forward only
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import uuid
@@ -210,12 +211,15 @@ def store_batch(
             if fences is not None and fences.in_use:
                 # Read (and on PostgreSQL locked) before the latest positions move.
                 standing = bulk.lock_latest({event.tracker_id for event in accepted})
-                result.crossings = detect(
+                result.crossings, after = detect(
                     events=accepted,
                     standing=standing,
                     fences=fences.index,
                     rules=Rules.from_settings(),
+                    presence=fences.presence,
                 )
+                # Kept for the next batch only once this one is committed.
+                transaction.on_commit(functools.partial(fences.presence.record, after))
             result.moved = _move_latest(accepted)
         stored = len(refused) if allowance is None else allowance.take(len(refused))
         if stored:
