@@ -8,12 +8,14 @@ How the doc is read (the doc states the same at its top):
   a hub-client block whose first record is a handshake, and the hub-server
   block right after a hub-client block is what the server answers to it (no
   block: nothing). ```json hub-push holds records the server sends on its own;
-  each must be exactly what ``tracking/hub/protocol.py`` writes. Other blocks
-  are illustrations and are not read.
+  each must be exactly what ``tracking/hub/protocol.py`` writes. ```json
+  geofences and ```json visits hold what the REST API answers for the fences
+  and visits they show. Other blocks are illustrations and are not read.
 - Tables by their first header cell: "rejected body", "setting", "latitude"
   (grid cells), "west" (viewports), "server method", "client method",
-  "client sends" (broken input), "tracker field" (the tracker object) and
-  "request" (HTTP answers). Tables with the same first header are read as one.
+  "client sends" (broken input), "tracker field" (the tracker object),
+  "fence field" and "visit field" (the geofence API) and "request" (HTTP
+  answers). Tables with the same first header are read as one.
 - A code span holding an ALL_CAPS name with an underscore (alone, or as
   ``NAME=value``) names a setting.
 
@@ -30,7 +32,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,15 +51,16 @@ from tracking import views as api_views
 from tracking.api_tokens import issue_token, revoke
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.grid import Cell, Grid, group_name
-from tracking.hub import protocol
+from tracking.hub import protocol, publishing
+from tracking.hub.fanout import LocalFanOut
 from tracking.hub.fanout.redis_pubsub import RedisFanOut
 from tracking.hub.map_hub import MapHub
 from tracking.hub.routing import websocket_urlpatterns
 from tracking.hub.session import HubSession, SessionLimits
 from tracking.hub.sign_in import SIGN_IN_ENDED
 from tracking.hub.tokens import new_connection
-from tracking.models import ApiToken, Tracker
-from tracking.positions import LatestPosition, newest_per_tracker
+from tracking.models import ApiToken, Geofence, Tracker, Visit
+from tracking.positions import Crossing, LatestPosition, newest_per_tracker
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_PATH = ROOT / "docs" / "protocol.md"
@@ -204,6 +207,8 @@ def conforms(value: object, kind: str) -> bool:
     ``integer``, ``cell[]``, or several joined with ``or``."""
     checks = {
         "string": lambda v: isinstance(v, str),
+        "string[]": lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
+        "object": lambda v: isinstance(v, dict),
         "number": _is_number,
         "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "null": lambda v: v is None,
@@ -476,6 +481,37 @@ async def test_broken_input_is_answered_as_documented(row: dict[str, str]) -> No
     assert socket.closed == (row["then"] == "closes")
 
 
+async def test_a_documented_crossing_follows_its_location_as_publishing_sends_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The §3.10 example: a tracker's position, then what it crossed, exits first."""
+    (block,) = [b for b in blocks("hub-push") if '"geofenceExited"' in b.text]
+    records = [orjson.loads(line) for line in block.lines]
+    tracker, latitude, longitude, ms = records[0]["arguments"]
+    at = datetime.fromtimestamp(ms / 1000, tz=UTC)
+    cell = GRID.cell_of(latitude=latitude, longitude=longitude)
+    crossings = [
+        Crossing(
+            uuid.UUID(record["arguments"][0]),
+            int(record["arguments"][1]),
+            entered=record["target"] == "geofenceEntered",
+            at=at,
+        )
+        for record in records[1:]
+    ]
+    sent: list[dict[Cell, str]] = []
+
+    class Recording(LocalFanOut):
+        async def publish(self, records_by_cell: Mapping[Cell, str]) -> int:
+            sent.append(dict(records_by_cell))
+            return 0
+
+    monkeypatch.setattr(publishing, "get_fanout", Recording)
+    position = LatestPosition(uuid.UUID(tracker), latitude, longitude, at, cell)
+    await publishing.publish_locations([position], crossings)
+    assert sent == [{cell: "".join(line + RS for line in block.lines)}]
+
+
 def test_the_documented_close_of_an_ended_sign_in_is_the_one_the_hub_sends() -> None:
     closes = [
         orjson.loads(line)
@@ -641,6 +677,76 @@ def test_the_tracker_object_has_the_documented_keys_and_types(client: Client) ->
     statuses = re.findall(r"`(\w+)`", fields["status"]["meaning"])
     assert client.get(f"/api/trackers/{seen.id}").json()["status"] in statuses
     assert client.get(f"/api/trackers/{never.id}").json()["status"] in statuses
+
+
+def documented_json(tag: str) -> Any:
+    (block,) = blocks(tag)
+    return json.loads(block.text)
+
+
+@pytest.mark.django_db
+def test_the_documented_fences_are_answered_as_documented(client: Client) -> None:
+    documented = documented_json("geofences")
+    ids = {}
+    for feature in documented["features"]:
+        properties = feature["properties"]
+        stored = {"name": properties["name"]}
+        if properties["radius"] is not None:
+            stored["radius"] = properties["radius"]
+        fence = Geofence.objects.create(
+            name=properties["name"],
+            geojson=json.dumps(
+                {"type": "Feature", "properties": stored, "geometry": feature["geometry"]}
+            ),
+        )
+        ids[feature["id"]] = str(fence.pk)
+    answer = client.get("/api/geofences?bbox=24.5,59.9,25.4,60.3")
+    assert answer["Content-Type"] == "application/geo+json"
+    body = answer.json()
+    for feature in documented["features"]:
+        feature["id"] = feature["properties"]["id"] = ids[feature["id"]]
+        centre = feature["properties"]["centre"]
+        feature["properties"]["centre"] = {k: pytest.approx(v) for k, v in centre.items()}
+    assert body == documented
+    fields = {span(row["fence field"]): row["type"] for row in table("fence field")}
+    for feature in body["features"]:
+        assert set(feature["properties"]) == set(fields)
+        for key, kind in fields.items():
+            assert conforms(feature["properties"][key], kind), (key, feature)
+
+
+@pytest.mark.django_db
+def test_the_documented_visits_are_answered_as_documented(client: Client) -> None:
+    documented = documented_json("visits")
+    tracker = Tracker.objects.create(id=uuid.UUID(documented["trackerId"]), name="Tram 4")
+    ids = {}
+    for visit in documented["visits"]:
+        name = visit["geofenceName"]
+        point = {"type": "Point", "coordinates": [24.95, 60.17]}
+        fence = Geofence.objects.create(
+            name=name,
+            geojson=json.dumps(
+                {"type": "Feature", "properties": {"radius": 100}, "geometry": point}
+            ),
+        )
+        ids[visit["geofenceId"]] = str(fence.pk)
+        exited = visit["exitedAt"]
+        Visit.objects.create(
+            tracker=tracker,
+            geofence=fence,
+            entered_at=datetime.fromtimestamp(visit["enteredAt"] / 1000, tz=UTC),
+            exited_at=None if exited is None else datetime.fromtimestamp(exited / 1000, tz=UTC),
+        )
+    # A stay shorter than a minimum dwell is not answered.
+    Visit.objects.create(tracker=tracker, geofence=fence, entered_at=NOW, pending=True)
+    body = client.get(f"/api/trackers/{tracker.id}/visits").json()
+    for visit in documented["visits"]:
+        visit["geofenceId"] = ids[visit["geofenceId"]]
+    assert body == documented
+    fields = {span(row["visit field"]): row["type"] for row in table("visit field")}
+    for visit in body["visits"]:
+        assert set(visit) == set(fields)
+        assert all(conforms(visit[key], kind) for key, kind in fields.items()), visit
 
 
 # --- Settings -------------------------------------------------------------------------------

@@ -117,6 +117,16 @@ class Fence:
         assert self.radius_m is not None
         return self._from_centre(latitude, longitude)[2] <= self.radius_m
 
+    def is_beyond(self, *, latitude: float, longitude: float, margin_m: float) -> bool:
+        """Whether the point is more than ``margin_m`` metres outside: what
+        ``signed_distance_m(...) > margin_m`` says, answered by the prepared
+        shape's index without measuring every edge."""
+        x, y, distance = self._from_centre(latitude, longitude)
+        if self.plane is None:
+            assert self.radius_m is not None
+            return distance - self.radius_m > margin_m
+        return not shapely.dwithin(self.plane, shapely.Point(x, y), margin_m)
+
     def signed_distance_m(self, *, latitude: float, longitude: float) -> float:
         """Metres from the point to the boundary: negative inside, positive outside."""
         x, y, distance = self._from_centre(latitude, longitude)
@@ -528,9 +538,8 @@ def crossings(
         if key in now:
             continue
         fence = fences.get(key)
-        if (
-            fence is None
-            or fence.signed_distance_m(latitude=latitude, longitude=longitude) > exit_margin_m
+        if fence is None or fence.is_beyond(
+            latitude=latitude, longitude=longitude, margin_m=exit_margin_m
         ):
             exited.add(key)
     return Crossings(now - inside, frozenset(exited))

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.dispatch import Signal
 from django.utils import timezone
 
 from tracking.geofences import Fence, FenceError, ParsedFence, parse_geojson_text
@@ -280,6 +281,29 @@ class ApiToken(models.Model):
         return f"{self.name or 'token'} ({self.prefix}…)"
 
 
+geofences_updating = Signal()
+"""Sent with ``pks`` and ``using`` before ``Geofence.objects.update`` changes
+rows, which sends no ``pre_save`` (``tracking.geofence_changes`` listens)."""
+geofences_updated = Signal()
+"""Sent with ``pks`` and ``using`` after it."""
+
+
+class GeofenceQuerySet(models.QuerySet["Geofence"]):
+    def update(self, **kwargs: Any) -> int:
+        """An update (an admin action switching fences on or off, say) that stamps
+        ``updated_at`` unless given, as a save does, so that whatever keeps
+        fences by version (the detection's reload, the API's cache) sees it, and
+        that tells listeners which fences it changes."""
+        kwargs.setdefault("updated_at", timezone.now())
+        pks = list(self.values_list("pk", flat=True))
+        if not pks:
+            return 0
+        geofences_updating.send(sender=Geofence, pks=pks, using=self.db)
+        count = super().update(**kwargs)
+        geofences_updated.send(sender=Geofence, pks=pks, using=self.db)
+        return count
+
+
 class Geofence(models.Model):
     """A named area, kept as one GeoJSON Feature (a polygon, a multipolygon or a
     circle: a Point with a ``radius`` in metres), parsed by ``tracking.geofences``.
@@ -302,6 +326,8 @@ class Geofence(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = GeofenceQuerySet.as_manager()
 
     class Meta:
         ordering = ["name", "id"]

@@ -45,8 +45,8 @@ def tracker_list(request: HttpRequest) -> JsonResponse:
     if "id" in request.GET:
         return _named_trackers(request.GET.getlist("id"))
     try:
-        page_number = _positive_integer(request.GET.get("page", "1"), name="page")
-        page_size = _positive_integer(
+        page_number = positive_integer(request.GET.get("page", "1"), name="page")
+        page_size = positive_integer(
             request.GET.get("page_size", str(DEFAULT_PAGE_SIZE)), name="page_size"
         )
         if page_size > MAX_PAGE_SIZE:
@@ -92,7 +92,7 @@ def _named_trackers(raw_ids: list[str]) -> JsonResponse:
     return JsonResponse({"trackers": [tracker_json(tracker) for tracker in trackers]})
 
 
-def _positive_integer(raw: str, *, name: str) -> int:
+def positive_integer(raw: str, *, name: str) -> int:
     try:
         value = int(raw)
     except ValueError:
@@ -122,7 +122,9 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {
             "error": f"No API endpoint at {request.path}. There are POST /api/signalr/negotiate, "
-            "GET /api/trackers (?q=, ?status=, ?page=, or ?id=UUID) and GET /api/trackers/UUID."
+            "GET /api/trackers (?q=, ?status=, ?page=, or ?id=UUID), GET /api/trackers/UUID, "
+            "GET /api/trackers/UUID/visits (?limit=) and GET /api/geofences "
+            "(?bbox=west,south,east,north)."
         },
         status=404,
     )

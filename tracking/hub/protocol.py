@@ -312,3 +312,8 @@ def geofence_entered(*, tracker_id: str, geofence_id: str) -> str:
 
 def geofence_exited(*, tracker_id: str, geofence_id: str) -> str:
     return invocation("geofenceExited", [tracker_id, geofence_id])
+
+
+def geofences_changed(*, geofence_ids: Sequence[str]) -> str:
+    """Fences were added, edited, switched on or off or deleted: refetch them."""
+    return invocation("geofencesChanged", [list(geofence_ids)])

@@ -16,15 +16,30 @@ tracker where it is before it reads what it crossed.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from tracking.events import unix_ms
-from tracking.grid import Cell
-from tracking.hub.fanout import get_fanout
+from tracking.geofences import Box
+from tracking.grid import Cell, Grid
+from tracking.hub.fanout import FanOut, get_fanout
 from tracking.hub.fanout.cells import cell_message
-from tracking.hub.protocol import geofence_entered, geofence_exited, location_record
+from tracking.hub.protocol import (
+    geofence_entered,
+    geofence_exited,
+    geofences_changed,
+    location_record,
+)
+from tracking.models import configured_grid
 from tracking.positions import Crossing, LatestPosition
+
+logger = logging.getLogger(__name__)
+
+# The most cells one change of geofences is sent to (the whole world is 64,800
+# one-degree cells), and how many go to the fan-out at a time.
+MAX_CELLS_PER_CHANGE = 100_000
+_CELLS_PER_PUBLISH = 5_000
 
 
 async def publish_locations(
@@ -64,3 +79,52 @@ async def publish_locations(
         }
     )
     return len(records.keys() | departures.keys()) - failed
+
+
+def geofence_change_messages(
+    extents: Mapping[int, Iterable[Box]], *, grid: Grid
+) -> dict[Cell, str]:
+    """Each cell's ``geofencesChanged`` message for the fences ``extents`` names,
+    by pk with their lon/lat boxes before and after the change: the cells the
+    boxes cover, each listing the fences that cover it. Past
+    ``MAX_CELLS_PER_CHANGE`` cells the rest are left out, and logged."""
+    fences_by_cell: dict[Cell, set[int]] = defaultdict(set)
+    for pk, boxes in extents.items():
+        for west, south, east, north in boxes:
+            for cell in grid.cells_covering(west=west, south=south, east=east, north=north):
+                fences_by_cell[cell].add(pk)
+    cells = sorted(fences_by_cell)
+    if len(cells) > MAX_CELLS_PER_CHANGE:
+        logger.warning(
+            "Geofences %s changed over %d map cells; only the first %d are told",
+            ", ".join(str(pk) for pk in sorted(extents)),
+            len(cells),
+            MAX_CELLS_PER_CHANGE,
+        )
+        cells = cells[:MAX_CELLS_PER_CHANGE]
+    return {
+        cell: cell_message(
+            geofences_changed(geofence_ids=[str(pk) for pk in sorted(fences_by_cell[cell])])
+        )
+        for cell in cells
+    }
+
+
+async def publish_geofences_changed(
+    extents: Mapping[int, Iterable[Box]],
+    *,
+    grid: Grid | None = None,
+    fanout: FanOut | None = None,
+) -> int:
+    """Tell the viewers of every cell that a changed fence covered or covers
+    (``geofence_change_messages``) to fetch the fences again; return the cells
+    sent to. Call it after the change has committed; ``fanout`` is this
+    loop's (``get_fanout``) unless given. A cell that cannot be reached is
+    logged by the fan-out and skipped."""
+    messages = list(geofence_change_messages(extents, grid=grid or configured_grid()).items())
+    fanout = fanout or get_fanout()
+    sent = 0
+    for start in range(0, len(messages), _CELLS_PER_PUBLISH):
+        chunk = dict(messages[start : start + _CELLS_PER_PUBLISH])
+        sent += len(chunk) - await fanout.publish(chunk)
+    return sent

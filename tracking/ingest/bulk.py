@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from django.db import connection
@@ -291,16 +291,24 @@ def lock_latest(ids: set[uuid.UUID]) -> dict[uuid.UUID, Standing]:
     """
     if not ids:
         return {}
-    columns = "id, ordered_at, position_at, latitude, longitude"
     if _postgres():
         array = "{" + ",".join(str(tracker_id) for tracker_id in ids) + "}"
+        # Times as microseconds since the epoch: read as integers, they cost a
+        # fraction of parsing a thousand timestamps' text a batch.
+        columns = "id, " + ", ".join(
+            f"(EXTRACT(EPOCH FROM {name}) * 1000000)::int8"
+            for name in ("ordered_at", "position_at")
+        )
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {columns} FROM {_table(Tracker)} WHERE id = ANY(%s::uuid[]) "
-                "ORDER BY id FOR NO KEY UPDATE",
+                f"SELECT {columns}, latitude, longitude FROM {_table(Tracker)} "
+                "WHERE id = ANY(%s::uuid[]) ORDER BY id FOR NO KEY UPDATE",
                 [array],
             )
-            return {row[0]: Standing(*row[1:]) for row in cursor.fetchall()}
+            return {
+                tracker_id: Standing(_moment(ordered), _moment(position), latitude, longitude)
+                for tracker_id, ordered, position, latitude, longitude in cursor.fetchall()
+            }
     rows = Tracker.objects.filter(id__in=ids).values_list(
         "id", "ordered_at", "position_at", "latitude", "longitude"
     )
@@ -308,3 +316,10 @@ def lock_latest(ids: set[uuid.UUID]) -> dict[uuid.UUID, Standing]:
         tracker_id: Standing(ordered_at, position_at, latitude, longitude)
         for tracker_id, ordered_at, position_at, latitude, longitude in rows
     }
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _moment(microseconds: int | None) -> datetime | None:
+    return None if microseconds is None else _EPOCH + timedelta(microseconds=microseconds)

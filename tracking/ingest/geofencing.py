@@ -232,6 +232,9 @@ def detect(
     changes = _Changes()
     crossings: list[Crossing] = []
     after: dict[uuid.UUID, tuple[Key, dict[int, _Stay]]] = {}
+    # Without a dwell or the segment check, a position inside the fences the
+    # tracker is already in changes nothing: most positions, judged no further.
+    plain = not rules.min_dwell and not rules.check_segments
     for tracker_id, moves in ahead.items():
         before = standing[tracker_id]
         previous = (
@@ -239,18 +242,20 @@ def detect(
             if before.latitude is None or before.longitude is None or before.position_at is None
             else (before.latitude, before.longitude, before.position_at)
         )
-        inside = dict(stays.get(tracker_id, {}))
+        inside = dict(stays.get(tracker_id, ()))
         for event in moves:
-            crossings += _judge(
-                tracker_id,
-                event,
-                next(inside_each),
-                inside,
-                previous,
-                fences=fences,
-                rules=rules,
-                changes=changes,
-            )
+            now_inside = next(inside_each)
+            if not (plain and inside.keys() == now_inside):
+                crossings += _judge(
+                    tracker_id,
+                    event,
+                    now_inside,
+                    inside,
+                    previous,
+                    fences=fences,
+                    rules=rules,
+                    changes=changes,
+                )
             previous = (event.latitude, event.longitude, event.timestamp)
         last = moves[-1]
         after[tracker_id] = ((last.ordered_at, last.timestamp), inside)
@@ -267,20 +272,23 @@ def _moving_forward(
     events: Iterable[LocationEvent], standing: dict[uuid.UUID, Standing]
 ) -> dict[uuid.UUID, list[LocationEvent]]:
     """Per tracker, its events that stand later than its latest position, in order, once each."""
-    floors = {tracker_id: before.key() for tracker_id, before in standing.items()}
-    by_tracker: dict[uuid.UUID, dict[Key, LocationEvent]] = defaultdict(dict)
+    grouped: dict[uuid.UUID, list[LocationEvent]] = defaultdict(list)
     for event in events:
-        tracker_id = event.tracker_id
-        if tracker_id not in floors:
+        grouped[event.tracker_id].append(event)
+    ahead: dict[uuid.UUID, list[LocationEvent]] = {}
+    for tracker_id, group in grouped.items():
+        before = standing.get(tracker_id)
+        if before is None:
             continue  # not a tracker whose position may move (inactive, unknown)
-        key = (event.ordered_at, event.timestamp)
-        floor = floors[tracker_id]
-        if floor is None or key > floor:
-            by_tracker[tracker_id].setdefault(key, event)
-    return {
-        tracker_id: [keyed[key] for key in sorted(keyed)] if len(keyed) > 1 else [*keyed.values()]
-        for tracker_id, keyed in by_tracker.items()
-    }
+        floor = before.key()
+        keyed: dict[Key, LocationEvent] = {}
+        for event in group:
+            key = (event.ordered_at, event.timestamp)
+            if (floor is None or key > floor) and key not in keyed:
+                keyed[key] = event
+        if keyed:
+            ahead[tracker_id] = [keyed[key] for key in sorted(keyed)]
+    return ahead
 
 
 def _open_stays(trackers: Iterable[uuid.UUID]) -> dict[uuid.UUID, dict[int, _Stay]]:
@@ -305,16 +313,13 @@ def _judge(
     changes: _Changes,
 ) -> list[Crossing]:
     """One position of a tracker: update ``inside`` and ``changes``; return its crossings."""
-    if inside.keys() == now_inside and not rules.min_dwell and not rules.check_segments:
-        return []  # still inside the same fences: most positions
     at = event.timestamp
     crossings: list[Crossing] = []
     left: set[int] = set()
     for geofence_id in sorted(inside.keys() - now_inside):
         fence = fences.get(geofence_id)
-        if fence is not None and (
-            fence.signed_distance_m(latitude=event.latitude, longitude=event.longitude)
-            <= rules.exit_margin_m
+        if fence is not None and not fence.is_beyond(
+            latitude=event.latitude, longitude=event.longitude, margin_m=rules.exit_margin_m
         ):
             continue  # within the margin: still inside
         stay = inside.pop(geofence_id)

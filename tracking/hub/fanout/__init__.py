@@ -39,7 +39,9 @@ __all__ = [
     "announce",
     "describe_error",
     "get_fanout",
+    "make_fanout",
     "reset_fanouts",
+    "running_fanout",
 ]
 
 logger = logging.getLogger("tracking.hub.fanout")
@@ -54,11 +56,19 @@ def get_fanout() -> FanOut:
     loop = asyncio.get_running_loop()
     fanout = _fanouts.get(loop)
     if fanout is None:
-        fanout = _fanouts[loop] = _make_fanout()
+        fanout = _fanouts[loop] = make_fanout()
     return fanout
 
 
-def _make_fanout() -> FanOut:
+def running_fanout() -> FanOut | None:
+    """The fan-out of the running event loop if it has made one (it has
+    viewers or has published), else None; makes none."""
+    return _fanouts.get(asyncio.get_running_loop())
+
+
+def make_fanout() -> FanOut:
+    """A new fan-out as ``HUB_FANOUT`` and ``REDIS_URL`` say, outside the
+    per-loop registry: its maker closes it (``FanOut.close``)."""
     if settings.HUB_FANOUT == "channel-layer":
         return ChannelLayerFanOut()
     if settings.REDIS_URL:

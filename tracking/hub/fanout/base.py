@@ -63,6 +63,9 @@ class FanOut:
         it; return how many cells failed."""
         raise NotImplementedError
 
+    async def close(self) -> None:
+        """Let go of the connections it holds (a fan-out made for one publish)."""
+
     async def snapshot(self, cells: Sequence[Cell], *, read: ReadPositions) -> list[str]:
         """The ``locationUpdated`` record of every tracker in ``cells``, which
         the caller watches already; ``read`` reads them from the database."""

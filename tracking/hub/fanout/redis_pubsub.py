@@ -69,6 +69,13 @@ class RedisFanOut(ProcessFanOut):
         self._outage.succeeded()
         return 0
 
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        with contextlib.suppress(Exception):
+            await self._pubsub.aclose()
+        await self._redis.aclose()
+
     async def _watch_cells(self, cells: list[Cell]) -> None:
         loop = asyncio.get_running_loop()
         for cell in cells:
