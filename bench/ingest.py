@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import json
 import re
+import resource
 import sqlite3
 import sys
 import time
@@ -230,7 +231,11 @@ def consume_jsonl(
     _migrate(env)
     if prepare is not None:
         prepare(env)
+    # The CPU the consumer process used (user and system), steadier than its
+    # rate on a shared machine; the database server's is not in it.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = common.manage(["consume_events", "--source", "jsonl", "--path", str(path)], env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise RuntimeError(f"consume_events failed: {result.stderr}")
     # "consume_events finished: A accepted (...), R rejected (N events in S s, E events/s)"
@@ -251,6 +256,9 @@ def consume_jsonl(
         "events_per_second": rate,
         "accepted_per_second": round(accepted * rate / events, 1),
         "stored": _count(env),
+        "consumer_cpu_seconds": round(
+            after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 3
+        ),
         "summary": summary,
     }
 
