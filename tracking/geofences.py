@@ -125,7 +125,7 @@ class Fence:
         if self.plane is None:
             assert self.radius_m is not None
             return distance - self.radius_m > margin_m
-        return not shapely.dwithin(self.plane, shapely.Point(x, y), margin_m)
+        return not shapely.dwithin(self.plane, shapely.points(x, y), margin_m)
 
     def signed_distance_m(self, *, latitude: float, longitude: float) -> float:
         """Metres from the point to the boundary: negative inside, positive outside."""

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tracking.hub import protocol as hub_protocol
 from tracking.hub.protocol import (
@@ -149,3 +151,19 @@ def test_the_buffer_refuses_an_endless_record() -> None:
     buffer = RecordBuffer(max_chars=10)
     with pytest.raises(ProtocolError, match="maximum message size"):
         buffer.feed("x" * 11)
+
+
+@given(
+    records=st.lists(st.text(alphabet=st.characters(blacklist_characters="\x1e"), max_size=50)),
+    max_chars=st.integers(min_value=1, max_value=120),
+)
+def test_records_are_cut_into_pieces_between_records_only(
+    records: list[str], max_chars: int
+) -> None:
+    text = "".join(record + hub_protocol.RECORD_SEPARATOR for record in records)
+    pieces = hub_protocol.split_records(text, max_chars)
+    assert "".join(pieces) == text
+    for piece in pieces:
+        assert piece.endswith(hub_protocol.RECORD_SEPARATOR) or piece == text == ""
+        # Longer than allowed only when it is one record.
+        assert len(piece) <= max_chars or piece.count(hub_protocol.RECORD_SEPARATOR) == 1

@@ -270,6 +270,21 @@ async def test_updates_within_the_window_go_out_as_one_message() -> None:
     assert socket.messages[1] == "a" + RS + "b" + RS
 
 
+async def test_a_flush_larger_than_a_message_may_be_goes_out_as_several_whole_ones() -> None:
+    """Thousands of records in one window (a fleet in view, a burst of geofence
+    crossings) are cut between records into messages a server will send."""
+    session, socket, _ = make_session(limits=SessionLimits(coalesce_seconds=0.01, send_chars=1_000))
+    await say(session, HANDSHAKE)
+    records = [
+        orjson.dumps({"type": 1, "target": "t", "arguments": [n]}).decode() + RS for n in range(300)
+    ]
+    for record in records:
+        session.deliver(record)
+    await eventually(lambda: "".join(socket.messages[1:]) == "".join(records), what="every record")
+    assert len(socket.messages) > 2
+    assert all(len(message) <= 1_000 and message.endswith(RS) for message in socket.messages[1:])
+
+
 async def test_updates_before_the_handshake_are_dropped() -> None:
     session, socket, _ = make_session(limits=SessionLimits(coalesce_seconds=0.0))
     session.deliver("early" + RS)

@@ -249,6 +249,23 @@ def close(error: str | None = None, *, allow_reconnect: bool = False) -> str:
     return _record(data)
 
 
+def split_records(text: str, max_chars: int) -> list[str]:
+    """``text``, whole records, cut into pieces of at most ``max_chars``
+    between records (a record longer than that is a piece of its own)."""
+    if len(text) <= max_chars:
+        return [text]
+    pieces: list[str] = []
+    start = 0
+    while start < len(text):
+        end = text.rfind(RECORD_SEPARATOR, start, start + max_chars)
+        if end < 0:  # one record longer than max_chars
+            end = text.find(RECORD_SEPARATOR, start + max_chars)
+            end = len(text) - 1 if end < 0 else end
+        pieces.append(text[start : end + 1])
+        start = end + 1
+    return pieces
+
+
 def location_updated(
     *, tracker_id: str, latitude: float, longitude: float, timestamp_ms: int
 ) -> str:

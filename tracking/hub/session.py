@@ -135,6 +135,10 @@ class SessionLimits:
     coalesce_seconds: float = 0.02
     # What may wait for a connection (its outbox), in characters.
     outbox_chars: int = 1_048_576
+    # What one WebSocket message sent carries at most, cut between records:
+    # below the 64 KiB that the servers' command lines set, which daphne
+    # enforces on what it sends too.
+    send_chars: int = 60_000
     # A send that has not gone out for this long cuts the connection off.
     send_stall_seconds: float = 30.0
     invocations_per_message: int = 5
@@ -483,7 +487,8 @@ class HubSession:
         """Send what waits: one flush at a time; what arrives meanwhile waits for the next."""
         try:
             if self._outbox and not self.closing and not self._answering:
-                await self._send(self._outbox.take())
+                for text in protocol.split_records(self._outbox.take(), self.limits.send_chars):
+                    await self._send(text)
         finally:
             self._flushing = None
             if self._outbox and not self.closing:

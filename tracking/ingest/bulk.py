@@ -22,7 +22,7 @@ from django.db import connection
 
 from tracking.events import LocationEvent
 from tracking.grid import Cell
-from tracking.models import Position, Tracker
+from tracking.models import Position, Tracker, Visit
 
 # Rows per statement on SQLite: well below its limit on parameters.
 ROWS_PER_STATEMENT = 500
@@ -280,14 +280,16 @@ class Standing(NamedTuple):
         return (self.ordered_at or self.position_at, self.position_at)
 
 
-def lock_latest(ids: set[uuid.UUID]) -> dict[uuid.UUID, Standing]:
-    """The latest position of each tracker of ``ids``, locked until the commit.
+def lock_trackers(ids: set[uuid.UUID]) -> dict[uuid.UUID, tuple[bool, Standing]]:
+    """``tracker_states`` and where each tracker's latest position stands, the
+    rows locked until the commit (for geofence detection).
 
     On PostgreSQL the rows are locked (``FOR NO KEY UPDATE``, in id order, so
     two consumers never deadlock on each other, nor on history's foreign key)
     and read as committed when the lock was granted: a second ``consume_events``
     moving the same tracker waits here and then sees the first one's move. On
-    SQLite the batch's transaction already holds the database's write lock.
+    SQLite one writer at a time holds the whole database (``transaction_mode``
+    IMMEDIATE), so there is nothing to lock.
     """
     if not ids:
         return {}
@@ -295,26 +297,31 @@ def lock_latest(ids: set[uuid.UUID]) -> dict[uuid.UUID, Standing]:
         array = "{" + ",".join(str(tracker_id) for tracker_id in ids) + "}"
         # Times as microseconds since the epoch: read as integers, they cost a
         # fraction of parsing a thousand timestamps' text a batch.
-        columns = "id, " + ", ".join(
+        times = ", ".join(
             f"(EXTRACT(EPOCH FROM {name}) * 1000000)::int8"
             for name in ("ordered_at", "position_at")
         )
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT {columns}, latitude, longitude FROM {_table(Tracker)} "
+                f"SELECT id, is_active, {times}, latitude, longitude FROM {_table(Tracker)} "
                 "WHERE id = ANY(%s::uuid[]) ORDER BY id FOR NO KEY UPDATE",
                 [array],
             )
             return {
-                tracker_id: Standing(_moment(ordered), _moment(position), latitude, longitude)
-                for tracker_id, ordered, position, latitude, longitude in cursor.fetchall()
+                tracker_id: (
+                    is_active,
+                    Standing(_moment(ordered), _moment(position), latitude, longitude),
+                )
+                for tracker_id, is_active, ordered, position, latitude, longitude in (
+                    cursor.fetchall()
+                )
             }
     rows = Tracker.objects.filter(id__in=ids).values_list(
-        "id", "ordered_at", "position_at", "latitude", "longitude"
+        "id", "is_active", "ordered_at", "position_at", "latitude", "longitude"
     )
     return {
-        tracker_id: Standing(ordered_at, position_at, latitude, longitude)
-        for tracker_id, ordered_at, position_at, latitude, longitude in rows
+        tracker_id: (is_active, Standing(ordered_at, position_at, latitude, longitude))
+        for tracker_id, is_active, ordered_at, position_at, latitude, longitude in rows
     }
 
 
@@ -323,3 +330,54 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _moment(microseconds: int | None) -> datetime | None:
     return None if microseconds is None else _EPOCH + timedelta(microseconds=microseconds)
+
+
+def close_visits(closed: Sequence[tuple[int, datetime]]) -> None:
+    """Set the exit time of each visit ``(id, exited_at)``: one statement per
+    ``ROWS_PER_STATEMENT`` visits, whatever their times (most differ)."""
+    table = connection.ops.quote_name(Visit._meta.db_table)
+    time_value = connection.ops.adapt_datetimefield_value
+    # PostgreSQL types a VALUES list by its literals: say what they are.
+    row = "(%s::int8, %s::timestamptz)" if _postgres() else "(%s, %s)"
+    with connection.cursor() as cursor:
+        for start in range(0, len(closed), ROWS_PER_STATEMENT):
+            chunk = closed[start : start + ROWS_PER_STATEMENT]
+            params: list[Any] = []
+            for pk, exited_at in chunk:
+                params += (pk, time_value(exited_at))
+            cursor.execute(
+                f"WITH v(id, exited_at) AS (VALUES {', '.join([row] * len(chunk))}) "
+                f"UPDATE {table} SET exited_at = v.exited_at FROM v WHERE {table}.id = v.id",
+                params,
+            )
+
+
+def insert_visits(
+    rows: Sequence[tuple[uuid.UUID, int, datetime, datetime | None, bool]],
+) -> list[int]:
+    """Insert visits ``(tracker id, geofence id, entered_at, exited_at,
+    pending)``; return their new ids, in order."""
+    table = connection.ops.quote_name(Visit._meta.db_table)
+    uuid_value = _uuid_adapter()
+    time_value = connection.ops.adapt_datetimefield_value
+    row = "(%s, %s, %s, %s, %s)"
+    ids: list[int] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            chunk = rows[start : start + ROWS_PER_STATEMENT]
+            params: list[Any] = []
+            for tracker_id, geofence_id, entered_at, exited_at, pending in chunk:
+                params += (
+                    uuid_value(tracker_id),
+                    geofence_id,
+                    time_value(entered_at),
+                    None if exited_at is None else time_value(exited_at),
+                    pending,
+                )
+            cursor.execute(
+                f"INSERT INTO {table} (tracker_id, geofence_id, entered_at, exited_at, pending) "
+                f"VALUES {', '.join([row] * len(chunk))} RETURNING id",
+                params,
+            )
+            ids += [pk for (pk,) in cursor.fetchall()]
+    return ids

@@ -16,7 +16,7 @@ same positions give the same crossings, once.
 
 **State is the database's.** Which fences a tracker is inside is its open
 visits, read in the batch's transaction after its tracker row is locked
-(``bulk.lock_latest``), so a second process moving the same tracker waits
+(``bulk.lock_trackers``), so a second process moving the same tracker waits
 and then sees the first one's visits.
 
 **The rules** (``tracking.geofences.crossings``): a tracker enters a fence
@@ -46,6 +46,7 @@ from django.conf import settings
 
 from tracking.events import LocationEvent
 from tracking.geofences import Fence, FenceError, FenceIndex
+from tracking.ingest import bulk
 from tracking.ingest.bulk import Standing
 from tracking.logsafe import quoted
 from tracking.models import Geofence, Visit
@@ -395,32 +396,16 @@ def _write(
     """
     if changes.deleted:
         Visit.objects.filter(pk__in=changes.deleted).delete()
-    for exited_at, pks in _grouped(changes.closed).items():
-        Visit.objects.filter(pk__in=pks).update(exited_at=exited_at)
+    if changes.closed:
+        bulk.close_visits(changes.closed)
     if changes.confirmed:
         Visit.objects.filter(pk__in=changes.confirmed).update(pending=False)
     if not changes.created:
         return []
-    rows = Visit.objects.bulk_create(
+    ids = bulk.insert_visits(
         [
-            Visit(
-                tracker_id=tracker_id,
-                geofence_id=geofence_id,
-                entered_at=stay.entered_at,
-                exited_at=exited_at,
-                pending=stay.pending,
-            )
+            (tracker_id, geofence_id, stay.entered_at, exited_at, stay.pending)
             for tracker_id, geofence_id, stay, exited_at in changes.created.values()
-        ],
-        batch_size=500,
+        ]
     )
-    return [(made, row.pk) for made, row in zip(changes.created.values(), rows, strict=True)]
-
-
-def _grouped(closed: list[tuple[int, datetime]]) -> dict[datetime, list[int]]:
-    """Visits to close, by the time they close at: one statement per moment,
-    and a batch's reports mostly share a few moments."""
-    grouped: dict[datetime, list[int]] = defaultdict(list)
-    for pk, exited_at in closed:
-        grouped[exited_at].append(pk)
-    return grouped
+    return list(zip(changes.created.values(), ids, strict=True))

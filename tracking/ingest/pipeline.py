@@ -303,6 +303,16 @@ class Pipeline:
                 )
             self._pruning = None
 
+    async def prepare(self) -> None:
+        """Load what storing needs before the first batch (the geofences), so
+        the first batch and the run's rate do not pay for it; a database that
+        does not answer yet is left to the first batch to wait out."""
+        try:
+            await self.run_in_db(self._fences.refresh)
+        except (OperationalError, InterfaceError) as exc:
+            logger.warning("could not load the geofences yet: %s", one_line(str(exc)))
+        self.progress = Progress()
+
     async def run_in_db(self, function: Callable[..., T], /, **kwargs: Any) -> T:
         """Run ``function`` on the pipeline's database thread, after any batch in hand."""
         loop = asyncio.get_running_loop()
@@ -376,6 +386,7 @@ async def consume(
 
     Logs a progress line every ``progress_seconds``. Returns the run's counts.
     """
+    await pipeline.prepare()
     reporter = asyncio.create_task(_report_progress(pipeline.progress, progress_seconds, source))
     try:
         await source.run(pipeline.process, stop)

@@ -24,6 +24,7 @@ from django.utils import timezone
 
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.ingest import bulk
+from tracking.ingest.bulk import Standing
 from tracking.ingest.geofencing import FenceSet, Rules, detect
 from tracking.ingest.rejections import StoreAllowance
 from tracking.ingest.sources import RawEvent
@@ -193,8 +194,11 @@ def store_batch(
     """
     refused = list(parsed.refused)
     result = BatchResult()
+    detecting = fences is not None and fences.in_use
     with transaction.atomic():
-        active = _batch_trackers({event.tracker_id for _, event in parsed.valid})
+        active, standing = _batch_trackers(
+            {event.tracker_id for _, event in parsed.valid}, lock=detecting
+        )
         accepted: list[LocationEvent] = []
         for raw, event in parsed.valid:
             is_active = active.get(event.tracker_id)
@@ -208,9 +212,7 @@ def store_batch(
                 accepted.append(event)
         if accepted:
             result.new = bulk.insert_history(accepted, received_at=now)
-            if fences is not None and fences.in_use:
-                # Read (and on PostgreSQL locked) before the latest positions move.
-                standing = bulk.lock_latest({event.tracker_id for event in accepted})
+            if fences is not None and detecting:
                 result.crossings, after = detect(
                     events=accepted,
                     standing=standing,
@@ -233,12 +235,26 @@ def store_batch(
     return result
 
 
-def _batch_trackers(ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
-    """Whether each tracker of a batch is active; unknown ids are absent.
+def _batch_trackers(
+    ids: set[uuid.UUID], *, lock: bool
+) -> tuple[dict[uuid.UUID, bool], dict[uuid.UUID, Standing]]:
+    """Whether each tracker of a batch is active (unknown ids are absent) and,
+    with ``lock``, where each one's latest position stands, its row locked
+    until the commit (``bulk.lock_trackers``), before any position moves.
 
     Unknown ids are registered first when ``TRACKING_AUTO_REGISTER`` is on.
     """
-    known = bulk.tracker_states(ids)
+
+    def read(wanted: set[uuid.UUID]) -> tuple[dict[uuid.UUID, bool], dict[uuid.UUID, Standing]]:
+        if not lock:
+            return bulk.tracker_states(wanted), {}
+        rows = bulk.lock_trackers(wanted)
+        return (
+            {tracker_id: is_active for tracker_id, (is_active, _) in rows.items()},
+            {tracker_id: standing for tracker_id, (_, standing) in rows.items()},
+        )
+
+    known, standing = read(ids)
     unknown = ids - known.keys()
     if unknown and settings.TRACKING_AUTO_REGISTER:
         Tracker.objects.bulk_create(
@@ -249,8 +265,10 @@ def _batch_trackers(ids: set[uuid.UUID]) -> dict[uuid.UUID, bool]:
             ignore_conflicts=True,
         )
         # Read back: another process may have registered (or deactivated) one meanwhile.
-        known.update(bulk.tracker_states(unknown))
-    return known
+        more, more_standing = read(unknown)
+        known.update(more)
+        standing.update(more_standing)
+    return known, standing
 
 
 def _move_latest(events: Iterable[LocationEvent]) -> list[LatestPosition]:
