@@ -7,6 +7,7 @@ no path and no wording of its own.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -21,6 +22,7 @@ from tracking.access import may_view_map
 from tracking.models import TrackerStatus
 
 _NEGOTIATE_SUFFIX = "/negotiate"
+_ANY_TRACKER = uuid.UUID(int=0)
 
 
 def hub_url() -> str:
@@ -39,11 +41,19 @@ def hub_url() -> str:
     return negotiate.removesuffix(_NEGOTIATE_SUFFIX)
 
 
+def tracker_visits_url() -> str:
+    """The URL of a tracker's visits with ``{id}`` where the tracker's id goes."""
+    url = reverse("tracking:tracker-visits", kwargs={"tracker_id": _ANY_TRACKER})
+    return url.replace(str(_ANY_TRACKER), "{id}")
+
+
 def map_config() -> dict[str, Any]:
     """What the page's JavaScript reads from its ``map-config`` script element."""
     return {
         "hubUrl": hub_url(),
         "trackersUrl": reverse("tracking:tracker-list"),
+        "trackerVisitsUrl": tracker_visits_url(),
+        "geofencesUrl": reverse("tracking:geofence-list"),
         "landUrl": static("vendor/world-atlas/land-110m.json"),
         "tileUrl": settings.MAP_TILE_URL,
         "tileAttribution": settings.MAP_TILE_ATTRIBUTION,

@@ -15,6 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from tracking.admin import RECENT_POSITIONS
+from tracking.admin_map import TRAIL_POSITIONS
 from tracking.geofences import FenceError, parse_geojson_text
 from tracking.models import Geofence, Position, RejectedEvent, Tracker, Visit
 from tracking.selectors import uuid_prefix_range
@@ -274,9 +276,10 @@ def test_the_change_page_shows_the_20_newest_positions_newest_first(admin_client
 
     shown = [float(latitude) for latitude in re.findall(r"<td>(10\.0\d\d000)</td>", content)]
     assert shown == [10 + index / 1000 for index in range(20)]
-    # The page asks for 20 rows, never the whole history.
+    # The page asks for 20 rows for the table and a bounded trail, never the whole history.
     history_reads = [q["sql"] for q in queries.captured_queries if "tracking_position" in q["sql"]]
-    assert history_reads and all("LIMIT 20" in sql for sql in history_reads)
+    limits = sorted(int(re.findall(r"LIMIT (\d+)", sql)[-1]) for sql in history_reads)
+    assert limits == [RECENT_POSITIONS, TRAIL_POSITIONS]
     assert f"{POSITIONS}?tracker={tracker.pk}" in content
 
 

@@ -61,6 +61,26 @@ def test_the_urls_follow_where_the_site_is_mounted(client: Client) -> None:
         set_script_prefix("/")
     assert config["hubUrl"] == "/tracker/api/signalr"
     assert config["trackersUrl"] == "/tracker/api/trackers"
+    assert config["geofencesUrl"] == "/tracker/api/geofences"
+    assert config["trackerVisitsUrl"] == "/tracker/api/trackers/{id}/visits"
+
+
+@pytest.mark.django_db
+def test_the_visits_url_of_the_config_answers_for_a_tracker(client: Client) -> None:
+    from tracking.models import Tracker
+
+    tracker = Tracker.objects.create(id=uuid.uuid4(), name="Van 3")
+    url = map_config(client)["trackerVisitsUrl"].replace("{id}", str(tracker.id))
+    response = client.get(url)
+    assert response.status_code == 200
+    assert response.json() == {"trackerId": str(tracker.id), "visits": []}
+
+
+@pytest.mark.django_db
+def test_the_geofence_api_is_where_the_config_says(client: Client) -> None:
+    response = client.get(map_config(client)["geofencesUrl"], {"bbox": "24,60,25,61"})
+    assert response.status_code == 200
+    assert response.json()["type"] == "FeatureCollection"
 
 
 @pytest.mark.django_db

@@ -14,26 +14,30 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import widgets
+from django.contrib.admin import helpers, widgets
 from django.contrib.admin.models import CHANGE, LogEntry
-from django.db import models, transaction
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Count, Q, QuerySet
 from django.db.models.expressions import Combinable
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator, capfirst
 from django.utils.translation import ngettext
 
+from tracking.admin_map import FenceMapWidget, map_media, neighbours_of, trail_map
 from tracking.ages import ago
 from tracking.api_tokens import TOKEN_PREFIX, default_expiry, new_secret, revoke
+from tracking.geofence_import import ImportRefused, ImportReport, import_geofences
 from tracking.geofences import FenceError
 from tracking.models import (
     ApiToken,
@@ -54,6 +58,8 @@ admin.site.site_title = "Tracker map administration"
 admin.site.index_title = "Trackers, their history, and rejected events"
 
 RECENT_POSITIONS = 20
+# Visits on a tracker's or a fence's page, newest first; the rest are a link away.
+LATEST_VISITS = 10
 # What goes with a deleted tracker, counted on its delete page rather than listed.
 TRACKER_HISTORY: tuple[type[Position] | type[Visit], ...] = (Position, Visit)
 # The zoom of the map a tracker's page links to: streets around it.
@@ -300,6 +306,25 @@ class TrackerAdmin(admin.ModelAdmin):
         view = f"#{MAP_LINK_ZOOM}/{tracker.latitude:.5f}/{tracker.longitude:.5f}"
         return format_html('<a href="{}{}">Show on the live map</a>', reverse("maps:index"), view)
 
+    @admin.display(description="trail")
+    def trail(self, tracker: Tracker) -> str:
+        return trail_map(tracker)
+
+    @admin.display(description="latest visits")
+    def visits_here(self, tracker: Tracker) -> str:
+        return latest_visits(
+            tracker=tracker,
+            of="geofence",
+            all_url=visits_url(**{TrackerHistoryFilter.parameter_name: str(tracker.pk)}),
+        )
+
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse:
+        if kwargs.get("obj") is not None:  # the trail's map, on an existing tracker's page
+            context["media"] = context["media"] + map_media()
+        return super().render_change_form(request, context, *args, **kwargs)
+
     @admin.display(description="recent positions")
     def recent_positions(self, tracker: Tracker) -> str:
         # The (tracker, timestamp) unique index serves this: 20 rows, never the history.
@@ -341,6 +366,14 @@ class TrackerAdmin(admin.ModelAdmin):
         return [
             (None, {"fields": ["id", "name", "is_active", "created"]}),
             ("Latest position", {"fields": self._latest_position}),
+            ("Recent trail", {"fields": ["trail"]}),
+            (
+                "Latest visits",
+                {
+                    "fields": ["visits_here"],
+                    "description": f"The {LATEST_VISITS} newest geofence visits, newest first.",
+                },
+            ),
             (
                 "Recent positions",
                 {
@@ -353,7 +386,14 @@ class TrackerAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Tracker | None = None) -> list[str]:
         # The id is what the device sends: set once, when an operator registers it.
         fixed_once = [] if obj is None else ["id"]
-        return [*fixed_once, "created", *self._latest_position, "recent_positions"]
+        return [
+            *fixed_once,
+            "created",
+            *self._latest_position,
+            "trail",
+            "visits_here",
+            "recent_positions",
+        ]
 
     def get_form(
         self, request: HttpRequest, obj: Tracker | None = None, change: bool = False, **kwargs: Any
@@ -749,8 +789,81 @@ def _shape_of(geofence: Geofence) -> tuple[str, str]:
     return kind, size
 
 
+# An imported fence without a name is named after its file: keep room for its number.
+NAME_STEM = (Geofence._meta.get_field("name").max_length or 100) - 8
+
+
+def import_summary(report: ImportReport) -> str:
+    """ "Imported 3, updated 1 and left 2 unchanged of 6 geofences from the file." """
+    parts = [
+        f"{words} {report.count(verb)}"
+        for verb, words in [("Imported", "imported"), ("Updated", "updated")]
+        if report.count(verb)
+    ]
+    if report.count("Unchanged"):
+        parts.append(f"left {report.count('Unchanged')} unchanged")
+    done = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+    fences = ngettext("%(count)d geofence", "%(count)d geofences", report.fences) % {
+        "count": report.fences
+    }
+    return f"{done[0].upper()}{done[1:]} of {fences} from the file."
+
+
 def visits_url(**query: object) -> str:
     return f"{reverse('admin:tracking_visit_changelist')}?{urlencode(query)}"
+
+
+def latest_visits(*, of: str, all_url: str, **where: object) -> str:
+    """The newest LATEST_VISITS counted visits ``where`` as a table naming ``of`` ("tracker"
+    or "geofence") for each, with a link to all of them."""
+    visits = Visit.objects.counted().filter(**where).select_related(of)
+    shown = list(visits.order_by("-entered_at", "-id")[:LATEST_VISITS])
+    if not shown:
+        return "No visits yet."
+    rows = format_html_join(
+        "\n",
+        '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td></tr>',
+        (
+            (
+                reverse(f"admin:tracking_{of}_change", args=[getattr(visit, f"{of}_id")]),
+                getattr(visit, of),
+                when(visit.entered_at),
+                "inside now" if visit.exited_at is None else when(visit.exited_at),
+            )
+            for visit in shown
+        ),
+    )
+    return format_html(
+        '<table class="latest-visits"><thead><tr><th>{}</th><th>entered</th><th>exited</th>'
+        '</tr></thead><tbody>{}</tbody></table><p><a href="{}">All visits</a></p>',
+        of,
+        rows,
+        all_url,
+    )
+
+
+# The largest GeoJSON file the admin imports (the Helsinki sample is a few kB).
+IMPORT_MAX_BYTES = 5 * 1024 * 1024
+
+
+class GeofenceImportForm(forms.Form):
+    file = forms.FileField(label="GeoJSON file", help_text="At most 5 MB.")
+    replace = forms.BooleanField(
+        label="Replace fences of the same name",
+        required=False,
+        help_text="Ticked, a fence whose name is in the file gets the file's shape (and stays on "
+        "or off as it was). Unticked, such a name refuses the file.",
+    )
+
+    def clean_file(self) -> bytes:
+        upload = self.cleaned_data["file"]
+        if upload.size > IMPORT_MAX_BYTES:
+            raise forms.ValidationError(
+                f"The file is {upload.size / 1024 / 1024:.1f} MB; at most "
+                f"{IMPORT_MAX_BYTES // 1024 // 1024} MB can be imported."
+            )
+        self.default_name = Path(upload.name or "").stem[:NAME_STEM] or "imported"
+        return bytes(upload.read())
 
 
 @admin.register(Geofence)
@@ -759,20 +872,86 @@ class GeofenceAdmin(admin.ModelAdmin):
     list_filter = ["is_active"]
     search_fields = ["name"]
     fields = ["name", "is_active", "geojson"]
-    formfield_overrides = {
-        # The GeoJSON is long and code-like: a wide monospace box.
-        models.TextField: {
-            "widget": forms.Textarea(
-                attrs={"rows": 16, "cols": 100, "spellcheck": "false", "class": "vLargeTextField"}
+
+    def get_fields(self, request: HttpRequest, obj: Geofence | None = None) -> Any:
+        return self.fields if obj is None else [*self.fields, "visits_here"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Geofence | None = None) -> list[str]:
+        return [] if obj is None else ["visits_here"]
+
+    @admin.display(description="latest visits")
+    def visits_here(self, geofence: Geofence) -> str:
+        return latest_visits(
+            geofence=geofence,
+            of="tracker",
+            all_url=visits_url(geofence__id__exact=geofence.pk),
+        )
+
+    def get_form(
+        self, request: HttpRequest, obj: Geofence | None = None, change: bool = False, **kwargs: Any
+    ) -> Any:
+        form = super().get_form(request, obj, change, **kwargs)
+        form.base_fields["geojson"].widget.neighbours = neighbours_of(obj)
+        return form
+
+    def formfield_for_dbfield(self, db_field: Any, request: HttpRequest, **kwargs: Any) -> Any:
+        if db_field.name == "geojson":
+            kwargs["widget"] = FenceMapWidget()
+            kwargs["label"] = "Shape"
+            kwargs["help_text"] = (
+                "Draw a polygon, rectangle or circle with the tools on the map's left; drag its "
+                "vertices to change it. Or paste one GeoJSON Feature in the GeoJSON section: "
+                + str(db_field.help_text)
             )
-        },
-    }
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Geofence]:
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(open_visits=Count("visits", filter=Q(visits__exited_at__isnull=True)))
+        # Trackers inside now: open visits that count (not pending a minimum dwell).
+        inside = Q(visits__exited_at__isnull=True, visits__pending=False)
+        return super().get_queryset(request).annotate(open_visits=Count("visits", filter=inside))
+
+    def get_urls(self) -> list[Any]:
+        return [
+            path(
+                "import/",
+                self.admin_site.admin_view(self.import_view),
+                name="tracking_geofence_import",
+            ),
+            *super().get_urls(),
+        ]
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        """Upload a GeoJSON file of fences: the use case of ``manage.py import_geofences``."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = GeofenceImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                report = import_geofences(
+                    raw=form.cleaned_data["file"],
+                    default_name=form.default_name,
+                    update_existing=form.cleaned_data["replace"],
+                )
+            except ImportRefused as refused:
+                form.add_error("file", refused.problems)
+            except FenceError as error:
+                form.add_error("file", str(error))
+            else:
+                self.message_user(request, import_summary(report), messages.SUCCESS)
+                return HttpResponseRedirect(reverse("admin:tracking_geofence_changelist"))
+        return TemplateResponse(
+            request,
+            "admin/tracking/geofence/import.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Import GeoJSON",
+                "opts": self.opts,
+                "form": form,
+                # The admin's fieldset markup; AdminForm takes any form (the stubs say ModelForm).
+                "adminform": helpers.AdminForm(
+                    cast(Any, form), [(None, {"fields": list(form.fields)})], {}
+                ),
+            },
         )
 
     def get_deleted_objects(
@@ -831,6 +1010,10 @@ class VisitAdmin(admin.ModelAdmin):
     @admin.display(description="exited", ordering="exited_at")
     def exited(self, visit: Visit) -> str:
         return "inside now" if visit.exited_at is None else when(visit.exited_at)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Visit]:
+        # Visits pending a minimum dwell are not entries yet: like everything users see.
+        return Visit.objects.counted()
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

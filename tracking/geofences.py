@@ -198,6 +198,11 @@ def parse_geojson(data: object) -> list[ParsedFence]:
     raise FenceError(f"not GeoJSON: a fence is a Feature or FeatureCollection, not {_show(kind)}")
 
 
+def parse_feature(feature: object, *, where: str = "") -> ParsedFence:
+    """One feature of a FeatureCollection; ``FenceError`` starting with ``where`` if it is not a fence."""
+    return _feature(feature, where)
+
+
 def circle(*, latitude: float, longitude: float, radius_m: float) -> Fence:
     """The geodesic circle of ``radius_m`` metres (0 < radius <= ``MAX_RADIUS_M``) round a point."""
     return _circle(_checked_position([longitude, latitude], ""), _number(radius_m, "radius"), "")

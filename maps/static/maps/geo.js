@@ -32,3 +32,15 @@ export function wrapLongitude(longitude) {
 export function nearestLongitude(longitude, reference) {
   return longitude + 360 * Math.round((reference - longitude) / 360);
 }
+
+/** The point `metres` from a start along an initial bearing (degrees clockwise from north), on the sphere. */
+export function destinationPoint(latitude, longitude, bearing, metres) {
+  const δ = metres / EARTH_RADIUS_METRES;
+  const θ = bearing * RAD;
+  const φ1 = latitude * RAD;
+  const λ1 = longitude * RAD;
+  const sinφ2 = Math.sin(φ1) * Math.cos(δ) + Math.cos(φ1) * Math.sin(δ) * Math.cos(θ);
+  const φ2 = Math.asin(Math.max(-1, Math.min(1, sinφ2)));
+  const λ2 = λ1 + Math.atan2(Math.sin(θ) * Math.sin(δ) * Math.cos(φ1), Math.cos(δ) - Math.sin(φ1) * sinφ2);
+  return [φ2 / RAD, λ2 / RAD];
+}

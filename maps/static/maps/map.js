@@ -1,5 +1,6 @@
 // The live tracker map: wires the map, the hub, the cell subscription, the
-// tracker store and canvas layer, the details cache and the page's controls.
+// tracker store and canvas layer, the details cache, the geofence layer, the
+// trackers' fences, the crossing notices and the page's controls.
 // Each section uses only what the sections above it declared, callbacks
 // included; the event handlers and timers start at the end, once all exist.
 
@@ -7,14 +8,17 @@ import { formatAge } from "./ages.js";
 import { addLandOutline, addTiles } from "./basemap.js";
 import { CellSubscription } from "./cells.js";
 import { DetailsCache } from "./details.js";
+import { FenceLayer, fenceToggle } from "./fences.js";
 import { FrameLoop } from "./frames.js";
-import { wrapLongitude } from "./geo.js";
+import { nearestLongitude, wrapLongitude } from "./geo.js";
 import { cellKey, cellOf, cellsCovering, gridOf } from "./grid.js";
 import { LiveHub, STATUS as CONNECTION } from "./hub.js";
+import { FenceMemberships } from "./memberships.js";
+import { NoticeBoard } from "./notices.js";
 import { trackerStatus } from "./status.js";
 import { FLASH_MS, TrackerLayer } from "./tracker-layer.js";
 import { TrackerStore } from "./trackers.js";
-import { eventLog, formatClock, formatSpeed, statusBadge, toggle, tooltip } from "./ui.js";
+import { formatClock, formatSpeed, statusBadge, toggle, tooltip } from "./ui.js";
 import { bindViewHash, parseViewHash } from "./view-hash.js";
 
 const L = window.L;
@@ -25,6 +29,8 @@ const STALENESS_EVERY_MS = 5000;
 const DETAILS_MAX_AGE_MS = 30000;
 const FRAME_MAX_GAP_MS = 250;
 const TOOLTIP_EVERY_MS = 1000;
+const VISITS_MAX_AGE_MS = 60000;
+const TOOLTIP_MAX_FENCES = 5;
 
 // Every URL and every shared rule comes from the server (maps/views.py).
 const config = JSON.parse(document.getElementById("map-config").textContent);
@@ -36,7 +42,6 @@ const statusRule = config.trackerStatus;
 
 const badge = statusBadge(document.getElementById("connection"));
 const zoomHint = document.getElementById("zoom-hint");
-const log = eventLog(document.getElementById("event-log"));
 const shell = document.getElementById("map-shell");
 const tip = tooltip(document.getElementById("tracker-tooltip"), shell);
 
@@ -68,6 +73,35 @@ function nameOf(id) {
   return details.get(id)?.name || `Tracker ${id.slice(0, 8)}`;
 }
 
+// --- Geofences ---------------------------------------------------------------
+
+const fences = new FenceLayer({ map, url: config.geofencesUrl });
+fenceToggle(fences).addTo(map);
+const memberships = new FenceMemberships({
+  urlOf: (trackerId) => config.trackerVisitsUrl.replace("{id}", encodeURIComponent(trackerId)),
+  onName: (fenceId, name) => fences.learnName(fenceId, name),
+});
+
+function fenceNameOf(id) {
+  return fences.nameOf(id) ?? `geofence ${id}`;
+}
+
+const notices = new NoticeBoard(document.getElementById("notices"), (notice) => ({
+  tracker: nameOf(notice.trackerId),
+  fence: fenceNameOf(notice.fenceId),
+}));
+fences.addEventListener("loaded", () => notices.renamed());
+details.addEventListener("loaded", () => notices.renamed());
+
+/** The fences a tracker is in, for its tooltip: names, at most a few. */
+function fencesRow(trackerId) {
+  const { fences: ids, loaded } = memberships.of(trackerId);
+  if (ids.length === 0) return loaded ? "none" : "…";
+  const names = ids.map(fenceNameOf).sort((a, b) => a.localeCompare(b));
+  const shown = names.slice(0, TOOLTIP_MAX_FENCES).join(", ");
+  return names.length > TOOLTIP_MAX_FENCES ? `${shown} and ${names.length - TOOLTIP_MAX_FENCES} more` : shown;
+}
+
 // --- Tooltip -----------------------------------------------------------------
 
 let hoveredId = null;
@@ -85,6 +119,7 @@ function refreshTooltip() {
     ["Speed", formatSpeed(known?.speed ?? tracker.speed)],
     ["Updated", `${formatAge(tracker.timestamp, now)} · ${formatClock(tracker.timestamp)}`],
     ["Status", statusRule.labels[trackerStatus(tracker.timestamp, now, statusRule)]],
+    ["Geofences", fencesRow(tracker.id)],
   ]);
 }
 
@@ -94,7 +129,10 @@ function hoverAt(containerPoint) {
   if (id !== hoveredId) {
     hoveredId = id;
     layer.setHovered(id);
-    if (id) details.refresh(id, DETAILS_MAX_AGE_MS);
+    if (id) {
+      details.refresh(id, DETAILS_MAX_AGE_MS);
+      memberships.refresh(id, VISITS_MAX_AGE_MS);
+    }
   }
   shell.classList.toggle("over-tracker", id !== null);
   refreshTooltip();
@@ -123,6 +161,10 @@ function drawFrame() {
 
 const frames = new FrameLoop(drawFrame, { maxGapMs: FRAME_MAX_GAP_MS });
 details.addEventListener("loaded", () => frames.request());
+memberships.addEventListener("changed", (event) => {
+  if (event.detail === hoveredId) refreshTooltip();
+  notices.renamed();
+});
 
 // --- Hub messages ------------------------------------------------------------
 
@@ -141,11 +183,29 @@ function onLocationUpdated(trackerId, latitude, longitude, timestamp) {
   frames.request();
 }
 
+/** Whether a tracker is on the map and inside the view (a hub message may hold its position still queued). */
+function inView(trackerId) {
+  const where = store.position(trackerId);
+  if (!where) return false;
+  const bounds = map.getBounds();
+  return bounds.contains([where.latitude, nearestLongitude(where.longitude, bounds.getCenter().lng)]);
+}
+
 function onGeofence(trackerId, geofenceId, entered) {
-  if (typeof trackerId !== "string") return;
+  if (typeof trackerId !== "string" || (typeof geofenceId !== "string" && !Number.isInteger(geofenceId))) return;
+  const fenceId = String(geofenceId);
+  memberships.crossed(trackerId, fenceId, entered);
+  if (!inView(trackerId)) return;
   store.flash(trackerId, FLASH_MS);
-  log.add(`${nameOf(trackerId)} ${entered ? "entered" : "left"} geofence ${String(geofenceId)}`);
+  notices.add({ trackerId, fenceId, entered, at: Date.now() });
+  // A fence not drawn here (its layer off, or not fetched yet): its name comes with the tracker's visits.
+  if (fences.nameOf(fenceId) === null) memberships.refresh(trackerId, 0);
   frames.request();
+}
+
+function onGeofencesChanged(geofenceIds) {
+  if (!Array.isArray(geofenceIds)) return;
+  fences.refresh();
 }
 
 // --- Cells -------------------------------------------------------------------
@@ -181,21 +241,31 @@ function updateCells() {
 
 // --- Hub ---------------------------------------------------------------------
 
+let hubWasLive = false;
+
 const hub = new LiveHub({
   url: config.hubUrl,
   handlers: {
     locationUpdated: onLocationUpdated,
     geofenceEntered: (trackerId, geofenceId) => onGeofence(trackerId, geofenceId, true),
     geofenceExited: (trackerId, geofenceId) => onGeofence(trackerId, geofenceId, false),
+    geofencesChanged: onGeofencesChanged,
   },
   onStatus: (status, detail) => {
     badge.setState(status, detail);
     if (status !== CONNECTION.live) subscription.disconnected();
   },
-  onConnected: (connection) =>
+  onConnected: (connection) => {
     subscription.connected((newCells, previousCells) =>
       connection.invoke("updateMapGridGroups", newCells, previousCells),
-    ),
+    );
+    // Whatever changed while the hub was away was not said: read it again.
+    if (hubWasLive) {
+      fences.refresh();
+      memberships.missedSome();
+    }
+    hubWasLive = true;
+  },
 });
 
 // --- Events and timers: everything they call exists now -----------------------
@@ -223,6 +293,7 @@ setInterval(() => {
 }, TOOLTIP_EVERY_MS);
 
 updateCells();
+fences.refresh();
 hub.start();
 
 // --- Test hooks (read-only) --------------------------------------------------
@@ -239,4 +310,5 @@ window.trackerMap = Object.freeze({
     })),
   cells: () => subscription.confirmed,
   status: () => hub.status,
+  fences: () => fences.drawn(),
 });

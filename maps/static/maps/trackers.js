@@ -22,7 +22,7 @@ const HEADING_MIN_METRES = 5;
 export class TrackerStore {
   /** @type {Map<string, Tracker>} */
   #trackers = new Map();
-  /** @type {Map<string, {id: string, latitude: number, longitude: number, timestamp: number, orderedAt: number}>} */
+  /** @type {Map<string, {id: string, latitude: number, longitude: number, timestamp: number, orderedAt: number, flashUntil?: number}>} */
   #pending = new Map();
 
   get size() {
@@ -48,7 +48,9 @@ export class TrackerStore {
   enqueue(update, receivedAt = Date.now()) {
     const ordered = { ...update, orderedAt: Math.min(update.timestamp, receivedAt) };
     const queued = this.#pending.get(update.id);
-    if (!queued || standsLater(ordered, queued)) this.#pending.set(update.id, ordered);
+    if (queued && !standsLater(ordered, queued)) return;
+    if (queued?.flashUntil) ordered.flashUntil = queued.flashUntil;
+    this.#pending.set(update.id, ordered);
   }
 
   /**
@@ -60,10 +62,11 @@ export class TrackerStore {
     for (const update of this.#pending.values()) {
       const tracker = this.#trackers.get(update.id);
       if (!tracker) {
-        this.#trackers.set(update.id, { ...update, heading: null, speed: null, flashUntil: 0 });
+        this.#trackers.set(update.id, { ...update, heading: null, speed: null, flashUntil: update.flashUntil ?? 0 });
         added.push(update.id);
-      } else if (standsLater(update, tracker)) {
-        moveTracker(tracker, update);
+      } else {
+        if (standsLater(update, tracker)) moveTracker(tracker, update);
+        if (update.flashUntil > tracker.flashUntil) tracker.flashUntil = update.flashUntil;
       }
     }
     this.#pending.clear();
@@ -85,9 +88,17 @@ export class TrackerStore {
     return removed;
   }
 
-  /** Mark a tracker to flash (a geofence event) for `ms`; false if it is not on the map. */
+  /**
+   * Where a tracker is: its queued position if one is waiting (a hub message
+   * carries a crossing right after its position), else the one shown; undefined if neither.
+   */
+  position(id) {
+    return this.#pending.get(id) ?? this.#trackers.get(id);
+  }
+
+  /** Mark a tracker to flash (a geofence event) for `ms`; false if it is not on the map nor queued for it. */
   flash(id, ms, now = performance.now()) {
-    const tracker = this.#trackers.get(id);
+    const tracker = this.#pending.get(id) ?? this.#trackers.get(id);
     if (!tracker) return false;
     tracker.flashUntil = now + ms;
     return true;

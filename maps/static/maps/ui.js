@@ -1,5 +1,4 @@
-// The page's small controls: connection badge, zoom hint, tooltip and event
-// log. Built with textContent and createElement only; no HTML from data.
+// The page's small controls: connection badge, zoom hint and tooltip. Built with textContent and createElement only; no HTML from data.
 
 const STATUS_TEXT = {
   connecting: "Connecting…",
@@ -71,23 +70,6 @@ export function tooltip(element, container) {
     },
     hide() {
       element.hidden = true;
-    },
-  };
-}
-
-/** A short log of recent events, newest first. */
-export function eventLog(list, maxItems = 6) {
-  return {
-    add(text) {
-      const item = document.createElement("li");
-      const time = document.createElement("time");
-      const now = new Date();
-      time.dateTime = now.toISOString();
-      time.textContent = formatClock(now.getTime());
-      item.append(time, document.createTextNode(` ${text}`));
-      list.prepend(item);
-      while (list.children.length > maxItems) list.lastElementChild.remove();
-      list.hidden = false;
     },
   };
 }
