@@ -457,3 +457,35 @@ def test_a_segment_finds_the_fences_it_passes_through_and_no_other() -> None:
     assert MANY_FENCES.crossed_by(start=(59.5, 23.0), end=(59.5, 24.2)) == {"circle"}
     # Past the corner of its box, outside the circle itself.
     assert MANY_FENCES.crossed_by(start=(59.66, 24.78), end=(59.7, 24.9)) == set()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pairs=st.lists(
+        st.tuples(
+            st.sampled_from(
+                ["square", "date line", "circle", "pole circle", "dateline circle", "gone"]
+            ),
+            st.floats(-90, 90),
+            st.floats(-360, 360),
+        ),
+        max_size=30,
+    ),
+    margin=st.sampled_from([0.0, 40.0, 5_000.0]),
+)
+def test_many_exit_margins_at_once_agree_with_one_at_a_time(
+    pairs: list[tuple[str, float, float]], margin: float
+) -> None:
+    many = MANY_FENCES.beyond_many(
+        [key for key, _, _ in pairs],
+        latitudes=[lat for _, lat, _ in pairs],
+        longitudes=[lon for _, _, lon in pairs],
+        margin_m=margin,
+    )
+    one_at_a_time = []
+    for key, lat, lon in pairs:
+        fence = MANY_FENCES.get(key)
+        one_at_a_time.append(
+            fence is None or fence.is_beyond(latitude=lat, longitude=lon, margin_m=margin)
+        )
+    assert many == one_at_a_time

@@ -450,6 +450,49 @@ class FenceIndex(Generic[K]):
     def get(self, key: K) -> Fence | None:
         return self._fences.get(key)
 
+    def beyond_many(
+        self,
+        keys: Sequence[K],
+        *,
+        latitudes: Sequence[float],
+        longitudes: Sequence[float],
+        margin_m: float,
+    ) -> list[bool]:
+        """``Fence.is_beyond`` for many (fence, point) pairs at once: whether
+        each point is more than ``margin_m`` outside its fence (True for a key
+        no longer in the index), measured with one geodesic call for all."""
+        count = len(keys)
+        if not count:
+            return []
+        present = [
+            (n, fence) for n, key in enumerate(keys) if (fence := self._fences.get(key)) is not None
+        ]
+        beyond = [True] * count
+        if not present:
+            return beyond
+        known = [n for n, _ in present]
+        lats = np.asarray(latitudes, dtype=float)[known]
+        lons = np.asarray(longitudes, dtype=float)[known]
+        centre_lons = np.array([fence.centre[0] for _, fence in present])
+        centre_lats = np.array([fence.centre[1] for _, fence in present])
+        azimuths, _, measured = _GEOD.inv(centre_lons, centre_lats, lons, lats)
+        angles = np.radians(np.asarray(azimuths))
+        distances = np.asarray(measured)
+        radii = np.array([fence.radius_m or 0.0 for _, fence in present])
+        result = distances - radii > margin_m
+        polygons = [m for m, (_, fence) in enumerate(present) if fence.plane is not None]
+        if polygons:
+            shapes = np.empty(len(polygons), dtype=object)
+            shapes[:] = [present[m][1].plane for m in polygons]
+            points = shapely.points(
+                distances[polygons] * np.sin(angles[polygons]),
+                distances[polygons] * np.cos(angles[polygons]),
+            )
+            result[polygons] = ~np.asarray(shapely.dwithin(shapes, points, margin_m), dtype=bool)
+        for n, value in zip(known, result.tolist(), strict=True):
+            beyond[n] = value
+        return beyond
+
     def containing(self, *, latitude: float, longitude: float) -> frozenset[K]:
         """The keys of the fences the point is inside or on the boundary of."""
         point = shapely.Point(wrap_longitude(longitude), latitude)

@@ -214,11 +214,9 @@ def detect(
     if not ahead:
         return [], {}
     positions = [event for moves in ahead.values() for event in moves]
-    inside_each = iter(
-        fences.containing_many(
-            latitudes=[event.latitude for event in positions],
-            longitudes=[event.longitude for event in positions],
-        )
+    containing = fences.containing_many(
+        latitudes=[event.latitude for event in positions],
+        longitudes=[event.longitude for event in positions],
     )
     stays: dict[uuid.UUID, dict[int, _Stay]] = {}
     unknown = []
@@ -230,6 +228,8 @@ def detect(
             stays[tracker_id] = known
     if unknown:
         stays.update(_open_stays(unknown))
+    beyond = _measure_exits(ahead, containing, stays, fences=fences, rules=rules)
+    inside_each = iter(containing)
     changes = _Changes()
     crossings: list[Crossing] = []
     after: dict[uuid.UUID, tuple[Key, dict[int, _Stay]]] = {}
@@ -256,6 +256,7 @@ def detect(
                     fences=fences,
                     rules=rules,
                     changes=changes,
+                    beyond=beyond,
                 )
             previous = (event.latitude, event.longitude, event.timestamp)
         last = moves[-1]
@@ -267,6 +268,41 @@ def detect(
         if inside.get(geofence_id) is stay:
             inside[geofence_id] = replace(stay, pk=pk)
     return crossings, after
+
+
+def _measure_exits(
+    ahead: dict[uuid.UUID, list[LocationEvent]],
+    containing: list[frozenset[int]],
+    stays: dict[uuid.UUID, dict[int, _Stay]],
+    *,
+    fences: FenceIndex[int],
+    rules: Rules,
+) -> dict[tuple[int, int], bool]:
+    """Whether each position is beyond the exit margin of each fence its
+    tracker may be inside then without the position being in it: every
+    fence the tracker was in before the batch or entered at an earlier
+    position of it (more than judging needs, never less), measured in one
+    go. Keyed by ``(id(event), geofence id)``."""
+    pairs: list[tuple[LocationEvent, int]] = []
+    inside_each = iter(containing)
+    for tracker_id, moves in ahead.items():
+        possible = set(stays.get(tracker_id, ()))
+        for event in moves:
+            now_inside = next(inside_each)
+            pairs += [(event, geofence_id) for geofence_id in possible - now_inside]
+            possible |= now_inside
+    if not pairs:
+        return {}
+    measured = fences.beyond_many(
+        [geofence_id for _, geofence_id in pairs],
+        latitudes=[event.latitude for event, _ in pairs],
+        longitudes=[event.longitude for event, _ in pairs],
+        margin_m=rules.exit_margin_m,
+    )
+    return {
+        (id(event), geofence_id): value
+        for (event, geofence_id), value in zip(pairs, measured, strict=True)
+    }
 
 
 def _moving_forward(
@@ -312,16 +348,15 @@ def _judge(
     fences: FenceIndex[int],
     rules: Rules,
     changes: _Changes,
+    beyond: dict[tuple[int, int], bool],
 ) -> list[Crossing]:
-    """One position of a tracker: update ``inside`` and ``changes``; return its crossings."""
+    """One position of a tracker: update ``inside`` and ``changes``; return its
+    crossings. ``beyond`` holds the exit margin measured (``_measure_exits``)."""
     at = event.timestamp
     crossings: list[Crossing] = []
     left: set[int] = set()
     for geofence_id in sorted(inside.keys() - now_inside):
-        fence = fences.get(geofence_id)
-        if fence is not None and not fence.is_beyond(
-            latitude=event.latitude, longitude=event.longitude, margin_m=rules.exit_margin_m
-        ):
+        if not beyond[id(event), geofence_id]:
             continue  # within the margin: still inside
         stay = inside.pop(geofence_id)
         left.add(geofence_id)
