@@ -26,7 +26,7 @@ help:
 	@echo "make run    - the live map with a simulated fleet at http://127.0.0.1:$(PORT)"
 	@echo "make test   - lint, type-check and run every test"
 	@echo "make format - format the code with ruff"
-	@echo "make bench  - the benchmarks, quick (under 5 minutes); make bench-full: under 20"
+	@echo "make bench  - the benchmarks, quick (under 6 minutes); make bench-full: under 20"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \

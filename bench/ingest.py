@@ -30,10 +30,12 @@ import argparse
 import contextlib
 import json
 import re
+import resource
 import sqlite3
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +68,15 @@ def run(*, quick: bool, scenario: str = "all") -> dict[str, Any]:
         if redis_url is None:
             raise RuntimeError("no Redis: start one or install redis-server")
         if scenario == "all":
-            figures["jsonl-sqlite"] = _consume_jsonl(
+            figures["jsonl-sqlite"] = consume_jsonl(
                 events_file, database=f"sqlite:///{work / 'ingest.sqlite3'}"
             )
         with common.scratch_postgres_database() as database:
-            figures["jsonl-postgres"] = _consume_jsonl(
+            figures["jsonl-postgres"] = consume_jsonl(
                 events_file, database=database, redis_url=redis_url
             )
         with common.scratch_postgres_database() as database:
-            figures["junk-postgres"] = _consume_jsonl(
+            figures["junk-postgres"] = consume_jsonl(
                 junk_file, database=database, redis_url=redis_url
             )
         clean = figures["jsonl-postgres"]["events_per_second"]
@@ -213,13 +215,27 @@ def _count(env: dict[str, str]) -> int:
         return int(row[0]) if row else 0
 
 
-def _consume_jsonl(path: Path, *, database: str, redis_url: str | None = None) -> dict[str, Any]:
+def consume_jsonl(
+    path: Path,
+    *,
+    database: str,
+    redis_url: str | None = None,
+    prepare: Callable[[dict[str, str]], None] | None = None,
+) -> dict[str, Any]:
+    """``consume_events --source jsonl`` of ``path`` into a migrated ``database``,
+    after ``prepare(env)`` (e.g. seeding it) when given: its figures."""
     if database.startswith("sqlite"):
         with contextlib.suppress(FileNotFoundError):
             Path(database.removeprefix("sqlite:///")).unlink()
     env = _env(database, redis_url)
     _migrate(env)
+    if prepare is not None:
+        prepare(env)
+    # The CPU the consumer process used (user and system), steadier than its
+    # rate on a shared machine; the database server's is not in it.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = common.manage(["consume_events", "--source", "jsonl", "--path", str(path)], env=env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise RuntimeError(f"consume_events failed: {result.stderr}")
     # "consume_events finished: A accepted (...), R rejected (N events in S s, E events/s)"
@@ -240,6 +256,9 @@ def _consume_jsonl(path: Path, *, database: str, redis_url: str | None = None) -
         "events_per_second": rate,
         "accepted_per_second": round(accepted * rate / events, 1),
         "stored": _count(env),
+        "consumer_cpu_seconds": round(
+            after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 3
+        ),
         "summary": summary,
     }
 

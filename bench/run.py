@@ -1,10 +1,10 @@
 """``make bench``: every benchmark on loopback, a table, and bench/results/latest.json.
 
-    python -m bench.run            # quick: under 5 minutes
+    python -m bench.run            # quick: under 6 minutes
     python -m bench.run --full     # full: under 20 minutes
     python -m bench.run --only ingest,fanout
 
-Each benchmark module (``bench.ingest``, ``bench.fanout``, ``bench.browser``)
+Each benchmark module (``bench.ingest``, ``bench.geofences``, ``bench.fanout``, ``bench.browser``)
 returns its figures; this collects them with the machine and the command that
 produced them. See BENCHMARKS.md for what each figure means.
 """
@@ -23,7 +23,7 @@ from typing import Any
 from bench import common
 from bench.common import Row
 
-BENCHMARKS = ("ingest", "fanout", "browser")
+BENCHMARKS = ("ingest", "geofences", "fanout", "browser")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from tests import support
 
 HELSINKI_CELL = [24, 60]
 NEW_YORK_CELL = [-75, 40]
+# What the hub sends about a tracker, each with the tracker's id first.
+TRACKER_TARGETS = ("locationUpdated", "geofenceEntered", "geofenceExited")
 
 
 @dataclass
@@ -62,18 +65,27 @@ def running_stack(redis_url: str, logs: Path, **settings: str) -> Iterator[Stack
 
 
 class Watcher:
-    """A pysignalr client joined to some cells, recording what it receives."""
+    """A pysignalr client joined to some cells, recording what it receives:
+    ``updates`` the ``locationUpdated`` arguments, ``received`` every tracker
+    message as ``(target, arguments)``, both in the order they arrived."""
 
     def __init__(self, url: str, *, headers: dict[str, str] | None = None) -> None:
         self.client = SignalRClient(f"{url}/api/signalr", headers=headers)
         self.updates: list[list[Any]] = []
+        self.received: list[tuple[str, list[Any]]] = []
         self.completion: asyncio.Future[CompletionMessage] = (
             asyncio.get_running_loop().create_future()
         )
         self.client.on("locationUpdated", self._on_location)
+        for target in TRACKER_TARGETS[1:]:
+            self.client.on(target, functools.partial(self._on_tracker_message, target))
 
     async def _on_location(self, arguments: list[Any]) -> None:
         self.updates.append(arguments)
+        self.received.append(("locationUpdated", arguments))
+
+    async def _on_tracker_message(self, target: str, arguments: list[Any]) -> None:
+        self.received.append((target, arguments))
 
     async def _on_completion(self, message: Any) -> None:
         if not self.completion.done():

@@ -4,6 +4,7 @@ SignalR client over Redis."""
 
 from __future__ import annotations
 
+import random
 import signal
 import subprocess
 import time
@@ -12,13 +13,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 from azure.eventhub import EventData, EventHubProducerClient
+from django.conf import settings
 
 from tests import support
 from tests.conftest import event_body
 from tests.eventhub_stub import EventHubStub
 from tests.hub_stack import HELSINKI_CELL, Stack, running_stack, watching
+from tracking.geofences import Fence, FenceIndex, crossings, parse_geojson_text
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
 
@@ -97,6 +101,18 @@ def consumer(stack: Stack, name: str) -> subprocess.Popen[bytes]:
     )
 
 
+def wait_until_two_consumers_share_the_partitions(stack: Stack) -> None:
+    support.wait_until(
+        lambda: (
+            count(stack, "EventHubOwnership.objects.values('owner_id').distinct().count()") == 2
+            and count(stack, "EventHubOwnership.objects.count()") == PARTITIONS
+        ),
+        interval=GENTLY,
+        timeout=30,
+        what="both consumers to own partitions",
+    )
+
+
 def stop(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGTERM)
     return process.wait(timeout=30)
@@ -163,15 +179,7 @@ def test_two_consumers_share_the_partitions_and_one_takes_over_when_the_other_di
     start = datetime.now(UTC) - timedelta(minutes=3)
     a, b = consumer(stack, "a"), consumer(stack, "b")
     try:
-        support.wait_until(
-            lambda: (
-                count(stack, "EventHubOwnership.objects.values('owner_id').distinct().count()") == 2
-                and count(stack, "EventHubOwnership.objects.count()") == PARTITIONS
-            ),
-            interval=GENTLY,
-            timeout=30,
-            what="both consumers to own partitions",
-        )
+        wait_until_two_consumers_share_the_partitions(stack)
         bodies, keys = fleet_events(40, 5, start=start)
         publish(hub, bodies, keys)
         support.wait_until(
@@ -309,3 +317,143 @@ def test_an_unreachable_hub_at_start_is_retried_with_a_log_line(
     finally:
         assert stop(process) == 0
     assert "event hub unreachable (attempt 1)" in (stack.logs / "consumer.log").read_text()
+
+
+# Fences crossed by the walks below: the two Helsinki sample fences, about 1.2 km apart.
+HELSINKI_FENCES = support.ROOT / "tracking/geofence_samples/helsinki.geojson"
+STATION, IGLOO = (24.94157, 60.17059), (24.92787, 60.17903)
+# A visit: (tracker id, fence id, entered, exited or None while inside).
+VisitRow = tuple[str, int, datetime, datetime | None]
+
+
+def walks_through_the_fences(
+    trackers: int, reports: int, *, start: datetime, seed: int
+) -> dict[str, list[tuple[datetime, float, float]]]:
+    """Each tracker's reports ``(at, latitude, longitude)``, one a second: back
+    and forth on the line through both fences' centres, from 360 m beyond one
+    to 360 m beyond the other, 30 to 50 m a report with a few metres of noise,
+    each from its own place on the line; so every tracker enters, leaves and
+    re-enters both fences several times."""
+    rng = random.Random(seed)
+    (east_lon, east_lat), (west_lon, west_lat) = STATION, IGLOO
+    d_lon, d_lat = west_lon - east_lon, west_lat - east_lat
+    walks: dict[str, list[tuple[datetime, float, float]]] = {}
+    for _ in range(trackers):
+        # Position on the line: 0 is 0.3 beyond the station, 1 is 0.3 beyond the fence.
+        step, place = rng.uniform(30, 50) / 1935, rng.random()
+        direction = rng.choice((-1, 1))
+        walk = []
+        for n in range(reports):
+            place += direction * step
+            if not 0 <= place <= 1:
+                direction, place = -direction, min(max(place, 0.0), 1.0)
+            along = place * 1.6 - 0.3
+            walk.append(
+                (
+                    start + timedelta(seconds=n),
+                    round(east_lat + along * d_lat + rng.gauss(0, 0.00003), 6),
+                    round(east_lon + along * d_lon + rng.gauss(0, 0.00006), 6),
+                )
+            )
+        walks[str(uuid.uuid4())] = walk
+    return walks
+
+
+def expected_visits(
+    walks: dict[str, list[tuple[datetime, float, float]]], fences: dict[int, Fence]
+) -> set[VisitRow]:
+    """The visits ``tracking.geofences.crossings`` finds over each tracker's
+    reports in order: ``(tracker, fence, entered, exited or None)``."""
+    index = FenceIndex(fences)
+    visits: set[VisitRow] = set()
+    for tracker_id, walk in walks.items():
+        inside: dict[int, datetime] = {}
+        for at, latitude, longitude in sorted(walk):
+            found = crossings(
+                index, frozenset(inside), latitude=latitude, longitude=longitude,
+                exit_margin_m=settings.GEOFENCE_EXIT_MARGIN_M,
+            )  # fmt: skip
+            for fence in found.exited:
+                visits.add((tracker_id, fence, inside.pop(fence), at))
+            inside.update((fence, at) for fence in found.entered)
+        visits.update((tracker_id, fence, entered, None) for fence, entered in inside.items())
+    return visits
+
+
+def stored_visits(stack: Stack) -> set[VisitRow]:
+    with psycopg.connect(stack.env["DATABASE_URL"]) as connection:
+        rows = connection.execute(
+            "SELECT tracker_id, geofence_id, entered_at, exited_at, pending FROM tracking_visit"
+        ).fetchall()
+    assert not any(row[4] for row in rows), "no minimum dwell is set: no visit is pending"
+    return {(str(row[0]), row[1], row[2], row[3]) for row in rows}
+
+
+def stored_positions(stack: Stack) -> int:
+    with psycopg.connect(stack.env["DATABASE_URL"]) as connection:
+        row = connection.execute("SELECT count(*) FROM tracking_position").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_crossings_are_neither_lost_nor_repeated_when_a_consumer_dies_mid_stream(
+    stack: Stack, hub: EventHubStub
+) -> None:
+    imported = support.manage(["import_geofences", str(HELSINKI_FENCES)], env=stack.env)
+    assert imported.returncode == 0, imported.stderr
+    with psycopg.connect(stack.env["DATABASE_URL"]) as connection:
+        rows = connection.execute("SELECT id, geojson FROM tracking_geofence").fetchall()
+    fences = {key: parse_geojson_text(text)[0].fence for key, text in rows}
+    walks = walks_through_the_fences(12, 180, start=datetime.now(UTC) - timedelta(hours=1), seed=7)
+    expected = expected_visits(walks, fences)
+    # The walks do what the test is about: every tracker enters, leaves and re-enters.
+    for tracker_id in walks:
+        entries = sorted(visit for visit in expected if visit[0] == tracker_id)
+        assert len(entries) >= 4 and {visit[1] for visit in entries} == set(fences)
+
+    def round_of(third: int) -> tuple[list[bytes], list[str]]:
+        bodies, keys = [], []
+        for tracker_id, walk in walks.items():
+            for at, latitude, longitude in walk[third * 60 : (third + 1) * 60]:
+                bodies.append(
+                    event_body(tracker_id=tracker_id, latitude=latitude, longitude=longitude, at=at)
+                )
+                keys.append(tracker_id)
+        return bodies, keys
+
+    env = {**stack.env, "EVENTHUB_BATCH_SIZE": "25"}  # many batches, many checkpoints
+    small_batches = Stack(url=stack.url, env=env, logs=stack.logs)
+    a, b = consumer(small_batches, "a"), consumer(small_batches, "b")
+    c = None
+    try:
+        wait_until_two_consumers_share_the_partitions(stack)
+        publish(hub, *round_of(0))
+        support.wait_until(
+            lambda: stored_positions(stack) == 720, timeout=30, what="the first 720 events"
+        )
+        publish(hub, *round_of(1))
+        support.wait_until(
+            lambda: stored_positions(stack) > 720, timeout=30, what="the second round to start"
+        )
+        a.kill()  # mid-stream, no goodbye: its partitions are taken over once its ownership expires
+        a.wait()
+        publish(hub, *round_of(2))
+        c = consumer(small_batches, "c")  # a restarted consumer claims its share again
+        support.wait_until(
+            lambda: stored_positions(stack) == 2160,
+            timeout=60,
+            what="the survivors to store all 2,160 events",
+        )
+        support.wait_until(
+            lambda: stored_visits(stack) == expected,
+            timeout=15,
+            what="the stored visits to be the crossings of each tracker's reports",
+        )
+    finally:
+        for process in (a, b, c):
+            if process is not None and process.poll() is None:
+                assert stop(process) == 0
+    visits = stored_visits(stack)
+    assert visits == expected, (sorted(visits - expected), sorted(expected - visits))
+    open_visits = [(tracker, fence) for tracker, fence, _, exited in visits if exited is None]
+    assert len(open_visits) == len(set(open_visits))
+    assert count(stack, "RejectedEvent.objects.count()") == 0

@@ -9,9 +9,11 @@ within the process; with ``REDIS_URL`` and ``DATABASE_URL`` set it uses those.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import secrets
 import socket
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -26,8 +28,12 @@ from tracking.ingest.pipeline import Pipeline, consume
 from tracking.ingest.sources.simulator import SimulatorSource
 from tracking.ingest.store import register_trackers
 from tracking.management.simulator_options import add_simulator_arguments, fleet_from_options
+from tracking.models import Geofence
 
 logger = logging.getLogger("tracking.demo")
+
+SAMPLE_GEOFENCES = Path(__file__).resolve().parents[2] / "geofence_samples" / "helsinki.geojson"
+"""The mirrored sample's fences (MIT, see NOTICE.md beside them)."""
 
 
 class Command(BaseCommand):
@@ -49,6 +55,7 @@ class Command(BaseCommand):
         register_trackers(
             trackers=[(tracker.tracker_id, tracker.name) for tracker in fleet.trackers]
         )
+        seed_geofences()
         self._ensure_admin()
         source = SimulatorSource(
             fleet=fleet,
@@ -119,6 +126,20 @@ class Command(BaseCommand):
             websocket_max_frame_size=65536,
         ).run()
         self.stdout.write("demo stopped")
+
+
+def seed_geofences(path: Path = SAMPLE_GEOFENCES) -> None:
+    """Import the fences of ``path`` with ``import_geofences`` when the database
+    has none, so a fresh demo shows crossings; an operator's fences are kept."""
+    if Geofence.objects.exists():
+        return
+    call_command("import_geofences", str(path), stdout=io.StringIO())
+    names = ", ".join(Geofence.objects.order_by("name").values_list("name", flat=True))
+    logger.info(
+        "no geofences yet: seeded %s from %s (MIT, see its NOTICE.md)",
+        names,
+        path.relative_to(settings.BASE_DIR) if path.is_relative_to(settings.BASE_DIR) else path,
+    )
 
 
 def _check_can_listen(host: str, port: int) -> None:
