@@ -35,6 +35,7 @@ ends at the tracker's next position.
 from __future__ import annotations
 
 import logging
+import operator
 import time
 import uuid
 from collections import defaultdict
@@ -246,18 +247,19 @@ def detect(
         inside = dict(stays.get(tracker_id, ()))
         for event in moves:
             now_inside = next(inside_each)
-            if not (plain and inside.keys() == now_inside):
-                crossings += _judge(
-                    tracker_id,
-                    event,
-                    now_inside,
-                    inside,
-                    previous,
-                    fences=fences,
-                    rules=rules,
-                    changes=changes,
-                    beyond=beyond,
-                )
+            if plain and inside.keys() == now_inside:
+                continue  # (plain: no segment to check, so no previous position needed)
+            crossings += _judge(
+                tracker_id,
+                event,
+                now_inside,
+                inside,
+                previous,
+                fences=fences,
+                rules=rules,
+                changes=changes,
+                beyond=beyond,
+            )
             previous = (event.latitude, event.longitude, event.timestamp)
         last = moves[-1]
         after[tracker_id] = ((last.ordered_at, last.timestamp), inside)
@@ -318,6 +320,10 @@ def _moving_forward(
         if before is None:
             continue  # not a tracker whose position may move (inactive, unknown)
         floor = before.key()
+        keys = [(event.ordered_at, event.timestamp) for event in group]
+        if (floor is None or keys[0] > floor) and all(map(operator.lt, keys, keys[1:])):
+            ahead[tracker_id] = group  # in order already, each once: a live stream
+            continue
         keyed: dict[Key, LocationEvent] = {}
         for event in group:
             key = (event.ordered_at, event.timestamp)
