@@ -291,8 +291,10 @@ def _measure_exits(
         possible = set(stays.get(tracker_id, ()))
         for event in moves:
             now_inside = next(inside_each)
-            pairs += [(event, geofence_id) for geofence_id in possible - now_inside]
-            possible |= now_inside
+            if possible:
+                pairs += [(event, geofence_id) for geofence_id in possible - now_inside]
+            if now_inside:
+                possible |= now_inside
     if not pairs:
         return {}
     measured = fences.beyond_many(
