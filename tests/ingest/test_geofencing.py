@@ -24,7 +24,7 @@ from tracking.ingest.geofencing import FenceSet
 from tracking.ingest.pipeline import Pipeline
 from tracking.ingest.sources import RawEvent
 from tracking.ingest.store import BatchResult, parse_batch, store_batch
-from tracking.models import Geofence, Tracker, Visit
+from tracking.models import Geofence, Position, Tracker, Visit
 from tracking.positions import Crossing, LatestPosition
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -270,6 +270,22 @@ def test_a_fence_switched_off_ends_its_visits_at_the_next_position() -> None:
     assert kinds(feed.batch((tracker, east_of_centre(0), at(1)))) == [("exited", fence.pk)]
     assert kinds(feed.batch((tracker, east_of_centre(0), at(2)))) == []
     assert visits(tracker) == [(fence.pk, at(0), at(1))]
+
+
+def test_a_fence_deleted_before_the_consumer_reloads_makes_no_crossing_and_loses_no_event() -> None:
+    """Between a delete and the next reload the index still holds the fence:
+    an entry into it is not stored (its visit would have no fence) nor sent,
+    and the position is stored as any other."""
+    fence = square("Depot", half_m=200)
+    tracker = uuid.uuid4()
+    feed = Feeder()
+    feed.fences.reload_seconds = 3_600
+    feed.batch((tracker, east_of_centre(-500), at(0)))
+    fence.delete()
+    result = feed.batch((tracker, east_of_centre(0), at(1)))
+    assert (result.accepted, result.rejected, kinds(result)) == (1, 0, [])
+    assert Position.objects.filter(tracker_id=tracker).count() == 2
+    assert visits(tracker) == []
 
 
 def test_a_fence_added_while_running_is_checked_from_then_on() -> None:

@@ -22,7 +22,7 @@ from django.db import connection
 
 from tracking.events import LocationEvent
 from tracking.grid import Cell
-from tracking.models import Position, Tracker, Visit
+from tracking.models import Geofence, Position, Tracker, Visit
 
 # Rows per statement on SQLite: well below its limit on parameters.
 ROWS_PER_STATEMENT = 500
@@ -381,3 +381,17 @@ def insert_visits(
             )
             ids += [pk for (pk,) in cursor.fetchall()]
     return ids
+
+
+def hold_geofences(ids: set[int]) -> set[int]:
+    """Which of the geofences ``ids`` exist, each kept from being deleted until
+    the commit (on PostgreSQL ``FOR KEY SHARE``, what a visit's foreign key
+    would take; SQLite's one writer at a time holds the whole database)."""
+    table = connection.ops.quote_name(Geofence._meta.db_table)
+    lock = " FOR KEY SHARE" if _postgres() else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {table} WHERE id IN ({', '.join(['%s'] * len(ids))}){lock}",
+            sorted(ids),
+        )
+        return {pk for (pk,) in cursor.fetchall()}

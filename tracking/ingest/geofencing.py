@@ -263,6 +263,17 @@ def detect(
             previous = (event.latitude, event.longitude, event.timestamp)
         last = moves[-1]
         after[tracker_id] = ((last.ordered_at, last.timestamp), inside)
+    gone = _deleted_meanwhile(changes, crossings)
+    if gone:
+        # Deleted since this process last loaded the fences: their visits went
+        # with them, so none is written and nothing is said of them.
+        crossings = [crossing for crossing in crossings if crossing.geofence_id not in gone]
+        changes.created = {
+            key: made for key, made in changes.created.items() if made[1] not in gone
+        }
+        for _, inside in after.values():
+            for geofence_id in gone & inside.keys():
+                del inside[geofence_id]
     created = _write(changes)
     # The stays made in this batch and still open get the ids the database gave them.
     for (tracker_id, geofence_id, stay, _), pk in created:
@@ -270,6 +281,16 @@ def detect(
         if inside.get(geofence_id) is stay:
             inside[geofence_id] = replace(stay, pk=pk)
     return crossings, after
+
+
+def _deleted_meanwhile(changes: _Changes, crossings: list[Crossing]) -> set[int]:
+    """The fences a batch touched that no longer exist; the others are held
+    (on PostgreSQL, ``FOR KEY SHARE``) so none can go before the batch commits."""
+    touched = {crossing.geofence_id for crossing in crossings}
+    touched |= {geofence_id for _, geofence_id, _, _ in changes.created.values()}
+    if not touched:
+        return set()
+    return touched - bulk.hold_geofences(touched)
 
 
 def _measure_exits(
