@@ -489,3 +489,27 @@ def test_many_exit_margins_at_once_agree_with_one_at_a_time(
             fence is None or fence.is_beyond(latitude=lat, longitude=lon, margin_m=margin)
         )
     assert many == one_at_a_time
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"", "not GeoJSON: empty"),
+        (
+            '{"type": "Feature", "geometry": ',
+            "not GeoJSON: not JSON (Expecting value at line 1, column 33)",
+        ),
+        (b"\x95\xd7 binary", "not GeoJSON: not UTF-8 text (byte 0 cannot be read)"),
+        (
+            '{"type": "Point", "coordinates": [24.9, 60.1]}',
+            "not a fence: a bare Point has no radius",
+        ),
+    ],
+)
+def test_text_that_is_not_a_fence_is_refused_in_words_not_python(
+    text: str | bytes, message: str
+) -> None:
+    with pytest.raises(FenceError) as refused:
+        parse_geojson_text(text)
+    assert str(refused.value).startswith(message)
+    assert "Error(" not in str(refused.value)

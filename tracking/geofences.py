@@ -169,10 +169,25 @@ class ParsedFence(NamedTuple):
 
 def parse_geojson_text(text: str | bytes) -> list[ParsedFence]:
     """The fences of a GeoJSON document (see ``parse_geojson``); ``FenceError`` if it is not JSON."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise FenceError(
+                f"not GeoJSON: not UTF-8 text (byte {error.start} cannot be read)"
+            ) from None
+    if not text.strip():
+        raise FenceError("not GeoJSON: empty")
     try:
         data = json.loads(text)
-    except (ValueError, TypeError, RecursionError) as error:
-        raise FenceError(f"not GeoJSON: not JSON ({_show(error)})") from None
+    except json.JSONDecodeError as error:
+        raise FenceError(
+            f"not GeoJSON: not JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+        ) from None
+    except (ValueError, TypeError, RecursionError):
+        raise FenceError(
+            "not GeoJSON: not JSON (nested too deeply, or a number too large)"
+        ) from None
     return parse_geojson(data)
 
 
@@ -195,6 +210,11 @@ def parse_geojson(data: object) -> list[ParsedFence]:
         return [_feature(data, "")]
     if kind in ("Polygon", "MultiPolygon"):
         return [ParsedFence("", {}, _polygon_fence(data, ""))]
+    if kind == "Point":
+        raise FenceError(
+            "not a fence: a bare Point has no radius; a circle is a Feature with a Point "
+            'geometry and a "radius" property in metres'
+        )
     raise FenceError(f"not GeoJSON: a fence is a Feature or FeatureCollection, not {_show(kind)}")
 
 

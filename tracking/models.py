@@ -338,6 +338,8 @@ class Geofence(models.Model):
     def clean(self) -> None:
         """Refuses a GeoJSON the parser refuses, with the parser's message."""
         super().clean()
+        if not self.geojson.strip():
+            return  # the field's own check says it is required
         try:
             self.parsed()
         except FenceError as error:
