@@ -4,8 +4,9 @@
                                        [--header "NAME: VALUE" ...]
 
 Joins the cell (numbered longitude first: [24, 60] holds Helsinki), prints the
-latest position of every tracker in it, then each update as it comes, until
-Ctrl-C (or --count updates). Where the map needs a signed-in user, it signs in
+latest position of every tracker in it, then each update as it comes (and
+each geofence a tracker there enters or leaves), until Ctrl-C (or --count
+position updates). Where the map needs a signed-in user, it signs in
 with the API token in the environment variable TRACKER_TOKEN. --header adds a
 header to every request (as curl's -H does).
 """
@@ -43,8 +44,22 @@ async def watch(url: str, cell: list[int], count: int | None, headers: dict[str,
         if count is not None and seen >= count:
             enough.set()
 
+    async def on_geofence(verb: str, arguments: list) -> None:
+        # geofenceEntered / geofenceExited(trackerId, geofenceId): the fence's
+        # name is GET /api/geofences (its "id").
+        if not enough.is_set():
+            tracker_id, geofence_id = arguments
+            print(f"          {tracker_id}  {verb} geofence {geofence_id}", flush=True)
+
+    async def on_fences_changed(arguments: list) -> None:
+        (geofence_ids,) = arguments
+        print(f"          geofences changed: {', '.join(geofence_ids)}", flush=True)
+
     client.on_open(on_open)
     client.on("locationUpdated", on_location)
+    client.on("geofenceEntered", lambda arguments: on_geofence("entered", arguments))
+    client.on("geofenceExited", lambda arguments: on_geofence("left", arguments))
+    client.on("geofencesChanged", on_fences_changed)
     # Ctrl-C (or SIGTERM) ends the watch as --count does: the client is stopped
     # and waited for, so it closes its connection before the program exits.
     loop = asyncio.get_running_loop()
