@@ -6,8 +6,8 @@ Redis: the one that answers at ``TEST_REDIS_URL``, ``REDIS_URL`` or
 127.0.0.1:6379, else a private ``redis-server``. PostgreSQL: the one at
 ``TEST_POSTGRES_URL`` if it answers, else a private cluster, after installing
 Debian's ``postgresql`` when its binaries are missing. The suite runs on
-PostgreSQL, then the database tests (``django_db and not slow``) run again on
-SQLite. What was started here is stopped and deleted at the end, also after a
+PostgreSQL, then the database tests that start no process and need no
+PostgreSQL (``django_db and not slow and not postgres``) run again on SQLite. What was started here is stopped and deleted at the end, also after a
 failure, Ctrl-C or SIGTERM. The exit code is pytest's.
 """
 
@@ -32,7 +32,7 @@ from tests import support
 
 DEFAULT_TEST_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/tracker"
 # What the second run repeats on SQLite: the database tests that start no process.
-SQLITE_MARKERS = "django_db and not slow"
+SQLITE_MARKERS = "django_db and not slow and not postgres"
 
 
 @dataclass(frozen=True)

@@ -436,6 +436,7 @@ async def test_crossing_records_follow_the_trackers_location_in_its_cell(
 # --- Two consumers moving the same tracker at once ----------------------------------------------
 
 
+@pytest.mark.postgres  # SQLite has one writer at a time: nothing runs at once there
 def test_two_consumers_on_one_tracker_at_once_neither_repeat_nor_lose_a_crossing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
