@@ -533,3 +533,24 @@ def test_format_timestamp_writes_seven_fractional_digits_and_z() -> None:
 def test_format_timestamp_refuses_a_naive_time() -> None:
     with pytest.raises(ValueError, match="naive"):
         format_timestamp(datetime(2026, 11, 26, 11, 12, 40))
+
+
+def test_the_commands_drive_the_same_fleet_each_time_unless_given_another_seed() -> None:
+    """A restarted demo (or simulator) on the same database carries on with its
+    trackers instead of registering a new fleet beside the old one."""
+    import argparse
+
+    from tracking.management.simulator_options import add_simulator_arguments, fleet_from_options
+
+    parser = argparse.ArgumentParser()
+    add_simulator_arguments(parser, trackers=12)  # type: ignore[arg-type]
+
+    def tracker_ids(*arguments: str) -> list[object]:
+        options = vars(parser.parse_args(list(arguments)))
+        return [tracker.tracker_id for tracker in fleet_from_options(options, start=START).trackers]
+
+    first_start = tracker_ids()
+    assert tracker_ids() == first_start
+    # A larger fleet keeps the trackers of the smaller one.
+    assert tracker_ids("--trackers", "20")[:12] == first_start
+    assert set(tracker_ids("--seed", "99")).isdisjoint(first_start)

@@ -9,6 +9,10 @@ from django.core.management.base import CommandError, CommandParser
 
 from tracking.simulation.fleet import Fleet, load_routes
 
+# The fleet every simulator command drives unless told otherwise: a restart
+# (of the demo, say) on the same database finds its trackers, not new ones.
+DEFAULT_SEED = 1
+
 
 def add_simulator_arguments(parser: CommandParser, *, trackers: int = 100) -> None:
     group = parser.add_argument_group("simulated fleet")
@@ -27,7 +31,16 @@ def add_simulator_arguments(parser: CommandParser, *, trackers: int = 100) -> No
     group.add_argument(
         "--speed", type=float, default=50.0, help="km/h along the route (default 50)"
     )
-    group.add_argument("--seed", type=int, default=None, help="the same seed drives the same fleet")
+    group.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help=(
+            "the same seed drives the same fleet: the same trackers (ids and names) on "
+            f"the same routes, so a restart carries on with them (default {DEFAULT_SEED}; "
+            "another seed, another fleet)"
+        ),
+    )
     group.add_argument(
         "--routes",
         default="",
