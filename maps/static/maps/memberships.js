@@ -3,6 +3,7 @@
 // page asks, and kept current by the hub's geofenceEntered/geofenceExited. A
 // crossing that arrives while a read is under way is applied again on top of
 // its answer, so a read that started before the crossing cannot undo it.
+// The latest few visits of the read are kept too, for the details panel.
 // Bounded: a few reads at a time, a short queue, and the trackers the page has
 // not asked about for longest forgotten first.
 

@@ -139,8 +139,10 @@ export class SelectedTracker extends EventTarget {
       status: typeof body.status === "string" ? body.status : "",
       readAt: Date.now(),
     };
-    this.#changed("info");
     if (isPosition(body)) this.#place(body.latitude, body.longitude, body.timestamp);
+    // Until it has moved far enough for a heading of its own, its marker points where the device says.
+    if (this.tracker && this.tracker.heading === null) this.tracker.heading = this.info.heading;
+    this.#changed("info");
   }
 
   async #readTrail(id) {

@@ -252,6 +252,10 @@ export function bindSelection({
         timestamp: selected.tracker.timestamp,
       },
       trail: trail.drawn(),
+      // Whether its marker is drawn where it is (the layer's last drawing holds it there).
+      marker:
+        selected.tracker !== null &&
+        layer.nearest(map.latLngToContainerPoint(placeOf(selected.tracker)), 1) === selected.id,
     }),
   };
 }
