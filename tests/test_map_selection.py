@@ -452,3 +452,90 @@ def test_any_hash_leaves_the_page_working(live: LiveDemo, reports: Reports, page
     wait_for_panel(page, "Courier 17")
     assert page.evaluate("window.trackerMap.status()") == "live"
     assert page.errors == []
+
+
+def test_the_trail_goes_the_short_way_round_and_links_old_and_new_are_read(
+    live: LiveDemo, page: Any
+) -> None:
+    open_map(page, live.url + HELSINKI_VIEW)
+    answers = page.evaluate(
+        """async () => {
+          const base = document.querySelector('script[type="module"][src$="/map.js"]').src;
+          const { TrailPoints, TrailLayer } = await import(new URL("trail.js", base).href);
+          const { parseViewHash, formatViewHash } = await import(new URL("view-hash.js", base).href);
+          const { map } = window.trackerMap;
+          const lngs = (layer) => layer.drawn().map(([, lng]) => Math.round(lng * 100) / 100);
+          const at = (longitude, timestamp) => ({ latitude: -16.75, longitude, timestamp });
+
+          map.setView([-16.75, 179.95], 12, { animate: false });
+          const points = new TrailPoints({ maxAgeMs: 600000, maxPoints: 5 });
+          points.addHistory([at(179.98, 1000), at(-179.99, 2000), at(179.99, 1500)]);
+          const layer = new TrailLayer(map, points);
+          layer.redraw();
+          const fromHistory = lngs(layer);
+          const grew = points.extend(at(-179.97, 3000));
+          layer.grew();
+          const older = points.extend(at(0, 2500));
+          const again = points.extend(at(-179.96, 3000));
+          const extended = lngs(layer);
+          map.setView([-16.75, -179.95], 12, { animate: false });
+          const fromTheOtherSide = lngs(layer);
+          for (let n = 1; n <= 4; n += 1) points.extend(at(-179.9 + n / 100, 3000 + n));
+          const capped = points.length;
+          points.extend(at(-179.5, 3004 + 600001));
+          const aged = points.length;
+          layer.clear();
+
+          const uuid = "5b0e2c1d-7f3a-4e8b-9c6d-2a1f0e9d8c7b";
+          const hashes = [
+            "#13/60.1699/24.9384",
+            `#13/60.1699/24.9384/t=${uuid}`,
+            `#13/60.1699/24.9384/t=${uuid.toUpperCase()}/follow`,
+            "#13/60.1699/24.9384/follow",
+            "#13/60.1699/24.9384/t=bus-42",
+            `#13/60.1699/24.9384/later=1/t=${uuid}`,
+            "#13/91/24.9",
+            "#13/60.17",
+            "#//",
+            "",
+          ];
+          return {
+            fromHistory, grew, older, again, extended, fromTheOtherSide, capped, aged,
+            cleared: layer.drawn().length,
+            parsed: hashes.map(parseViewHash),
+            formatted: [
+              formatViewHash({ zoom: 13, latitude: 60.16991, longitude: 24.93842 }),
+              formatViewHash({ zoom: 13, latitude: 60.16991, longitude: 24.93842, tracker: uuid, follow: true }),
+              formatViewHash({ zoom: 5, latitude: 60.16991, longitude: 24.93842, tracker: null, follow: true }),
+            ],
+          };
+        }"""
+    )
+
+    assert answers["fromHistory"] == [179.98, 179.99, 180.01]
+    assert (answers["grew"], answers["older"], answers["again"]) == (True, False, False)
+    assert answers["extended"] == [179.98, 179.99, 180.01, 180.03]
+    assert answers["fromTheOtherSide"] == [-180.02, -180.01, -179.99, -179.97]
+    assert answers["capped"] == 5
+    assert answers["aged"] == 1
+    assert answers["cleared"] == 0
+    uuid_ = "5b0e2c1d-7f3a-4e8b-9c6d-2a1f0e9d8c7b"
+    view = {"zoom": 13, "latitude": 60.1699, "longitude": 24.9384}
+    assert answers["parsed"] == [
+        {**view, "tracker": None, "follow": False},
+        {**view, "tracker": uuid_, "follow": False},
+        {**view, "tracker": uuid_, "follow": True},
+        {**view, "tracker": None, "follow": False},
+        {**view, "tracker": None, "follow": False},
+        {**view, "tracker": uuid_, "follow": False},
+        None,
+        None,
+        None,
+        None,
+    ]
+    assert answers["formatted"] == [
+        "#13/60.1699/24.9384",
+        f"#13/60.1699/24.9384/t={uuid_}/follow",
+        "#5/60.17/24.94",
+    ]
+    assert page.errors == []

@@ -177,20 +177,24 @@ export function bindSelection({
   }
 
   selection.addEventListener("change", ({ detail }) => {
+    if (detail.following && detail.previous !== null && detail.id !== detail.previous) {
+      // Another tracker picked while following one: look at it, follow it only if asked.
+      selection.follow(false);
+    }
     if (detail.id !== selected.id) {
       selected.select(detail.id);
       trail.clear();
       layer.setSelected(null);
       revealWanted = false;
     }
-    zoomAboutCentre(detail.following);
+    zoomAboutCentre(selection.following);
     if (detail.id === null) {
       panel.hide();
       return;
     }
     memberships.refresh(detail.id, VISITS_MAX_AGE_MS);
     render(); // first: where the panel stands decides where the tracker is in sight
-    if (detail.following) centre();
+    if (selection.following) centre();
     else if (detail.reveal) reveal();
   });
 
