@@ -321,6 +321,14 @@ def test_a_link_reopens_the_selection_and_follow(
     wait_for_position(page, reports.send(courier, moved))
     page.wait_for_function(CENTRED, timeout=15_000)
 
+    # Picking another tracker looks at it without following it: the map does not run off after it.
+    other = new_tracker(live, "Courier 14b")
+    reports.send(other, (60.16900, 24.93700))
+    page.evaluate("(id) => window.trackerMap.select(id)", str(other))
+    wait_for_panel(page, "Courier 14b")
+    assert panel_rows(page)["follow"] == "false"
+    assert page.url.endswith(f"/t={other}")
+
     # Without /follow the selection opens and the view stays as the link has it.
     page.goto("about:blank")
     open_map(page, live.url + f"#14/60.1720/24.9400/t={courier}")

@@ -189,7 +189,10 @@ export function bindSelection({
     }
     zoomAboutCentre(selection.following);
     if (detail.id === null) {
+      // Focus in the panel (its close button, say) would be lost with it: give it to the map.
+      const hadFocus = panelRoot.contains(document.activeElement);
       panel.hide();
+      if (hadFocus) map.getContainer().focus();
       return;
     }
     memberships.refresh(detail.id, VISITS_MAX_AGE_MS);
