@@ -72,6 +72,8 @@ export function bindSelection({
   let revealWanted = false;
   /** Whether a flight (ours) is under way: following waits for it to land. */
   let flying = false;
+  /** The tracker object the layer draws as selected (it moves in place). */
+  let onLayer = null;
 
   function inMarkersMode() {
     const bounds = map.getBounds();
@@ -184,6 +186,7 @@ export function bindSelection({
     if (detail.id !== selected.id) {
       selected.select(detail.id);
       trail.clear();
+      onLayer = null;
       layer.setSelected(null);
       revealWanted = false;
     }
@@ -203,7 +206,11 @@ export function bindSelection({
 
   selected.addEventListener("changed", ({ detail: { what } }) => {
     if (what === "position") {
-      layer.setSelected(selected.tracker);
+      // The layer holds the tracker itself, which moves in place: a new frame shows it moved.
+      if (onLayer !== selected.tracker) {
+        onLayer = selected.tracker;
+        layer.setSelected(onLayer);
+      }
       trail.grew();
       if (revealWanted) reveal();
       if (selection.following) centre();
