@@ -431,6 +431,31 @@ def test_on_a_phone_the_details_are_a_sheet_below_the_tracker(
         # The close button clears the selection.
         page.locator(".details-close").tap()
         page.wait_for_function("document.getElementById('tracker-details').hidden")
+
+        # A marker tapped low on the screen, where the sheet opens, is brought out from under it.
+        point = page.evaluate(
+            """(id) => {
+              const { map, trackers } = window.trackerMap;
+              const tracker = trackers().find((t) => t.id === id);
+              map.setView([tracker.latitude, tracker.longitude], 15, { animate: false });
+              map.panBy([0, -300], { animate: false });
+              return map.latLngToContainerPoint([tracker.latitude, tracker.longitude]);
+            }""",
+            str(courier),
+        )
+        assert point["y"] > 700
+        page.touchscreen.tap(point["x"], point["y"])
+        wait_for_panel(page, "Courier 16 with a rather long name for a phone")
+        page.wait_for_function(
+            """() => {
+              const { map, selected } = window.trackerMap;
+              const { position } = selected();
+              const point = map.latLngToContainerPoint([position.latitude, position.longitude]);
+              return point.y < document.getElementById("tracker-details").getBoundingClientRect().top - 20;
+            }""",
+            timeout=15_000,
+        )
+        assert panel_rows(page)["follow"] == "false"
         assert errors == []
     finally:
         context.close()

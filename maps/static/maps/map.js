@@ -297,6 +297,7 @@ const selectionHooks = bindSelection({
   fencesOf: fencesRow,
   fenceNameOf,
   nameOf,
+  positionOf: (id) => store.position(id),
   isWatched: (latitude, longitude) =>
     hub.status === CONNECTION.live && subscription.keptKeys().has(cellKey(cellOf(grid, latitude, longitude))),
   cells: { grid, maxCells: config.maxCells },

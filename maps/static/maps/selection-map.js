@@ -12,8 +12,6 @@ import { DetailsPanel, formatDegrees, formatHeading, formatWhen } from "./tracke
 import { TrailLayer } from "./trail.js";
 import { formatSpeed } from "./ui.js";
 
-const L = window.L;
-
 /** How near a click must be to a marker to select it, in CSS pixels (a finger is less precise than a mouse). */
 const CLICK_PIXELS = 14;
 /** How often the selected tracker is read from the API while the hub says nothing of it (the contract's 2 s). */
@@ -25,6 +23,8 @@ const VISITS_AFTER_CROSSING_MS = 1000;
 /** The zoom a flight lands at when the view is too far out for markers: a city. */
 const CITY_ZOOM = 13;
 const FOLLOW_PAN_SECONDS = 0.5;
+/** A marker this close to the details panel counts as under it. */
+const PANEL_MARGIN_PIXELS = 16;
 /** Leaflet's own flights across a continent take several seconds: an operator looking for a tracker wants it sooner. */
 const FLIGHT_SECONDS = 1.5;
 const ZOOM_HANDLERS = ["scrollWheelZoom", "doubleClickZoom", "touchZoom"];
@@ -41,6 +41,8 @@ const ZOOM_HANDLERS = ["scrollWheelZoom", "doubleClickZoom", "touchZoom"];
  * @param {(trackerId: string) => string} parts.fencesOf  the fences a tracker is in now, in words
  * @param {(fenceId: string) => string} parts.fenceNameOf
  * @param {(trackerId: string) => string} parts.nameOf  a name until the API's answer comes
+ * @param {(trackerId: string) => {latitude: number, longitude: number, timestamp: number}|undefined} parts.positionOf
+ *   where the map has the tracker now, if it has it
  * @param {(latitude: number, longitude: number) => boolean} parts.isWatched  whether the hub sends positions there now
  * @param {{grid: ReturnType<import("./grid.js").gridOf>, maxCells: number}} parts.cells
  * @param {() => void} parts.redraw  ask for a frame
@@ -57,6 +59,7 @@ export function bindSelection({
   fencesOf,
   fenceNameOf,
   nameOf,
+  positionOf,
   isWatched,
   cells,
   redraw,
@@ -103,12 +106,23 @@ export function bindSelection({
     return map.unproject(map.project(latLng, zoom).add([0, shift]), zoom);
   }
 
-  function inSight(tracker) {
-    const uncovered = L.latLngBounds(
-      map.containerPointToLatLng([0, uncoveredHeight()]),
-      map.containerPointToLatLng([map.getSize().x, 0]),
+  /** Whether the tracker's marker is under the details panel (or just beside it). */
+  function underPanel(tracker) {
+    if (panelRoot.hidden) return false;
+    const box = map.getContainer().getBoundingClientRect();
+    const panelBox = panelRoot.getBoundingClientRect();
+    const point = map.latLngToContainerPoint(placeOf(tracker));
+    const x = box.left + point.x;
+    const y = box.top + point.y;
+    const margin = PANEL_MARGIN_PIXELS;
+    return (
+      x > panelBox.left - margin && x < panelBox.right + margin && y > panelBox.top - margin && y < panelBox.bottom + margin
     );
-    return uncovered.contains(placeOf(tracker)) && inMarkersMode();
+  }
+
+  /** Whether the tracker is in the view, at a zoom where markers show. */
+  function inView(tracker) {
+    return map.getBounds().contains(placeOf(tracker)) && inMarkersMode();
   }
 
   function flyTo(tracker) {
@@ -118,18 +132,27 @@ export function bindSelection({
     map.flyTo(centreFor(placeOf(tracker), zoom), zoom, { animate: !reducedMotion.matches, duration: FLIGHT_SECONDS });
   }
 
-  /** Bring the tracker into sight if it is not (or as soon as its position is known). */
+  /** Bring the tracker into sight if it is not (or as soon as its position is known): fly to it, or pan it from under the panel. */
   function reveal() {
     const tracker = selected.tracker;
     revealWanted = tracker === null;
-    if (tracker && !inSight(tracker)) flyTo(tracker);
+    if (!tracker) return;
+    if (inView(tracker)) uncover();
+    else flyTo(tracker);
+  }
+
+  /** A marker picked where its panel then opens (a phone's sheet, the right edge): bring it out from under. */
+  function uncover() {
+    const tracker = selected.tracker;
+    if (!tracker || flying || !underPanel(tracker)) return;
+    map.panTo(centreFor(placeOf(tracker), map.getZoom()), { animate: !reducedMotion.matches });
   }
 
   /** Keep the followed tracker in the middle: a short pan, or a flight when it is out of sight. */
   function centre() {
     const tracker = selected.tracker;
     if (!tracker || flying) return;
-    if (!inSight(tracker)) {
+    if (!inView(tracker)) {
       flyTo(tracker);
       return;
     }
@@ -183,12 +206,16 @@ export function bindSelection({
       // Another tracker picked while following one: look at it, follow it only if asked.
       selection.follow(false);
     }
-    if (detail.id !== selected.id) {
+    const picked = detail.id !== selected.id;
+    if (picked) {
       selected.select(detail.id);
       trail.clear();
       onLayer = null;
       layer.setSelected(null);
       revealWanted = false;
+      // Where the map has it already, so the panel and the halo need not wait for its next report.
+      const known = detail.id === null ? undefined : positionOf(detail.id);
+      if (known) selected.heard(detail.id, known.latitude, known.longitude, known.timestamp);
     }
     zoomAboutCentre(selection.following);
     if (detail.id === null) {
@@ -201,7 +228,7 @@ export function bindSelection({
     memberships.refresh(detail.id, VISITS_MAX_AGE_MS);
     render(); // first: where the panel stands decides where the tracker is in sight
     if (selection.following) centre();
-    else if (detail.reveal) reveal();
+    else if (detail.reveal || picked) reveal();
   });
 
   selected.addEventListener("changed", ({ detail: { what } }) => {
