@@ -171,19 +171,21 @@ export function bindSelection({
     const id = selected.id;
     if (id === null) return;
     const now = Date.now();
-    const { tracker, info } = selected;
+    const { tracker, info, missing } = selected;
     const statusKey = tracker ? trackerStatus(tracker.timestamp, now, statusRule) : info?.status || "never";
+    // Before the first answer nothing is known yet ("…"); with an answer and no position, there is none.
+    const noPosition = missing ? "—" : info ? "none" : null;
     const { visits, loaded } = memberships.recentVisits(id);
     panel.show({
       id,
       name: info?.name || nameOf(id),
-      status: statusRule.labels[statusKey] ?? statusKey,
-      statusKey,
-      latitude: tracker ? formatDegrees(tracker.latitude) : info ? "none" : null,
-      longitude: tracker ? formatDegrees(tracker.longitude) : info ? "none" : null,
+      status: missing ? "not found" : (statusRule.labels[statusKey] ?? statusKey),
+      statusKey: missing ? "missing" : statusKey,
+      latitude: tracker ? formatDegrees(tracker.latitude) : noPosition,
+      longitude: tracker ? formatDegrees(tracker.longitude) : noPosition,
       speed: formatSpeed(info?.speed ?? tracker?.speed),
       heading: formatHeading(tracker?.heading ?? info?.heading),
-      updated: tracker ? `${formatAge(tracker.timestamp, now)} · ${formatWhen(tracker.timestamp, now)}` : info ? "never" : null,
+      updated: tracker ? `${formatAge(tracker.timestamp, now)} · ${formatWhen(tracker.timestamp, now)}` : noPosition,
       fences: fencesOf(id),
       visits: loaded
         ? visits.map((visit) => ({
@@ -193,7 +195,8 @@ export function bindSelection({
           }))
         : null,
       following: selection.following,
-      note: selected.missing
+      followable: !missing,
+      note: missing
         ? "No active tracker has this id: it was made inactive, or the link is wrong."
         : info && !tracker
           ? "It has not reported a position yet."
@@ -244,6 +247,8 @@ export function bindSelection({
       redraw();
     } else if (what === "trail") {
       trail.redraw();
+    } else if (what === "missing") {
+      selection.follow(false); // nothing to follow
     }
     render();
   });

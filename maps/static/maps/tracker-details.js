@@ -21,6 +21,7 @@ import { formatClock } from "./ui.js";
  * @property {string} fences          the geofences it is in now
  * @property {Array<{fence: string, when: string, inside: boolean}>|null} visits  latest first; null until read
  * @property {boolean} following
+ * @property {boolean} followable     false when there is nothing to follow (no such tracker)
  * @property {string} note            a sentence about the panel's data ("" when none)
  */
 
@@ -133,6 +134,7 @@ export class DetailsPanel {
     setText(this.#values.updated, view.updated ?? "…");
     setText(this.#values.fences, view.fences);
     this.#follow.setAttribute("aria-pressed", String(view.following));
+    this.#follow.disabled = !view.followable;
     setText(this.#follow, view.following ? "Following" : "Follow");
     this.#follow.title = view.following ? "Stop keeping the map centred on it" : "Keep the map centred on it";
     setText(this.#note, view.note);
