@@ -145,6 +145,7 @@ export const TrackerLayer = L.Layer.extend({
     let hovered = null;
     const selected = this._selected;
     let selectedMarker = null;
+    let selectedFlashUntil = 0; // a crossing flashes the map's own copy of the tracker
 
     const trackers = Array.from(this._source.trackers());
     if (selected) trackers.push(selected);
@@ -161,7 +162,10 @@ export const TrackerLayer = L.Layer.extend({
 
     for (const tracker of trackers) {
       const isSelected = tracker === selected;
-      if (selected && !isSelected && tracker.id === selected.id) continue; // drawn from the selection's copy
+      if (selected && !isSelected && tracker.id === selected.id) {
+        selectedFlashUntil = tracker.flashUntil;
+        continue; // drawn from the selection's copy
+      }
       const lng = nearestLongitude(tracker.longitude, centerLng);
       const point = map.latLngToLayerPoint([tracker.latitude, lng]);
       const x = point.x - this._origin.x;
@@ -178,6 +182,9 @@ export const TrackerLayer = L.Layer.extend({
       ys[count] = y;
       count += 1;
       if (x >= viewLeft && x <= viewRight && y >= viewTop && y <= viewBottom) visible += 1;
+    }
+    if (selectedMarker && selectedFlashUntil > nowFrame) {
+      flashes.push({ ...selectedMarker, tracker: { flashUntil: selectedFlashUntil } });
     }
     this._drawn = { ids, xs, ys, count };
     this._visibleCount = visible;
