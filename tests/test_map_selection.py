@@ -11,6 +11,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import IO, Any
 
@@ -165,7 +166,10 @@ CENTRED = """() => {
   const { map, selected } = window.trackerMap;
   const { position } = selected();
   if (!position) return false;
-  const point = map.latLngToContainerPoint([position.latitude, position.longitude]);
+  // The copy of its longitude beside the view's centre (the map may stand past 180 after crossing it).
+  const { lng } = map.getCenter();
+  const longitude = position.longitude + 360 * Math.round((lng - position.longitude) / 360);
+  const point = map.latLngToContainerPoint([position.latitude, longitude]);
   const size = map.getSize();
   return Math.abs(point.x - size.x / 2) < 2 && Math.abs(point.y - size.y / 2) < 2;
 }"""
@@ -261,6 +265,34 @@ def test_follow_keeps_a_moving_tracker_centred_across_a_cell_boundary(
     page.wait_for_function("!window.trackerMap.selected().following")
     assert panel_rows(page)["follow"] == "false"
     assert page.url.endswith(f"/t={courier}")
+    assert page.errors == []
+
+
+def test_a_followed_tracker_crosses_the_antimeridian_with_a_short_trail(
+    live: LiveDemo, reports: Reports, page: Any
+) -> None:
+    courier = new_tracker(live, "Courier 18")
+    # Eastwards along 16.75 S over Fiji's date line: 179.997 E to 179.997 W.
+    route = [(-16.75, 179.997 + 0.0015 * step) for step in range(5)]
+    route = [(lat, round(lng - 360 if lng >= 180 else lng, 6)) for lat, lng in route]
+    reports.send(courier, route[0])
+    open_map(page, live.url + f"#16/-16.7500/179.9970/t={courier}/follow")
+    wait_for_panel(page, "Courier 18")
+    page.wait_for_function(CENTRED, timeout=15_000)
+
+    for where in route[1:]:
+        wait_for_position(page, reports.send(courier, where))
+    page.wait_for_function(CENTRED, timeout=15_000)
+    page.wait_for_function("window.trackerMap.selected().trail.length === 5", timeout=15_000)
+
+    # Drawn step by step the short way round: no segment spans the world.
+    drawn = [lng for _, lng in selected(page)["trail"]]
+    steps = [later - earlier for earlier, later in pairwise(drawn)]
+    assert all(0 < step < 0.002 for step in steps), drawn
+    assert selected(page)["marker"]
+    assert page.url.endswith(f"/t={courier}/follow")
+    support.ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(support.ARTIFACTS / "map-selected-antimeridian.png"))
     assert page.errors == []
 
 
