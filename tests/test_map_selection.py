@@ -215,6 +215,12 @@ def test_clicking_a_marker_opens_its_details_which_follow_its_reports(
     support.ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(support.ARTIFACTS / "map-selected.png"))
 
+    # The id is one click from the clipboard.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.get_by_role("button", name="Copy id").click()
+    page.wait_for_function("document.querySelector('.details-copy').textContent === 'Copied'")
+    assert page.evaluate("navigator.clipboard.readText()") == str(courier)
+
     # Escape clears the selection: the panel, the trail and the link's selection go.
     page.keyboard.press("Escape")
     page.wait_for_function("document.getElementById('tracker-details').hidden")
