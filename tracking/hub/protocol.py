@@ -334,3 +334,17 @@ def geofence_exited(*, tracker_id: str, geofence_id: str) -> str:
 def geofences_changed(*, geofence_ids: Sequence[str]) -> str:
     """Fences were added, edited, switched on or off or deleted: refetch them."""
     return invocation("geofencesChanged", [list(geofence_ids)])
+
+
+def overview_updated(*, overview: dict[str, Any]) -> str:
+    """``overviewUpdated(overview)``: the counted trackers by area (docs/protocol.md §3.11)."""
+    return invocation("overviewUpdated", [overview])
+
+
+# How every record ``overview_updated`` writes begins.
+_OVERVIEW_PREFIX = '{"type":1,"target":"overviewUpdated",'
+
+
+def is_overview_record(record: str) -> bool:
+    """Whether ``record`` is an ``overviewUpdated`` record as ``overview_updated`` writes it."""
+    return record.startswith(_OVERVIEW_PREFIX)
