@@ -104,8 +104,8 @@ def test_a_position_at_latitude_90_is_counted_in_the_top_row() -> None:
 
 def test_the_areas_of_a_view_are_counted_as_the_cells_covering_a_viewport() -> None:
     request = parse(15, [-10.5, 40, 20, 50])
-    assert list(request.covering) == Grid(15).cells_covering(
-        west=-10.5, south=40, east=20, north=50
+    assert list(request.covering) == sorted(
+        Grid(15).cells_covering(west=-10.5, south=40, east=20, north=50)
     )
 
 

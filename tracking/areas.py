@@ -35,7 +35,8 @@ class InvalidOverviewRequest(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class OverviewRequest:
-    """What one connection watches: the areas of ``level`` degrees covering its view.
+    """What one connection watches: the areas of ``level`` degrees covering its
+    view, ordered by x, then y.
 
     Hashed once: every update groups the viewers by what they watch."""
 
@@ -88,7 +89,7 @@ def parse_overview_request(area_degrees: object, view: object) -> OverviewReques
             f"This view covers {len(covering)} areas of {level}°, more than the {MAX_AREAS} "
             "an overview may send; use larger areas."
         )
-    return OverviewRequest(level=level, covering=tuple(covering))
+    return OverviewRequest(level=level, covering=tuple(sorted(covering)))
 
 
 def _is_number(value: object) -> bool:
@@ -193,7 +194,5 @@ class Overview:
         return {
             "areaDegrees": request.level,
             "total": self.total,
-            "areas": [
-                areas[area].payload(area) for area in sorted(request.covering) if area in areas
-            ],
+            "areas": [areas[area].payload(area) for area in request.covering if area in areas],
         }

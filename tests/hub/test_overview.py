@@ -409,3 +409,23 @@ async def test_a_hostile_request_is_refused_with_a_sentence_and_the_connection_g
         )
         answered = await client.invoke("updateMapGridGroups", [[24, 60]], [])
         assert answered["result"]["cells"] == [[24, 60]]
+
+
+@given(
+    points=st.lists(
+        st.tuples(st.floats(-90, 90), st.floats(-180, 180, exclude_max=True)), max_size=40
+    ),
+    level=st.sampled_from(LEVELS),
+    west=st.floats(-180, 180),
+    width=st.floats(0, 30),
+)
+def test_an_overview_encoded_area_by_area_is_the_record_the_protocol_writes(
+    points: list[tuple[float, float]], level: int, west: float, width: float
+) -> None:
+    east = west + width if west + width <= 180 else west + width - 360
+    half_height = {45: 90, 15: 60, 3: 10}[level]
+    request = requested(level, [west, -half_height, east, half_height])
+    overview = Overview.counting(points)
+    assert overview_module.Encoder(overview).record(request) == protocol.overview_updated(
+        overview=overview.payload(request)
+    )

@@ -5,7 +5,8 @@ While at least one connection of the process watches the overview
 every ``TRACKING_OVERVIEW_SECONDS`` (one query, on a database thread, never
 two at once) and hands each watching connection the areas of its level that
 meet its view, through the connection's outbox like any update. Connections
-watching the same areas share one encoded message. A connection that starts
+watching the same areas share one encoded message, and an area in many
+views is encoded once per update (``Encoder``). A connection that starts
 watching is sent the newest aggregate at once if it is younger than the
 period, else one read for it (and for whoever else asks meanwhile). With
 nobody watching, nothing is read. No Django or channels import: the read is
@@ -24,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from tracking.areas import Overview, OverviewRequest
+from tracking.grid import Cell
 from tracking.hub import protocol
 
 logger = logging.getLogger("tracking.hub")
@@ -81,7 +83,7 @@ class OverviewWatch:
                 self._watching(viewer, previous)
             raise
         self._watching(viewer, request)
-        viewer.deliver(encoded(overview, request))
+        viewer.deliver(Encoder(overview).record(request))
 
     def _watching(self, viewer: Viewer, request: OverviewRequest) -> None:
         self._viewers[viewer] = request
@@ -121,11 +123,12 @@ class OverviewWatch:
     def send(self, overview: Overview) -> int:
         """Hand every watching connection its areas of ``overview``; how many
         distinct messages were encoded."""
+        encoder = Encoder(overview)
         messages: dict[OverviewRequest, str] = {}
         for viewer, request in tuple(self._viewers.items()):
             text = messages.get(request)
             if text is None:
-                text = messages[request] = encoded(overview, request)
+                text = messages[request] = encoder.record(request)
             viewer.deliver(text)
         return len(messages)
 
@@ -147,9 +150,33 @@ class OverviewWatch:
             self.send(overview)
 
 
+class Encoder:
+    """The ``overviewUpdated`` records of one aggregate: each area is encoded
+    once, the first time a view holds it, however many views hold it."""
+
+    def __init__(self, overview: Overview) -> None:
+        self.overview = overview
+        self._areas: dict[int, dict[Cell, str]] = {}
+
+    def record(self, request: OverviewRequest) -> str:
+        """What ``protocol.overview_updated(overview=overview.payload(request))`` writes."""
+        level = request.level
+        areas = self._areas.get(level)
+        if areas is None:
+            areas = self._areas[level] = {
+                area: protocol.json_text(summary.payload(area))
+                for area, summary in self.overview.areas.get(level, {}).items()
+            }
+        return protocol.overview_updated_of(
+            area_degrees=level,
+            total=self.overview.total,
+            areas=[areas[area] for area in request.covering if area in areas],
+        )
+
+
 def encoded(overview: Overview, request: OverviewRequest) -> str:
     """The ``overviewUpdated`` record of ``request``'s areas."""
-    return protocol.overview_updated(overview=overview.payload(request))
+    return Encoder(overview).record(request)
 
 
 _watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, OverviewWatch] = (
