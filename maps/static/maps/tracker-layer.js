@@ -304,10 +304,14 @@ function drawFlash(ctx, { x, y }, remaining) {
 
 /** The selected marker on top of the others, in a halo (the context is in CSS pixels). */
 function drawSelected(ctx, { x, y, heading, status }, sprites) {
+  // A light disc in a blue ring cased in white: it stands out on land, sea, tiles and the overview's counts.
   ctx.beginPath();
   ctx.arc(x, y, 15, 0, Math.PI * 2);
-  ctx.fillStyle = "rgba(31, 111, 235, 0.2)";
+  ctx.fillStyle = "rgba(255, 255, 255, 0.75)";
   ctx.fill();
+  ctx.lineWidth = 5;
+  ctx.strokeStyle = "#ffffff";
+  ctx.stroke();
   ctx.lineWidth = 2.5;
   ctx.strokeStyle = SELECTED_COLOUR;
   ctx.stroke();

@@ -73,7 +73,7 @@ export class TrailPoints {
   }
 }
 
-/** The trail on the map: a line with a light casing, in a pane between the fences (410) and the markers (450). */
+/** The trail on the map: a line with a light casing, in a pane between the fences (410) and the markers (610). */
 export class TrailLayer {
   #map;
   #trail;
