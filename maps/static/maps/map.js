@@ -16,7 +16,9 @@ import { LiveHub, STATUS as CONNECTION } from "./hub.js";
 import { FenceMemberships } from "./memberships.js";
 import { NoticeBoard } from "./notices.js";
 import { trackerStatus } from "./status.js";
+import { Selection } from "./selection.js";
 import { FLASH_MS, TrackerLayer } from "./tracker-layer.js";
+import { TrackerList } from "./tracker-list.js";
 import { TrackerStore } from "./trackers.js";
 import { formatClock, formatSpeed, statusBadge, toggle, tooltip } from "./ui.js";
 import { bindViewHash, parseViewHash } from "./view-hash.js";
@@ -72,6 +74,20 @@ const layer = new TrackerLayer({ trackers: () => store.values(), headingOf, thre
 function nameOf(id) {
   return details.get(id)?.name || `Tracker ${id.slice(0, 8)}`;
 }
+
+// --- Tracker list (tracker-list.js) and the shared selection -------------------
+
+const selection = new Selection();
+const trackerList = new TrackerList({
+  panel: document.getElementById("side-panel"),
+  url: config.trackersUrl,
+  statusRule,
+  selection,
+  // The live map's position of a tracker is often newer than the list's.
+  live: (id) => store.get(id),
+});
+// The panel opening or closing (or the window) changes the map's size.
+new ResizeObserver(() => map.invalidateSize()).observe(map.getContainer());
 
 // --- Geofences ---------------------------------------------------------------
 
@@ -295,6 +311,7 @@ setInterval(() => {
 updateCells();
 fences.refresh();
 hub.start();
+trackerList.start();
 
 // --- Test hooks (read-only) --------------------------------------------------
 
@@ -311,4 +328,6 @@ window.trackerMap = Object.freeze({
   cells: () => subscription.confirmed,
   status: () => hub.status,
   fences: () => fences.drawn(),
+  selected: () => selection.id,
+  list: () => trackerList.state(),
 });

@@ -1,0 +1,362 @@
+"""The tracker list beside the map, in headless Chromium: every tracker with its
+status in the server's words, counts per status, search as one types (the
+server's rule, held to tests/cases/search.json), the status filter, the
+keyboard, 10,000 trackers with a handful of rows in the page, and the
+phone-sized layout. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from tests import cases, support
+from tests.test_map_page import module_url
+from tracking.models import TrackerStatus
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+HELSINKI = "#14/60.1750/24.9450"
+LABELS = {status.value: str(status.label) for status in TrackerStatus}
+
+# What the visible rows say, top to bottom, and what the list holds.
+ROWS = """() => Array.from(document.querySelectorAll(".tracker-row"))
+  .sort((a, b) => Number(a.getAttribute("aria-posinset")) - Number(b.getAttribute("aria-posinset")))
+  .map((row) => ({
+    id: row.dataset.id,
+    name: row.querySelector(".tracker-row-name").textContent,
+    status: row.querySelector(".tracker-row-status").textContent,
+    age: row.querySelector(".tracker-row-age").textContent,
+    speed: row.querySelector(".tracker-row-speed").textContent,
+    selected: row.getAttribute("aria-selected"),
+  }))"""
+
+
+def open_list(page: Any, url: str, *, total: int | None = None) -> None:
+    page.goto(url)
+    page.wait_for_function(
+        "window.trackerMap && window.trackerMap.list().loaded && window.trackerMap.list().total > 0",
+        timeout=15_000,
+    )
+    if total is not None:
+        page.wait_for_function(f"window.trackerMap.list().total === {total}", timeout=15_000)
+    page.wait_for_selector(".tracker-row")
+
+
+def rows(page: Any) -> list[dict[str, str]]:
+    return list(page.evaluate(ROWS))
+
+
+def filter_counts(page: Any) -> dict[str, int]:
+    counts: dict[str, str] = page.evaluate(
+        """() => Object.fromEntries(Array.from(document.querySelectorAll(".tracker-filter-choice"),
+             (choice) => [choice.dataset.status, choice.querySelector(".tracker-filter-count").textContent]))"""
+    )
+    return {status: int(text.replace(",", "")) for status, text in counts.items()}
+
+
+def wait_for_shown(page: Any, count: int) -> None:
+    page.wait_for_function(f"window.trackerMap.list().shown === {count}", timeout=10_000)
+
+
+def screenshot(page: Any, name: str) -> None:
+    support.ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(support.ARTIFACTS / name))
+
+
+# --- A fleet served in place of GET /api/trackers ----------------------------------------
+
+
+def fleet(size: int) -> list[dict[str, Any]]:
+    """``size`` trackers whose statuses cycle: six online, two stale, one offline, one never seen."""
+    now = int(time.time() * 1000)
+    ages = [5_000] * 6 + [300_000] * 2 + [7_200_000] + [None]
+    trackers = []
+    for n in range(size):
+        age = ages[n % len(ages)]
+        trackers.append(
+            {
+                "id": str(uuid.UUID(f"{n:08x}-0000-4000-8000-{n:012x}")),
+                "name": f"Fleet unit {n:05d}",
+                "latitude": None if age is None else -40.0,
+                "longitude": None if age is None else -120.0,
+                "timestamp": None if age is None else now - age,
+                "speed": None if age is None else 30.0 + n % 50,
+                "heading": None,
+                "status": "never" if age is None else "online",
+            }
+        )
+    return trackers
+
+
+def serve_fleet(page: Any, trackers: list[dict[str, Any]]) -> Callable[[], int]:
+    """Answer the list's pages of GET /api/trackers with ``trackers``; returns how many pages were asked for."""
+    asked = []
+
+    def answer(route: Any) -> None:
+        query = parse_qs(urlsplit(route.request.url).query)
+        if "id" in query:  # the map's details of the trackers it shows
+            route.continue_()
+            return
+        size = int(query.get("page_size", ["100"])[0])
+        number = int(query.get("page", ["1"])[0])
+        pages = max(1, -(-len(trackers) // size))
+        asked.append(number)
+        body = {
+            "count": len(trackers),
+            "page": number,
+            "pages": pages,
+            "next": None,
+            "previous": None,
+            "trackers": trackers[(number - 1) * size : number * size],
+        }
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    page.route(re.compile(r".*/api/trackers\?.*"), answer)
+    return lambda: len(asked)
+
+
+# --- The demo's trackers --------------------------------------------------------------------
+
+
+def test_the_list_shows_every_tracker_with_its_status_age_and_speed(demo: str, page: Any) -> None:
+    open_list(page, demo + HELSINKI, total=60)
+
+    assert page.locator(".tracker-list-total").inner_text() == "60 trackers"
+    shown = rows(page)
+    assert 5 <= len(shown) < 60  # only the rows in view, and a margin
+    for row in shown:
+        assert row["status"] in LABELS.values(), row
+        assert re.fullmatch(r"just now|\d+ s ago", row["age"]), row
+        assert re.fullmatch(r"\d+(\.\d)? km/h|unknown", row["speed"]), row
+    counts = filter_counts(page)
+    assert counts["all"] == 60
+    assert sum(counts[status] for status in LABELS) == 60
+    assert counts["online"] > 0
+    # The chips speak the admin's words.
+    chips = page.locator(".tracker-filter-choice").all_inner_texts()
+    assert [re.sub(r"\s*[\d,]+$", "", chip) for chip in chips] == ["All", *LABELS.values()]
+    screenshot(page, "tracker-list-desktop.png")
+    assert page.errors == []
+
+
+def test_typing_finds_a_tracker_outside_the_view_and_enter_selects_it(demo: str, page: Any) -> None:
+    open_list(page, demo + HELSINKI, total=60)
+
+    page.click(".tracker-search")
+    page.keyboard.type("buenos")
+    page.wait_for_function(
+        "window.trackerMap.list().shown > 1 && window.trackerMap.list().shown < 60", timeout=5_000
+    )
+    assert all(row["name"].startswith("Buenos Aires") for row in rows(page))
+    page.keyboard.type(" #07")
+    wait_for_shown(page, 1)
+    (found,) = rows(page)
+    assert found["name"] == "Buenos Aires loop #07"
+    assert page.locator(".tracker-list-total").inner_text() == "1 of 60 trackers"
+    on_map = {t["id"] for t in page.evaluate("window.trackerMap.trackers()")}
+    assert found["id"] not in on_map
+
+    page.keyboard.press("Enter")
+
+    page.wait_for_function("id => window.trackerMap.selected() === id", arg=found["id"])
+    assert rows(page)[0]["selected"] == "true"
+
+    # By the start of its device id, as the server searches.
+    page.fill(".tracker-search", found["id"][:6].upper())
+    page.wait_for_function(
+        "id => window.trackerMap.list().shown >= 1 && document.querySelector('.tracker-row').dataset.id === id",
+        arg=found["id"],
+    )
+    assert page.errors == []
+
+
+def test_the_keyboard_reaches_the_search_the_filter_and_the_rows(demo: str, page: Any) -> None:
+    open_list(page, demo + HELSINKI, total=60)
+
+    page.keyboard.press("Tab")  # the panel's toggle
+    assert page.evaluate("document.activeElement.className") == "side-panel-toggle"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "tracker-search"
+    page.keyboard.press("Tab")  # the status filter: a radio group, moved through with arrows
+    assert page.evaluate("document.activeElement.value") == "all"
+    page.keyboard.press("ArrowRight")
+    assert page.evaluate("document.activeElement.value") == "online"
+    wait_for_shown(page, filter_counts(page)["online"])
+    page.keyboard.press("ArrowLeft")
+    wait_for_shown(page, 60)
+
+    page.keyboard.press("Tab")  # the rows: a listbox
+    assert page.evaluate("document.activeElement.getAttribute('role')") == "listbox"
+    first, second = rows(page)[:2]
+    active = "document.querySelector('.tracker-rows').getAttribute('aria-activedescendant')"
+    assert page.evaluate(active) == f"tracker-row-{first['id']}"
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate(active) == f"tracker-row-{second['id']}"
+    page.keyboard.press("Enter")
+    page.wait_for_function("id => window.trackerMap.selected() === id", arg=second["id"])
+    assert [row["selected"] for row in rows(page)[:2]] == ["false", "true"]
+
+    # End goes to the last tracker; its row is in the page, though far below the first.
+    page.keyboard.press("End")
+    last = page.evaluate(active)
+    assert page.locator(f"[id='{last}']").is_visible()
+    assert page.evaluate("window.trackerMap.list().rowsInPage") < 60
+    # Arrow up from the top returns to the search box.
+    page.keyboard.press("Home")
+    page.keyboard.press("ArrowUp")
+    assert page.evaluate("document.activeElement.className") == "tracker-search"
+    screenshot(page, "tracker-list-keyboard.png")
+    assert page.errors == []
+
+
+def test_closing_the_panel_gives_the_map_its_room(demo: str, page: Any) -> None:
+    open_list(page, demo + HELSINKI, total=60)
+    width = page.evaluate("window.trackerMap.map.getSize().x")
+    toggle = page.locator(".side-panel-toggle")
+    assert toggle.get_attribute("aria-expanded") == "true"
+
+    toggle.click()
+
+    assert toggle.get_attribute("aria-expanded") == "false"
+    assert not page.locator(".tracker-search").is_visible()
+    page.wait_for_function(f"window.trackerMap.map.getSize().x > {width} + 200")
+    screenshot(page, "tracker-list-closed.png")
+    toggle.click()
+    page.wait_for_function(f"window.trackerMap.map.getSize().x === {width}")
+    assert page.locator(".tracker-row").count() > 0
+    assert page.errors == []
+
+
+def test_the_phone_sized_layout_keeps_the_map_above_a_bottom_sheet(demo: str, browser: Any) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        open_list(page, demo + HELSINKI, total=60)
+        sheet = page.locator("#side-panel").bounding_box()
+        map_box = page.locator("#map").bounding_box()
+        assert sheet["y"] > 844 * 0.4 and sheet["y"] + sheet["height"] == pytest.approx(844, abs=1)
+        assert map_box["y"] + map_box["height"] <= sheet["y"] + 1
+        assert map_box["width"] == pytest.approx(390, abs=1)
+        page.wait_for_function("window.trackerMap.trackers().length >= 5", timeout=15_000)
+        screenshot(page, "tracker-list-phone.png")
+
+        page.tap(".tracker-row >> nth=2")
+        picked = page.locator(".tracker-row >> nth=2").get_attribute("data-id")
+        page.wait_for_function("id => window.trackerMap.selected() === id", arg=picked)
+
+        page.locator(".side-panel-toggle").tap()
+        height = page.evaluate("window.trackerMap.map.getSize().y")
+        assert page.locator("#side-panel").bounding_box()["height"] < 80
+        assert height > 844 - 80
+        screenshot(page, "tracker-list-phone-closed.png")
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_the_list_search_finds_every_shared_case_as_the_server_does(demo: str, page: Any) -> None:
+    shared = cases.load("search")["cases"]
+    page.goto(demo)
+
+    answers = page.evaluate(
+        """async ({ url, cases }) => {
+          const { found, searchKey, searchWords } = await import(url);
+          return cases.map((c) => found(searchKey(c.name, c.id), searchWords(c.query)));
+        }""",
+        {"url": module_url(page, "tracker-search.js"), "cases": shared},
+    )
+
+    wrong = [
+        f"{cases.case_id(case)}: expected {case['found']}, JavaScript says {answer}"
+        for case, answer in zip(shared, answers, strict=True)
+        if answer != case["found"]
+    ]
+    assert wrong == []
+
+
+# --- A fleet of 10,000 --------------------------------------------------------------------
+
+
+def test_ten_thousand_trackers_scroll_and_filter_with_a_few_rows_in_the_page(
+    demo: str, page: Any
+) -> None:
+    trackers = fleet(10_000)
+    pages_asked = serve_fleet(page, trackers)
+    open_list(page, demo + HELSINKI, total=10_000)
+
+    assert pages_asked() == 20  # 500 a page
+    assert page.locator(".tracker-list-total").inner_text() == "10,000 trackers"
+    assert filter_counts(page) == {
+        "all": 10_000,
+        "online": 6_000,
+        "stale": 2_000,
+        "offline": 1_000,
+        "never": 1_000,
+    }
+    in_page = page.evaluate("window.trackerMap.list().rowsInPage")
+    assert in_page < 60
+
+    # Scrolled to the end, the last trackers are there, and still only a few rows.
+    page.evaluate(
+        "() => { const rows = document.querySelector('.tracker-rows'); rows.scrollTop = rows.scrollHeight; }"
+    )
+    page.wait_for_function(
+        "document.querySelector('.tracker-row[aria-posinset=\"10000\"]') !== null", timeout=5_000
+    )
+    assert any(row["name"] == "Fleet unit 09999" for row in rows(page))
+    assert page.evaluate("window.trackerMap.list().rowsInPage") <= in_page + 1
+
+    # The status filter, then a search within it.
+    page.click(".tracker-filter-choice[data-status='offline']")
+    wait_for_shown(page, 1_000)
+    assert {row["status"] for row in rows(page)} == {LABELS["offline"]}
+    assert page.locator(".tracker-list-total").inner_text() == "1,000 of 10,000 trackers"
+    page.click(".tracker-search")
+    page.keyboard.type('"unit 0999"')
+    wait_for_shown(page, 1)  # 09990..09999 (a phrase in quotes), one of which is offline
+    assert [row["name"] for row in rows(page)] == ["Fleet unit 09998"]
+    # The counts are those of the search, whatever the filter.
+    assert filter_counts(page) == {"all": 10, "online": 6, "stale": 2, "offline": 1, "never": 1}
+    page.click(".tracker-filter-choice[data-status='never']")
+    wait_for_shown(page, 1)
+    assert rows(page)[0]["age"] == "" and rows(page)[0]["status"] == LABELS["never"]
+    page.click(".tracker-filter-choice[data-status='all']")
+    page.fill(".tracker-search", "")
+    wait_for_shown(page, 10_000)
+    screenshot(page, "tracker-list-10000.png")
+    assert page.errors == []
+
+
+def test_a_tracker_on_the_live_map_shows_the_maps_newer_position(demo: str, page: Any) -> None:
+    # The list's answer is ten minutes old; the map hears the trackers in view live.
+    answer = json.loads(page.request.get(demo + "api/trackers?page_size=500").text())
+    old = int(time.time() * 1000) - 600_000
+    trackers = [{**tracker, "timestamp": old} for tracker in answer["trackers"]]
+    serve_fleet(page, trackers)
+    open_list(page, demo + HELSINKI, total=60)
+    page.wait_for_function("window.trackerMap.trackers().length >= 5", timeout=15_000)
+    on_map = {t["id"] for t in page.evaluate("window.trackerMap.trackers()")}
+
+    page.fill(".tracker-search", "helsinki")
+    page.wait_for_function("window.trackerMap.list().shown > 1")
+    page.wait_for_function(
+        """(onMap) => Array.from(document.querySelectorAll(".tracker-row"))
+             .filter((row) => onMap.includes(row.dataset.id))
+             .every((row) => row.dataset.status === "online")""",
+        arg=sorted(on_map),
+        timeout=5_000,
+    )
+    page.fill(".tracker-search", "buenos")
+    page.wait_for_function("window.trackerMap.list().shown > 1")
+    assert {row["status"] for row in rows(page)} == {LABELS["stale"]}
+    assert {row["age"] for row in rows(page)} == {"10 min ago"}
+    assert page.errors == []
