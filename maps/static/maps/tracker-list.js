@@ -12,6 +12,8 @@ import { formatSpeed, toggle } from "./ui.js";
 
 const PAGE_SIZE = 500;
 const MAX_PARALLEL = 3;
+/** At most this many pages (100,000 trackers) are read, whatever the server says. */
+const MAX_PAGES = 200;
 /**
  * The list is read again at most this often, and at least twice per TRACKING_ONLINE_SECONDS:
  * a tracker that keeps reporting off the live map never reads stale between two reads.
@@ -25,9 +27,13 @@ const MARGIN_ROWS = 6;
 /**
  * Every tracker of GET /api/trackers: page 1, then the other pages a few at a time.
  * A tracker that moves between pages while they are read may be missed or read twice
- * (the Roster keeps the first); the next refresh sets that right.
+ * (the Roster keeps the first); the next refresh sets that right. Whatever the answers
+ * say, at most `maxPages` pages are read, and none after a short page (the last).
  */
-export async function fetchAllTrackers(url, { pageSize = PAGE_SIZE, parallel = MAX_PARALLEL } = {}) {
+export async function fetchAllTrackers(
+  url,
+  { pageSize = PAGE_SIZE, parallel = MAX_PARALLEL, maxPages = MAX_PAGES } = {},
+) {
   const pageOf = async (page) => {
     const query = new URLSearchParams({ page: String(page), page_size: String(pageSize) });
     const response = await fetch(`${url}?${query}`, {
@@ -38,22 +44,24 @@ export async function fetchAllTrackers(url, { pageSize = PAGE_SIZE, parallel = M
     if (response.status === 400 && page > 1) return { pages: page - 1, trackers: [] };
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const body = await response.json();
-    return {
-      pages: Number.isInteger(body?.pages) ? body.pages : 1,
-      trackers: Array.isArray(body?.trackers) ? body.trackers : [],
-    };
+    const trackers = Array.isArray(body?.trackers) ? body.trackers : [];
+    const pages = Number.isInteger(body?.pages) && trackers.length >= pageSize ? body.pages : page;
+    return { pages, trackers };
   };
   const first = await pageOf(1);
   const pages = [first.trackers];
+  let last = Math.min(first.pages, maxPages);
   let next = 2;
   const worker = async () => {
-    while (next <= first.pages) {
+    while (next <= last) {
       const page = next++;
-      pages[page - 1] = (await pageOf(page)).trackers;
+      const answer = await pageOf(page);
+      pages[page - 1] = answer.trackers;
+      if (answer.pages <= page) last = Math.min(last, page);
     }
   };
-  await Promise.all(Array.from({ length: Math.max(0, Math.min(parallel, first.pages - 1)) }, worker));
-  return pages.flat();
+  await Promise.all(Array.from({ length: Math.max(0, Math.min(parallel, last - 1)) }, worker));
+  return pages.slice(0, last).flat();
 }
 
 /** One row element and what it shows, so a tick changes only the text that changed. */
@@ -324,8 +332,7 @@ export class TrackerList extends EventTarget {
   render() {
     if (!this.#open) return;
     const shown = this.#roster.shown;
-    const height = this.#measureRow();
-    this.#space.style.height = `${shown.length * height}px`;
+    const height = this.#sizeSpace();
     this.#listbox.setAttribute("aria-busy", String(!this.#loaded));
     const top = this.#listbox.scrollTop;
     const first = Math.max(0, Math.floor(top / height) - MARGIN_ROWS);
@@ -382,6 +389,14 @@ export class TrackerList extends EventTarget {
     const selected = String(entry.id === this.#selection.id);
     if (element.getAttribute("aria-selected") !== selected) element.setAttribute("aria-selected", selected);
     element.classList.toggle("active", entry.id === this.#activeId);
+  }
+
+  /** Make the scrolled space as tall as every row shown; the row height. */
+  #sizeSpace() {
+    const height = this.#measureRow();
+    const space = `${this.#roster.shown.length * height}px`;
+    if (this.#space.style.height !== space) this.#space.style.height = space;
+    return height;
   }
 
   /** A row's height in pixels, from the style sheet (the rows are all one height). */
@@ -465,7 +480,8 @@ export class TrackerList extends EventTarget {
   /** Scroll so row `index` is in view: just, or (centre) in the middle if it was out of view. */
   #scrollTo(index, { centre = false } = {}) {
     if (!this.#open) return;
-    const height = this.#measureRow();
+    // The space may not have grown to the rows shown yet (that waits for a frame), and a scroll past its end stops short.
+    const height = this.#sizeSpace();
     const top = index * height;
     const view = this.#listbox.clientHeight;
     const scrollTop = this.#listbox.scrollTop;
