@@ -83,6 +83,9 @@ class Row {
     line.append(this.status, this.age);
     this.element.append(this.name, this.speed, line);
     this.id = null;
+    this.index = -1;
+    this.count = -1;
+    this.label = "";
     this.texts = new Map();
   }
 
@@ -214,6 +217,9 @@ export class TrackerList extends EventTarget {
     this.#body.hidden = !open;
     if (open) {
       this.tick();
+      // A tracker picked on the map while the panel was closed is in view when it opens.
+      const selected = this.#indexOf(this.#selection.id);
+      if (selected !== -1) this.#scrollTo(selected, { centre: true });
       this.#refreshIfDue();
     }
     this.dispatchEvent(new Event("toggle"));
@@ -371,20 +377,30 @@ export class TrackerList extends EventTarget {
       element.id = rowId(entry.id);
       element.dataset.id = entry.id;
       row.texts.clear();
+      row.label = "";
     }
     if (row.index !== index) {
       row.index = index;
-      element.style.transform = `translateY(${index * this.#rowHeight}px)`;
+      element.style.transform = `translateY(${index * this.#measureRow()}px)`;
       element.setAttribute("aria-posinset", String(index + 1));
     }
     if (row.count !== count) {
       row.count = count;
       element.setAttribute("aria-setsize", String(count));
     }
+    const status = this.#labels[entry.status] ?? entry.status;
+    const age = entry.seenAt === null ? "" : formatAge(entry.seenAt, now);
+    const speed = entry.seenAt === null ? "" : formatSpeed(entry.shownSpeed);
     row.set("name", entry.name);
-    row.set("status", this.#labels[entry.status] ?? entry.status);
-    row.set("age", entry.seenAt === null ? "" : formatAge(entry.seenAt, now));
-    row.set("speed", entry.seenAt === null ? "" : formatSpeed(entry.shownSpeed));
+    row.set("status", status);
+    row.set("age", age);
+    row.set("speed", speed);
+    // Read aloud as one sentence: the parts are spans that a screen reader would run together.
+    const label = [entry.name, status, age, speed && `speed ${speed}`].filter(Boolean).join(", ");
+    if (row.label !== label) {
+      row.label = label;
+      element.setAttribute("aria-label", label);
+    }
     if (element.dataset.status !== entry.status) element.dataset.status = entry.status;
     const selected = String(entry.id === this.#selection.id);
     if (element.getAttribute("aria-selected") !== selected) element.setAttribute("aria-selected", selected);
@@ -406,9 +422,12 @@ export class TrackerList extends EventTarget {
     probe.element.style.visibility = "hidden";
     probe.name.textContent = "Tracker";
     this.#space.append(probe.element);
-    this.#rowHeight = probe.element.getBoundingClientRect().height || 48;
+    const height = probe.element.getBoundingClientRect().height;
     probe.element.remove();
-    return this.#rowHeight;
+    // Hidden (the panel closed), the row has no height yet: guess, and measure again next time.
+    if (height === 0) return 52;
+    this.#rowHeight = height;
+    return height;
   }
 
   // --- Keyboard, clicks and the selection --------------------------------------
@@ -431,7 +450,7 @@ export class TrackerList extends EventTarget {
     const count = this.#roster.shown.length;
     if (event.altKey || event.ctrlKey || event.metaKey) return;
     const current = this.#activeIndex();
-    const page = Math.max(1, Math.floor(this.#listbox.clientHeight / this.#rowHeight) - 1);
+    const page = Math.max(1, Math.floor(this.#listbox.clientHeight / this.#measureRow()) - 1);
     const moves = {
       ArrowDown: current + 1,
       ArrowUp: current - 1,
