@@ -206,8 +206,9 @@ KEYSTROKE_SCRIPT = """() => {
   window.__keystrokes = timings;
 }"""
 
-# The tracker list's own modules, whose share of the main thread is sampled.
-LIST_MODULES = frozenset({"tracker-list.js", "roster.js", "tracker-search.js"})
+# The tracker list's own modules (collectstatic may put a hash in their names),
+# whose share of the main thread is sampled.
+LIST_MODULES = re.compile(r"/(tracker-list|roster|tracker-search)(\.[0-9a-f]+)?\.js$")
 PROFILE_SECONDS = 10.0
 LAG_LINE = re.compile(r"(\d+) events/s .*lag median ([\d.]+) s, p99 ([\d.]+) s")
 
@@ -480,7 +481,7 @@ def _list_share(cdp: CDPSession, seconds: float) -> dict[str, float]:
 
     def in_list(node_id: int) -> bool:
         while node_id in nodes:
-            if nodes[node_id]["callFrame"]["url"].rsplit("/", 1)[-1] in LIST_MODULES:
+            if LIST_MODULES.search(nodes[node_id]["callFrame"]["url"]):
                 return True
             node_id = parents.get(node_id, -1)
         return False
