@@ -107,7 +107,8 @@ export class Roster {
       const live = this.#live(entry.id);
       if (live && (entry.timestamp === null || live.timestamp > entry.timestamp)) {
         entry.seenAt = live.timestamp;
-        entry.shownSpeed = numberOrNull(live.speed) ?? entry.speed;
+        // The reported speed first, then the one from the map's movement: the tooltip's rule.
+        entry.shownSpeed = entry.speed ?? numberOrNull(live.speed);
       } else {
         entry.seenAt = entry.timestamp;
         entry.shownSpeed = entry.speed;
