@@ -41,9 +41,9 @@ def hub_url() -> str:
     return negotiate.removesuffix(_NEGOTIATE_SUFFIX)
 
 
-def tracker_visits_url() -> str:
-    """The URL of a tracker's visits with ``{id}`` where the tracker's id goes."""
-    url = reverse("tracking:tracker-visits", kwargs={"tracker_id": _ANY_TRACKER})
+def tracker_url(name: str) -> str:
+    """The URL named ``name`` (of one tracker) with ``{id}`` where the tracker's id goes."""
+    url = reverse(name, kwargs={"tracker_id": _ANY_TRACKER})
     return url.replace(str(_ANY_TRACKER), "{id}")
 
 
@@ -52,7 +52,10 @@ def map_config() -> dict[str, Any]:
     return {
         "hubUrl": hub_url(),
         "trackersUrl": reverse("tracking:tracker-list"),
-        "trackerVisitsUrl": tracker_visits_url(),
+        "trackerUrl": tracker_url("tracking:tracker-detail"),
+        "trackerVisitsUrl": tracker_url("tracking:tracker-visits"),
+        "trackerPositionsUrl": tracker_url("tracking:tracker-positions"),
+        "trailMinutes": settings.MAP_TRAIL_MINUTES,
         "geofencesUrl": reverse("tracking:geofence-list"),
         "landUrl": static("vendor/world-atlas/land-110m.json"),
         "tileUrl": settings.MAP_TILE_URL,

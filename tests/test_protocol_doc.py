@@ -9,12 +9,13 @@ How the doc is read (the doc states the same at its top):
   block right after a hub-client block is what the server answers to it (no
   block: nothing). ```json hub-push holds records the server sends on its own;
   each must be exactly what ``tracking/hub/protocol.py`` writes. ```json
-  geofences and ```json visits hold what the REST API answers for the fences
-  and visits they show. Other blocks are illustrations and are not read.
+  geofences, ```json visits and ```json positions hold what the REST API
+  answers for the fences, visits and positions they show. Other blocks are illustrations and are not read.
 - Tables by their first header cell: "rejected body", "setting", "latitude"
   (grid cells), "west" (viewports), "server method", "client method",
   "client sends" (broken input), "tracker field" (the tracker object),
-  "fence field" and "visit field" (the geofence API) and "request" (HTTP
+  "fence field" and "visit field" (the geofence API), "position field" (a
+  tracker's positions) and "request" (HTTP
   answers). Tables with the same first header are read as one.
 - A code span holding an ALL_CAPS name with an underscore (alone, or as
   ``NAME=value``) names a setting.
@@ -59,7 +60,7 @@ from tracking.hub.routing import websocket_urlpatterns
 from tracking.hub.session import HubSession, SessionLimits
 from tracking.hub.sign_in import SIGN_IN_ENDED
 from tracking.hub.tokens import new_connection
-from tracking.models import ApiToken, Geofence, Tracker, Visit
+from tracking.models import ApiToken, Geofence, Position, Tracker, Visit
 from tracking.positions import Crossing, LatestPosition, newest_per_tracker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -747,6 +748,27 @@ def test_the_documented_visits_are_answered_as_documented(client: Client) -> Non
     for visit in body["visits"]:
         assert set(visit) == set(fields)
         assert all(conforms(visit[key], kind) for key, kind in fields.items()), visit
+
+
+@pytest.mark.django_db
+def test_the_documented_positions_are_answered_as_documented(client: Client) -> None:
+    documented = documented_json("positions")
+    tracker = Tracker.objects.create(id=uuid.UUID(documented["trackerId"]), name="Tram 4")
+    for position in documented["positions"]:
+        Position.objects.create(
+            tracker=tracker,
+            timestamp=datetime.fromtimestamp(position["timestamp"] / 1000, tz=UTC),
+            latitude=position["latitude"],
+            longitude=position["longitude"],
+            speed=position["speed"],
+            heading=position["heading"],
+        )
+    query = f"since={documented['since']}&until={documented['until']}"
+    assert client.get(f"/api/trackers/{tracker.id}/positions?{query}").json() == documented
+    fields = {span(row["position field"]): row["type"] for row in table("position field")}
+    for position in documented["positions"]:
+        assert set(position) == set(fields)
+        assert all(conforms(position[key], kind) for key, kind in fields.items()), position
 
 
 # --- Settings -------------------------------------------------------------------------------

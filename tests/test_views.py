@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from django.test import Client, override_settings
@@ -121,6 +121,23 @@ def test_the_tracker_list_searches_names_and_device_ids_and_filters_by_status(
     online = client.get("/api/trackers?status=online&q=van").json()
     assert [t["id"] for t in online["trackers"]] == [str(van.id)] and online["count"] == 1
     assert client.get("/api/trackers?status=never").json()["count"] == 1
+
+
+@pytest.mark.django_db
+def test_the_tracker_list_counts_each_status_of_the_trackers_searched_for(
+    client: Client, now: datetime
+) -> None:
+    register("Van 1", "Van 2", seen=now)
+    register("Van 3", seen=now - timedelta(minutes=5))
+    register("Van 4", seen=now - timedelta(days=1))
+    register("Van 5", "Bus 6")
+    Tracker.objects.create(name="Van 7 (retired)", position_at=now, is_active=False)
+
+    counts = {"online": 2, "stale": 1, "offline": 1, "never": 1}
+    # The counts are the same whichever status is listed: they are for the filter's buttons.
+    for query in ("q=van", "q=van&status=stale", "q=van&status=never&page_size=1"):
+        assert client.get(f"/api/trackers?{query}").json()["counts"] == counts
+    assert client.get("/api/trackers").json()["counts"] == {**counts, "never": 2}
 
 
 @pytest.mark.django_db

@@ -383,6 +383,9 @@ if not (-90 <= MAP_CENTER_LATITUDE <= 90 and -180 <= MAP_CENTER_LONGITUDE <= 180
     )
 # Leaflet's zoom levels: 0 (the world) to about 20 for street tiles.
 MAP_ZOOM: int = _env_number("MAP_ZOOM", 13, minimum=0, maximum=24)
+# How far back a selected tracker's trail reaches on the map, and the default
+# range of GET /api/trackers/{id}/positions.
+MAP_TRAIL_MINUTES: int = _env_number("MAP_TRAIL_MINUTES", 10, minimum=1, maximum=1440)
 
 # --- Tracking domain -------------------------------------------------------
 

@@ -77,12 +77,27 @@ def _seen_windows(now: datetime) -> dict[TrackerStatus, _SeenWindow]:
     }
 
 
+def _status_condition(status: TrackerStatus, now: datetime) -> models.Q:
+    if status == TrackerStatus.NEVER_SEEN:
+        return models.Q(position_at__isnull=True)
+    return _seen_windows(now)[status].condition()
+
+
 class TrackerQuerySet(models.QuerySet["Tracker"]):
     def with_status(self, status: TrackerStatus, *, now: datetime | None = None) -> TrackerQuerySet:
         """The trackers whose ``status(now=now)`` is ``status``, filtered in the database."""
-        if status == TrackerStatus.NEVER_SEEN:
-            return self.filter(position_at__isnull=True)
-        return self.filter(_seen_windows(now or timezone.now())[status].condition())
+        return self.filter(_status_condition(status, now or timezone.now()))
+
+    def status_counts(self, *, now: datetime | None = None) -> dict[TrackerStatus, int]:
+        """How many of these trackers have each status at ``now``, in one query."""
+        moment = now or timezone.now()
+        counts = self.order_by().aggregate(
+            **{
+                status.value: models.Count("pk", filter=_status_condition(status, moment))
+                for status in TrackerStatus
+            }
+        )
+        return {status: counts[status.value] for status in TrackerStatus}
 
 
 class Tracker(models.Model):

@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils.text import smart_split, unescape_string_literal
 
 from tracking.grid import Cell
-from tracking.models import Tracker, TrackerStatus
+from tracking.models import Position, Tracker, TrackerQuerySet, TrackerStatus
 from tracking.positions import LatestPosition
 
 
@@ -59,9 +59,7 @@ def tracker_page(
 ) -> Page[Tracker]:
     """One page of the active trackers, by name then id: those matching
     ``search`` (see ``tracker_search``) and of ``status``, if given."""
-    trackers = Tracker.objects.filter(is_active=True).order_by("name", "id")
-    if search.strip():
-        trackers = trackers.filter(tracker_search(search, name="name", tracker_id="id"))
+    trackers = matching_trackers(search).order_by("name", "id")
     if status is not None:
         trackers = trackers.with_status(status, now=now)
     paginator = Paginator(trackers, page_size, allow_empty_first_page=True)
@@ -69,6 +67,30 @@ def tracker_page(
         return paginator.page(page)
     except EmptyPage:
         raise PageNotFound(f"page {page} is past the last page, {paginator.num_pages}.") from None
+
+
+def matching_trackers(search: str = "") -> TrackerQuerySet:
+    """The active trackers matching ``search`` (every one for blank search)."""
+    trackers = Tracker.objects.filter(is_active=True)
+    if search.strip():
+        trackers = trackers.filter(tracker_search(search, name="name", tracker_id="id"))
+    return trackers
+
+
+def positions_between(
+    tracker_id: uuid.UUID, *, since: datetime, until: datetime, limit: int
+) -> tuple[list[Position], bool]:
+    """A tracker's stored positions stamped from ``since`` to ``until`` (both
+    included), oldest first: the newest ``limit`` of them, and whether older
+    ones in the range were left out. Reads the (tracker, timestamp) index
+    backwards from ``until``, so a long history costs no more than ``limit``."""
+    newest_first = list(
+        Position.objects.filter(
+            tracker_id=tracker_id, timestamp__gte=since, timestamp__lte=until
+        ).order_by("-timestamp")[: limit + 1]
+    )
+    truncated = len(newest_first) > limit
+    return newest_first[:limit][::-1], truncated
 
 
 _HEX_DIGITS = frozenset("0123456789abcdef")

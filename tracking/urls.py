@@ -15,6 +15,11 @@ urlpatterns = [
         geofence_views.tracker_visits,
         name="tracker-visits",
     ),
+    path(
+        "trackers/<uuid:tracker_id>/positions",
+        views.tracker_positions,
+        name="tracker-positions",
+    ),
     path("geofences", geofence_views.geofence_list, name="geofence-list"),
     # The hub itself is a WebSocket route (tracking/hub/routing.py); over HTTP it explains.
     path("signalr", hub_views.hub_over_http),

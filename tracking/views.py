@@ -7,21 +7,29 @@ a URL or a method wrong reads why.
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from tracking.access import api_endpoint
 from tracking.events import unix_ms
-from tracking.models import Tracker, TrackerStatus
-from tracking.selectors import tracker_page, trackers_by_id
+from tracking.models import Position, Tracker, TrackerStatus
+from tracking.selectors import matching_trackers, positions_between, tracker_page, trackers_by_id
 
 # The most ids one request to the tracker list may ask for.
 MAX_IDS_PER_REQUEST = 500
 # Trackers per page of the tracker list, unless asked otherwise, and at most.
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
+# Positions per answer of a tracker's positions, unless asked otherwise, and at most.
+DEFAULT_POSITIONS = 1_000
+MAX_POSITIONS = 10_000
+# The longest time range one request for a tracker's positions may span.
+MAX_POSITIONS_RANGE = timedelta(days=7)
 
 
 def tracker_json(tracker: Tracker) -> dict[str, Any]:
@@ -56,17 +64,22 @@ def tracker_list(request: HttpRequest) -> JsonResponse:
             raise ValueError(
                 f"status must be one of {', '.join(TrackerStatus.values)}, got {status!r}."
             )
+        now = timezone.now()
+        search = request.GET.get("q", "")
         page = tracker_page(
-            search=request.GET.get("q", ""),
+            search=search,
             status=None if status is None else TrackerStatus(status),
             page=page_number,
             page_size=page_size,
+            now=now,
         )
     except ValueError as exc:  # a bad parameter, or a page past the last
         return JsonResponse({"error": str(exc)}, status=400)
+    counts = matching_trackers(search).status_counts(now=now)
     return JsonResponse(
         {
             "count": page.paginator.count,
+            "counts": {status.value: count for status, count in counts.items()},
             "page": page.number,
             "pages": page.paginator.num_pages,
             "next": _page_url(request, page.next_page_number()) if page.has_next() else None,
@@ -116,6 +129,77 @@ def tracker_detail(request: HttpRequest, tracker_id: uuid.UUID) -> JsonResponse:
     return JsonResponse(tracker_json(tracker))
 
 
+@api_endpoint("GET")
+def tracker_positions(request: HttpRequest, tracker_id: uuid.UUID) -> JsonResponse:
+    """``GET /api/trackers/{id}/positions?since=MS&until=MS&limit=N``: the
+    tracker's stored positions in a time range, newest last."""
+    if not Tracker.objects.filter(id=tracker_id, is_active=True).exists():
+        return JsonResponse({"error": f"No active tracker {tracker_id}."}, status=404)
+    try:
+        limit = positive_integer(request.GET.get("limit", str(DEFAULT_POSITIONS)), name="limit")
+        if limit > MAX_POSITIONS:
+            raise ValueError(f"limit may be at most {MAX_POSITIONS}, got {limit}.")
+        since, until = _time_range(request.GET.get("since"), request.GET.get("until"))
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    positions, truncated = positions_between(tracker_id, since=since, until=until, limit=limit)
+    return JsonResponse(
+        {
+            "trackerId": str(tracker_id),
+            "since": unix_ms(since),
+            "until": unix_ms(until),
+            "truncated": truncated,
+            "positions": [_position_json(position) for position in positions],
+        }
+    )
+
+
+def _time_range(raw_since: str | None, raw_until: str | None) -> tuple[datetime, datetime]:
+    """``since`` and ``until`` from Unix ms; ``until`` defaults to now and
+    ``since`` to ``MAP_TRAIL_MINUTES`` before ``until``."""
+    until = timezone.now() if raw_until is None else _moment(raw_until, name="until")
+    if raw_since is None:
+        since = until - timedelta(minutes=settings.MAP_TRAIL_MINUTES)
+    else:
+        since = _moment(raw_since, name="since")
+    if since > until:
+        raise ValueError(f"since ({unix_ms(since)}) is after until ({unix_ms(until)}).")
+    if until - since > MAX_POSITIONS_RANGE:
+        raise ValueError(
+            f"since and until may be at most {MAX_POSITIONS_RANGE.days} days apart; "
+            "ask for a longer range in several requests."
+        )
+    return since, until
+
+
+def _moment(raw: str, *, name: str) -> datetime:
+    shown = raw[:40]
+    try:
+        if not raw.isascii() or "_" in raw:
+            raise ValueError(raw)
+        milliseconds = int(raw)
+        return _EPOCH + timedelta(milliseconds=milliseconds)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a whole number of Unix milliseconds, got {shown!r}."
+        ) from None
+    except OverflowError:
+        raise ValueError(f"{name} {shown} is outside the years 1 to 9999.") from None
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _position_json(position: Position) -> dict[str, Any]:
+    return {
+        "latitude": position.latitude,
+        "longitude": position.longitude,
+        "timestamp": unix_ms(position.timestamp),
+        "speed": position.speed,
+        "heading": position.heading,
+    }
+
+
 @csrf_exempt  # answers every method the same way.
 def api_not_found(request: HttpRequest) -> JsonResponse:
     """Any other path under ``/api/``."""
@@ -123,7 +207,8 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
         {
             "error": f"No API endpoint at {request.path}. There are POST /api/signalr/negotiate, "
             "GET /api/trackers (?q=, ?status=, ?page=, or ?id=UUID), GET /api/trackers/UUID, "
-            "GET /api/trackers/UUID/visits (?limit=) and GET /api/geofences "
+            "GET /api/trackers/UUID/visits (?limit=), GET /api/trackers/UUID/positions "
+            "(?since=, ?until=, ?limit=) and GET /api/geofences "
             "(?bbox=west,south,east,north)."
         },
         status=404,
