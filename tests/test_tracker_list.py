@@ -411,10 +411,46 @@ def test_a_selection_made_elsewhere_is_marked_and_scrolled_into_view(demo: str, 
     assert page.errors == []
 
 
+def test_the_list_says_when_it_cannot_load_and_loads_on_its_own_later(demo: str, page: Any) -> None:
+    page.clock.install()
+    broken = {"on": True}
+    trackers = fleet(100)
+
+    def answer(route: Any) -> None:
+        if "id=" in route.request.url:
+            route.continue_()
+        elif broken["on"]:
+            route.fulfill(status=503, content_type="application/json", body='{"error": "down"}')
+        else:
+            number = int(parse_qs(urlsplit(route.request.url).query)["page"][0])
+            body = {"count": 100, "page": number, "pages": 1, "trackers": trackers}
+            route.fulfill(status=200, content_type="application/json", body=json.dumps(body))
+
+    page.route(re.compile(r".*/api/trackers\?.*"), answer)
+    page.goto(demo + HELSINKI)
+    note = page.locator(".tracker-list-note")
+    note.wait_for(state="visible", timeout=15_000)
+    assert note.inner_text() == "Could not load the trackers (HTTP 503); trying again."
+    assert page.locator(".tracker-list-total").inner_text() == "Loading trackers…"
+
+    broken["on"] = False
+    page.clock.fast_forward("00:30")
+
+    page.wait_for_function("window.trackerMap.list().total === 100", timeout=10_000)
+    assert not note.is_visible()
+    assert page.locator(".tracker-list-total").inner_text() == "100 trackers"
+    assert page.errors == []
+
+
 # --- Whatever the API answers -------------------------------------------------------------
 
+# What a JSON encoder writes (the server's writes no NaN or Infinity).
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
     lambda inner: (
         st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
     ),
@@ -426,7 +462,7 @@ NEAR_TRACKERS = st.fixed_dictionaries(
         "id": st.sampled_from(["a", "b", str(uuid.UUID(int=7))]) | JSON_VALUES,
         "name": st.text(max_size=20) | JSON_VALUES,
         "timestamp": st.integers(min_value=-(2**60), max_value=2**60) | JSON_VALUES,
-        "speed": st.floats(allow_nan=False) | JSON_VALUES,
+        "speed": st.floats(allow_nan=False, allow_infinity=False) | JSON_VALUES,
     },
 )
 BODIES = st.fixed_dictionaries(
