@@ -177,6 +177,11 @@ def test_typing_finds_a_tracker_outside_the_view_and_enter_selects_it(demo: str,
         "id => window.trackerMap.list().shown >= 1 && document.querySelector('.tracker-row').dataset.id === id",
         arg=found["id"],
     )
+    # Nothing found says so.
+    page.fill(".tracker-search", "no such tracker")
+    wait_for_shown(page, 0)
+    assert page.locator(".tracker-list-empty").is_visible()
+    assert page.locator(".tracker-list-total").inner_text() == "0 of 60 trackers"
     assert page.errors == []
 
 
