@@ -220,6 +220,13 @@ def test_the_keyboard_reaches_the_search_the_filter_and_the_rows(demo: str, page
     page.keyboard.press("Home")
     page.keyboard.press("ArrowUp")
     assert page.evaluate("document.activeElement.className") == "tracker-search"
+    # Typing on the rows goes on in the search box.
+    page.keyboard.press("Tab")
+    page.keyboard.press("Tab")
+    page.keyboard.type("buenos")
+    assert page.input_value(".tracker-search") == "buenos"
+    wait_for_shown(page, 9)
+    page.fill(".tracker-search", "")
     screenshot(page, "tracker-list-keyboard.png")
     assert page.errors == []
 
