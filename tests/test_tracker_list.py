@@ -376,6 +376,33 @@ def test_a_tracker_on_the_live_map_shows_the_maps_newer_position(demo: str, page
     assert page.errors == []
 
 
+def test_the_list_reads_every_tracker_again_keeping_its_scroll_and_selection(
+    demo: str, page: Any
+) -> None:
+    page.clock.install()
+    trackers = fleet(2_000)
+    pages_asked = serve_fleet(page, trackers)
+    open_list(page, demo + HELSINKI, total=2_000)
+    assert pages_asked() == 4
+    page.evaluate("document.querySelector('.tracker-rows').scrollTop = 41_400")
+    page.wait_for_selector(".tracker-row[aria-posinset='800']")
+    page.click(".tracker-row[aria-posinset='800']")
+    picked = page.locator(".tracker-row[aria-posinset='800']").get_attribute("data-id")
+    page.wait_for_function("id => window.trackerMap.selected() === id", arg=picked)
+    scrolled = page.evaluate("document.querySelector('.tracker-rows').scrollTop")
+    assert scrolled == 41_400  # a click does not move the list
+    trackers.append({**trackers[0], "id": str(uuid.uuid4()), "name": "Zz newcomer"})
+
+    page.clock.fast_forward("00:31")  # twice per TRACKING_ONLINE_SECONDS (60)
+
+    page.wait_for_function("window.trackerMap.list().total === 2_001", timeout=10_000)
+    assert pages_asked() == 9  # 2,001 trackers are 5 pages
+    assert page.evaluate("document.querySelector('.tracker-rows').scrollTop") == scrolled
+    row = page.locator(f".tracker-row[data-id='{picked}']")
+    assert row.get_attribute("aria-selected") == "true" and row.is_visible()
+    assert page.errors == []
+
+
 def test_a_selection_made_elsewhere_is_marked_and_scrolled_into_view(demo: str, page: Any) -> None:
     trackers = fleet(2_000)
     serve_fleet(page, trackers)

@@ -509,8 +509,9 @@ export class TrackerList extends EventTarget {
     else this.#listbox.scrollTop = top < scrollTop ? top : top + height - view;
   }
 
+  /** The first row wholly in view (focusing the list must not scroll it). */
   #firstInView() {
-    return Math.floor(this.#listbox.scrollTop / this.#measureRow());
+    return Math.ceil(this.#listbox.scrollTop / this.#measureRow());
   }
 
   #indexOf(id) {
