@@ -4,7 +4,8 @@
     python -m bench.run --full     # full: under 20 minutes
     python -m bench.run --only ingest,fanout
 
-Each benchmark module (``bench.ingest``, ``bench.geofences``, ``bench.fanout``, ``bench.browser``)
+Each benchmark module (``bench.ingest``, ``bench.geofences``, ``bench.fanout``, ``bench.browser``,
+``bench.overview``)
 returns its figures; this collects them with the machine and the command that
 produced them. See BENCHMARKS.md for what each figure means.
 """
@@ -23,7 +24,7 @@ from typing import Any
 from bench import common
 from bench.common import Row
 
-BENCHMARKS = ("ingest", "geofences", "fanout", "browser")
+BENCHMARKS = ("ingest", "geofences", "fanout", "browser", "overview")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from django.templatetags.static import static
 from django.urls import reverse
 
 from tracking.access import may_view_map
+from tracking.areas import LEVELS, MAX_AREAS
 from tracking.models import TrackerStatus
 
 _NEGOTIATE_SUFFIX = "/negotiate"
@@ -62,6 +63,12 @@ def map_config() -> dict[str, Any]:
         "tileAttribution": settings.MAP_TILE_ATTRIBUTION,
         "gridDegrees": settings.TRACKING_GRID_DEGREES,
         "maxCells": settings.TRACKING_MAX_CELLS_PER_CONNECTION,
+        # Past maxCells the page shows the overview: areas of these sizes, coarsest first.
+        "overview": {
+            "levels": list(LEVELS),
+            "seconds": settings.TRACKING_OVERVIEW_SECONDS,
+            "maxAreas": MAX_AREAS,
+        },
         # The status rule and its words, as the server has them (tracking/models.py).
         "trackerStatus": {
             "onlineSeconds": settings.TRACKING_ONLINE_SECONDS,

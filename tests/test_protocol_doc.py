@@ -47,15 +47,18 @@ from django.test import Client, override_settings
 from django.urls import resolve
 from django.utils import timezone
 
+from tests.support import eventually
 from tracking import urls as tracking_urls
 from tracking import views as api_views
 from tracking.api_tokens import issue_token, revoke
+from tracking.areas import Overview, OverviewRequest
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.grid import Cell, Grid, group_name
 from tracking.hub import protocol, publishing
 from tracking.hub.fanout import LocalFanOut
 from tracking.hub.fanout.redis_pubsub import RedisFanOut
 from tracking.hub.map_hub import MapHub
+from tracking.hub.overview import OverviewWatch
 from tracking.hub.routing import websocket_urlpatterns
 from tracking.hub.session import HubSession, SessionLimits
 from tracking.hub.sign_in import SIGN_IN_ENDED
@@ -211,6 +214,7 @@ def conforms(value: object, kind: str) -> bool:
         "string[]": lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v),
         "object": lambda v: isinstance(v, dict),
         "number": _is_number,
+        "number[]": lambda v: isinstance(v, list) and all(_is_number(n) for n in v),
         "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "null": lambda v: v is None,
         "cell[]": lambda v: (
@@ -366,12 +370,25 @@ def test_a_documented_location_update_carries_the_documented_event() -> None:
 
 
 def test_every_documented_completion_result_has_the_documented_keys() -> None:
-    (row,) = table("server method")
-    documented = set(re.findall(r'"(\w+)"', span(row["result"])))
-    records = [orjson.loads(line) for line in server_lines()]
-    results = [r["result"] for r in records if r.get("type") == 3 and "result" in r]
-    assert results
-    assert all(set(result) == documented for result in results)
+    documented = {
+        span(row["server method"]): set(re.findall(r'"(\w+)"', span(row["result"])))
+        for row in table("server method")
+    }
+    checked = set()
+    for conversation in conversations():
+        targets: dict[str, str] = {}
+        for client, answer in conversation:
+            for line in client.lines:
+                record = orjson.loads(line)
+                if "invocationId" in record:
+                    targets[record["invocationId"]] = record["target"]
+            for line in answer:
+                record = orjson.loads(line)
+                if record.get("type") == 3 and "result" in record:
+                    target = targets[record["invocationId"]]
+                    assert set(record["result"]) == documented[target], line
+                    checked.add(target)
+    assert checked == set(documented)
 
 
 @pytest.mark.parametrize(
@@ -407,10 +424,24 @@ class Socket:
 
 
 class DocumentedPorts:
-    """The fan-out and the database of a hub session, holding the doc's events."""
+    """The fan-out and the database of a hub session, holding the doc's events
+    (every one counted in the overview: they are minutes old at ``NOW``)."""
 
     def __init__(self, positions: Sequence[LatestPosition]) -> None:
         self.positions = list(positions)
+        self.overviews = OverviewWatch(read=self.read_overview, period=lambda: 3600.0)
+        self.session: HubSession | None = None
+
+    async def read_overview(self) -> Overview:
+        return Overview.counting((p.latitude, p.longitude) for p in self.positions)
+
+    async def watch_overview(self, request: OverviewRequest) -> None:
+        assert self.session is not None
+        await self.overviews.watch(self.session, request)
+
+    async def unwatch_overview(self) -> None:
+        if self.session is not None:
+            self.overviews.unwatch(self.session)
 
     async def watch(self, cells: Sequence[Cell]) -> None:
         pass
@@ -424,14 +455,23 @@ class DocumentedPorts:
 
 def new_session() -> tuple[HubSession, Socket]:
     socket = Socket()
+    ports = DocumentedPorts(documented_positions())
     session = HubSession(
         connection_id="doc",
-        hub=MapHub(grid=GRID, max_cells=MAX_CELLS, ports=DocumentedPorts(documented_positions())),
+        hub=MapHub(grid=GRID, max_cells=MAX_CELLS, ports=ports, overview=ports),
         send=socket.send,
         close=socket.close,
         limits=SessionLimits(),
     )
+    ports.session = session
     return session, socket
+
+
+async def answered(session: HubSession) -> None:
+    """Wait until the invocations are answered and what they queued (an
+    overview) has gone out."""
+    await session.answered()
+    await eventually(lambda: not session.queued, what="the queued records sent")
 
 
 def conversations() -> list[list[tuple[Block, list[str]]]]:
@@ -463,8 +503,9 @@ async def test_every_documented_conversation_is_what_the_hub_answers(
         socket.messages.clear()
         for line in client.lines:
             await session.receive(line + RS)
-            await session.answered()
+            await answered(session)
         assert split_records(socket.messages) == answer, f"the answer to line {client.line}"
+    await session.hub.close()
 
 
 @pytest.mark.parametrize("row", table("client sends"), ids=lambda r: span(r["client sends"])[:40])
@@ -475,7 +516,7 @@ async def test_broken_input_is_answered_as_documented(row: dict[str, str]) -> No
         await session.receive('{"protocol":"json","version":1}' + RS)
         socket.messages.clear()
     await session.receive(sent + RS)
-    await session.answered()
+    await answered(session)
     answer = row["server answers"]
     expected = [span(answer)] if answer.startswith("`") else []
     assert split_records(socket.messages) == expected

@@ -432,6 +432,11 @@ if TRACKING_OFFLINE_SECONDS < TRACKING_ONLINE_SECONDS:
     raise ImproperlyConfigured(
         "TRACKING_OFFLINE_SECONDS must not be less than TRACKING_ONLINE_SECONDS"
     )
+# How often a web process sends the overview (trackers counted by area) to the
+# connections watching it: one database query per period while anyone watches.
+TRACKING_OVERVIEW_SECONDS: float = _env_number(
+    "TRACKING_OVERVIEW_SECONDS", 5.0, minimum=0.5, maximum=3_600, integer=False
+)
 TRACKING_BATCH_SIZE: int = _env_number("TRACKING_BATCH_SIZE", 5000, minimum=1)
 TRACKING_BATCH_WAIT_MS: int = _env_number("TRACKING_BATCH_WAIT_MS", 200, minimum=0)
 TRACKING_PROGRESS_SECONDS: float = _env_number(

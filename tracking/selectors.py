@@ -10,9 +10,12 @@ from operator import or_
 from typing import cast
 
 from django.core.paginator import EmptyPage, Page, Paginator
-from django.db.models import Q
+from django.db.models import Count, F, FloatField, Max, Min, Q, Sum, Value
+from django.db.models.functions import Floor
+from django.utils import timezone
 from django.utils.text import smart_split, unescape_string_literal
 
+from tracking.areas import AreaSummary
 from tracking.grid import Cell
 from tracking.models import Position, Tracker, TrackerQuerySet, TrackerStatus
 from tracking.positions import LatestPosition
@@ -38,6 +41,52 @@ def latest_positions_in_cells(*, cells: Collection[Cell]) -> list[LatestPosition
             cell=Cell(cast(int, cell_x), cast(int, cell_y)),
         )
         for tracker_id, latitude, longitude, position_at, cell_x, cell_y in rows
+    ]
+
+
+def counted_trackers_by_area(
+    *, size: float, now: datetime | None = None
+) -> list[tuple[Cell, AreaSummary]]:
+    """The trackers the overview counts (active, with a position, not offline
+    by the status rule at ``now``), grouped by area of ``size`` degrees:
+    ``[floor(lng / size), floor(lat / size)]``. One query, a scan of the
+    trackers; the areas are few (at most one per ``size`` square)."""
+    now = now or timezone.now()
+    active = Tracker.objects.filter(is_active=True, position_at__isnull=False)
+    counted = active.with_status(TrackerStatus.ONLINE, now=now) | active.with_status(
+        TrackerStatus.STALE, now=now
+    )
+    degrees = Value(float(size), output_field=FloatField())
+    rows = (
+        counted.annotate(
+            area_x=Floor(F("longitude") / degrees), area_y=Floor(F("latitude") / degrees)
+        )
+        .values("area_x", "area_y")
+        .annotate(
+            count=Count("id"),
+            latitude_sum=Sum("latitude"),
+            longitude_sum=Sum("longitude"),
+            south=Min("latitude"),
+            north=Max("latitude"),
+            west=Min("longitude"),
+            east=Max("longitude"),
+        )
+        .values_list(
+            "area_x",
+            "area_y",
+            "count",
+            "latitude_sum",
+            "longitude_sum",
+            "south",
+            "north",
+            "west",
+            "east",
+        )
+        .order_by()
+    )
+    return [
+        (Cell(int(x), int(y)), AreaSummary(count, *(float(value) for value in sums)))
+        for x, y, count, *sums in rows
     ]
 
 

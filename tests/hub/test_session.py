@@ -215,7 +215,7 @@ async def test_hub_methods_are_registered_per_class() -> None:
             return Reply(text)
 
     assert set(Echo.methods) == {"echo"}
-    assert set(MapHub.methods) == {"updatemapgridgroups"}
+    assert set(MapHub.methods) == {"updatemapgridgroups", "updateoverview"}
     session, socket, _ = make_session(Echo())
     await say(session, HANDSHAKE + invocation("echo", "hello"))
     assert socket.records()[-1]["result"] == "hello"

@@ -24,16 +24,18 @@ from django.conf import settings
 
 from tracking.access import Credential, ended_credentials, may_view_map
 from tracking.api_tokens import InvalidToken, find_token
+from tracking.areas import FINEST, Overview, OverviewRequest
 from tracking.grid import Cell
 from tracking.hub.fanout import FanOut, describe_error, get_fanout
 from tracking.hub.map_hub import MapHub
+from tracking.hub.overview import OverviewWatch, get_overview_watch
 from tracking.hub.servers import ServerSocket, server_socket
 from tracking.hub.session import HubError, HubSession, SessionLimits
 from tracking.hub.sign_in import SignInWatch, get_sign_in_watch, presented_token
 from tracking.hub.tokens import connection_id_from_token, new_connection_id
 from tracking.models import configured_grid
 from tracking.positions import LatestPosition
-from tracking.selectors import latest_positions_in_cells
+from tracking.selectors import counted_trackers_by_area, latest_positions_in_cells
 
 logger = logging.getLogger("tracking.hub")
 
@@ -160,6 +162,7 @@ class HubConsumer(AsyncWebsocketConsumer):
             grid=configured_grid(),
             max_cells=settings.TRACKING_MAX_CELLS_PER_CONNECTION,
             ports=self,
+            overview=self,
         )
         self.session = HubSession(
             connection_id=connection_id,
@@ -277,6 +280,40 @@ class HubConsumer(AsyncWebsocketConsumer):
                 "Could not read the positions in the map cells: the server's database is "
                 "unavailable; try again."
             ) from None
+
+    # --- The map hub's overview (OverviewPorts) -----------------------------------
+
+    async def watch_overview(self, request: OverviewRequest) -> None:
+        assert self.session is not None
+        try:
+            await overview_watch().watch(self.session, request)
+        except Exception as exc:
+            logger.error(
+                "hub %s: could not read the overview: %s",
+                self.session.connection_id,
+                describe_error(exc),
+            )
+            raise HubError(
+                "Could not read the overview: the server's database is unavailable; try again."
+            ) from None
+
+    async def unwatch_overview(self) -> None:
+        assert self.session is not None
+        overview_watch().unwatch(self.session)
+
+
+def overview_watch() -> OverviewWatch:
+    return get_overview_watch(read=read_overview, period=lambda: settings.TRACKING_OVERVIEW_SECONDS)
+
+
+async def read_overview() -> Overview:
+    """The counted trackers by area at every level: one query on a database thread,
+    summed up to the coarser levels there too, off the event loop."""
+    return await database_sync_to_async(_overview_now)()
+
+
+def _overview_now() -> Overview:
+    return Overview.rolled_up(counted_trackers_by_area(size=FINEST))
 
 
 async def read_latest_positions(cells: Sequence[Cell]) -> Sequence[LatestPosition]:

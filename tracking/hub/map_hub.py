@@ -6,6 +6,10 @@ latest position of every tracker in it, so no update can fall between the
 snapshot and the stream. The fan-out and the database are reached through
 ``CellPorts``, which the consumer provides; the snapshot comes from what the
 process keeps of each watched cell, or the database for a cell just watched.
+
+Where a view needs more cells than a connection may join, the client watches
+the overview instead (``updateOverview``): the counted trackers by area, sent
+every few seconds through ``OverviewPorts``.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import functools
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
+from tracking.areas import InvalidOverviewRequest, OverviewRequest, parse_overview_request
 from tracking.grid import Cell, Grid, InvalidCells, parse_cells
 from tracking.hub.session import Hub, HubError, Reply, hub_method
 
@@ -36,14 +41,35 @@ class CellPorts(Protocol):
         ...
 
 
-class MapHub(Hub):
-    """The cells one connection watches, and the methods that change them."""
+class OverviewPorts(Protocol):
+    """Where the overview comes from: the process's ``OverviewWatch``."""
 
-    def __init__(self, *, grid: Grid, max_cells: int, ports: CellPorts) -> None:
+    async def watch_overview(self, request: OverviewRequest) -> None:
+        """Send the connection the overview of ``request`` (through its outbox:
+        after the completion), then every period, instead of what it watched
+        before; raise ``HubError`` if it cannot be read."""
+
+    async def unwatch_overview(self) -> None:
+        """Send the connection no more overviews; never raises."""
+
+
+class MapHub(Hub):
+    """The cells one connection watches, its overview, and the methods that change them."""
+
+    def __init__(
+        self,
+        *,
+        grid: Grid,
+        max_cells: int,
+        ports: CellPorts,
+        overview: OverviewPorts | None = None,
+    ) -> None:
         self.grid = grid
         self.max_cells = max_cells
         self.cells: set[Cell] = set()
+        self.overview: OverviewRequest | None = None
         self._ports = ports
+        self._overview_ports = overview
 
     # A view that changes again before the last change ran replaces it: the
     # client is sent the cells it looks at now, not each one it panned past.
@@ -102,8 +128,33 @@ class MapHub(Hub):
         }
         return Reply(result, then=functools.partial(_messages, snapshot))
 
+    # As for cells: a view that changes again before the last change ran replaces it.
+    @hub_method("updateOverview", arguments=("areaDegrees", "view"), latest_wins=True)
+    async def update_overview(self, area_degrees: object, view: object) -> Reply:
+        """Watch the counted trackers by area of ``area_degrees`` meeting
+        ``view`` (``[west, south, east, north]``), or stop with null. The
+        completion states the level watched; the current overview follows it."""
+        try:
+            request = parse_overview_request(area_degrees, view)
+        except InvalidOverviewRequest as exc:
+            raise HubError(str(exc)) from None
+        ports = self._overview_ports
+        if request is None:
+            if self.overview is not None and ports is not None:
+                self.overview = None
+                await ports.unwatch_overview()
+            return Reply({"areaDegrees": None})
+        if ports is None:
+            raise HubError("This server sends no overview.")
+        await ports.watch_overview(request)
+        self.overview = request
+        return Reply({"areaDegrees": request.level})
+
     async def close(self) -> None:
         cells, self.cells = self.cells, set()
+        if self._overview_ports is not None:
+            self.overview = None
+            await self._overview_ports.unwatch_overview()
         await self._ports.unwatch(cells)
 
 

@@ -4,10 +4,10 @@ While a connection keeps up, what the fan-out delivers is kept as it comes
 and goes out whole at the next flush: an append per delivery, the cheap path
 every viewer takes. While it does not keep up (a send is still in flight, or
 the backlog has grown past a quarter of the bound), the records are kept by
-tracker instead: a newer position replaces the older one still waiting, so a
-slow viewer is sent the latest position of each tracker rather than its
-history, and the backlog is bounded by the trackers in the viewer's cells,
-not by how long the viewer has been slow. Past the bound even then, ``add``
+tracker instead: a newer position replaces the older one still waiting (and a
+newer overview the older one), so a slow viewer is sent the latest position
+of each tracker rather than its history, and the backlog is bounded by the
+trackers in the viewer's cells, not by how long the viewer has been slow. Past the bound even then, ``add``
 says so and the connection gives up on the viewer.
 """
 
@@ -18,8 +18,10 @@ import itertools
 from tracking.hub import protocol
 from tracking.hub.protocol import RECORD_SEPARATOR
 
-# A waiting ping is replaced by a newer one, as a position is.
+# A waiting ping is replaced by a newer one, as a position is, and so is a
+# waiting overview: the newest holds every count the client needs.
 _PING_KEY = ("ping",)
+_OVERVIEW_KEY = ("overview",)
 
 
 class Outbox:
@@ -63,7 +65,12 @@ class Outbox:
             record += RECORD_SEPARATOR
             key: object = protocol.location_tracker_id(record)
             if key is None:
-                key = _PING_KEY if record == protocol.PING else next(self._serial)
+                if record == protocol.PING:
+                    key = _PING_KEY
+                elif protocol.is_overview_record(record):
+                    key = _OVERVIEW_KEY
+                else:
+                    key = next(self._serial)
             replaced = self._records.pop(key, None)
             if replaced is not None:
                 self.chars -= len(replaced)

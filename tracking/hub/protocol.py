@@ -334,3 +334,31 @@ def geofence_exited(*, tracker_id: str, geofence_id: str) -> str:
 def geofences_changed(*, geofence_ids: Sequence[str]) -> str:
     """Fences were added, edited, switched on or off or deleted: refetch them."""
     return invocation("geofencesChanged", [list(geofence_ids)])
+
+
+def overview_updated(*, overview: dict[str, Any]) -> str:
+    """``overviewUpdated(overview)``: the counted trackers by area (docs/protocol.md §3.11)."""
+    return invocation("overviewUpdated", [overview])
+
+
+# How every record ``overview_updated`` writes begins.
+_OVERVIEW_PREFIX = '{"type":1,"target":"overviewUpdated",'
+
+
+def overview_updated_of(*, area_degrees: int, total: int, areas: Sequence[str]) -> str:
+    """The record ``overview_updated`` writes, from areas encoded apart
+    (``json_text`` of each): an area in many views is encoded once."""
+    head = orjson.dumps({"areaDegrees": area_degrees, "total": total}).decode()[:-1]
+    return (
+        f'{_OVERVIEW_PREFIX}"arguments":[{head},"areas":[{",".join(areas)}]}}]}}{RECORD_SEPARATOR}'
+    )
+
+
+def json_text(value: Any) -> str:
+    """``value`` as JSON, as every record here writes it."""
+    return orjson.dumps(value).decode()
+
+
+def is_overview_record(record: str) -> bool:
+    """Whether ``record`` is an ``overviewUpdated`` record as ``overview_updated`` writes it."""
+    return record.startswith(_OVERVIEW_PREFIX)

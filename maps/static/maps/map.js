@@ -15,6 +15,7 @@ import { cellKey, cellOf, cellsCovering, gridOf } from "./grid.js";
 import { LiveHub, STATUS as CONNECTION } from "./hub.js";
 import { FenceMemberships } from "./memberships.js";
 import { NoticeBoard } from "./notices.js";
+import { OverviewLayer, OverviewSubscription, overviewRequest } from "./overview.js";
 import { Selection } from "./selection.js";
 import { trackerStatus } from "./status.js";
 import { FLASH_MS, TrackerLayer } from "./tracker-layer.js";
@@ -88,6 +89,25 @@ const trackerList = new TrackerList({
 });
 // The panel opening or closing (or the window) changes the map's size.
 new ResizeObserver(() => map.invalidateSize()).observe(map.getContainer());
+// --- Overview: past the cell limit, the trackers counted by area -------------
+
+const overviewLayer = new OverviewLayer({ map });
+const overviewSubscription = new OverviewSubscription({
+  onError: (error) => {
+    if (error) badge.setDetail(`Could not update the counts: ${error.message}`);
+  },
+});
+
+/** Show the overview of `edges` (the view), or, with null, the markers again. */
+function showOverview(edges) {
+  toggle(zoomHint, edges !== null);
+  if (edges === null) {
+    overviewSubscription.want(null);
+    overviewLayer.clear();
+  } else {
+    overviewSubscription.want(overviewRequest(edges, config.overview));
+  }
+}
 
 // --- Geofences ---------------------------------------------------------------
 
@@ -170,7 +190,7 @@ function drawFrame() {
     if (added.length) details.want(added);
   }
   const animating = layer.redraw();
-  badge.setCount(layer.visibleCount());
+  badge.setCount(overviewLayer.total ?? layer.visibleCount());
   refreshTooltip();
   return animating;
 }
@@ -219,6 +239,13 @@ function onGeofence(trackerId, geofenceId, entered) {
   frames.request();
 }
 
+/** Counts of another level than the one asked for (or after leaving the overview) are out of date. */
+function onOverviewUpdated(overview) {
+  if (overviewSubscription.level === null || overview?.areaDegrees !== overviewSubscription.level) return;
+  overviewLayer.update(overview);
+  frames.request();
+}
+
 function onGeofencesChanged(geofenceIds) {
   if (!Array.isArray(geofenceIds)) return;
   fences.refresh();
@@ -246,12 +273,9 @@ const subscription = new CellSubscription({
 
 function updateCells() {
   const bounds = map.getBounds();
-  const cells = cellsCovering(
-    grid,
-    { west: bounds.getWest(), south: bounds.getSouth(), east: bounds.getEast(), north: bounds.getNorth() },
-    config.maxCells,
-  );
-  toggle(zoomHint, cells === null);
+  const edges = { west: bounds.getWest(), south: bounds.getSouth(), east: bounds.getEast(), north: bounds.getNorth() };
+  const cells = cellsCovering(grid, edges, config.maxCells);
+  showOverview(cells === null ? edges : null);
   subscription.want(cells ?? []);
 }
 
@@ -266,15 +290,20 @@ const hub = new LiveHub({
     geofenceEntered: (trackerId, geofenceId) => onGeofence(trackerId, geofenceId, true),
     geofenceExited: (trackerId, geofenceId) => onGeofence(trackerId, geofenceId, false),
     geofencesChanged: onGeofencesChanged,
+    overviewUpdated: (overview) => onOverviewUpdated(overview),
   },
   onStatus: (status, detail) => {
     badge.setState(status, detail);
-    if (status !== CONNECTION.live) subscription.disconnected();
+    if (status !== CONNECTION.live) {
+      subscription.disconnected();
+      overviewSubscription.disconnected();
+    }
   },
   onConnected: (connection) => {
     subscription.connected((newCells, previousCells) =>
       connection.invoke("updateMapGridGroups", newCells, previousCells),
     );
+    overviewSubscription.connected((level, view) => connection.invoke("updateOverview", level, view));
     // Whatever changed while the hub was away was not said: read it again.
     if (hubWasLive) {
       fences.refresh();
@@ -330,4 +359,5 @@ window.trackerMap = Object.freeze({
   fences: () => fences.drawn(),
   selected: () => selection.id,
   list: () => trackerList.state(),
+  overview: () => ({ level: overviewSubscription.level, total: overviewLayer.total, areas: overviewLayer.drawn() }),
 });
