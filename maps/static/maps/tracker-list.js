@@ -390,11 +390,13 @@ export class TrackerList extends EventTarget {
     }
     const status = this.#labels[entry.status] ?? entry.status;
     const age = entry.seenAt === null ? "" : formatAge(entry.seenAt, now);
+    // A column of "unknown" would be noise: a dash says it, and the row's label says it in words.
     const speed = entry.seenAt === null ? "" : formatSpeed(entry.shownSpeed);
+    const speedText = speed === formatSpeed(null) ? "–" : speed;
     row.set("name", entry.name);
     row.set("status", status);
     row.set("age", age);
-    row.set("speed", speed);
+    row.set("speed", speedText);
     // Read aloud as one sentence: the parts are spans that a screen reader would run together.
     const label = [entry.name, status, age, speed && `speed ${speed}`].filter(Boolean).join(", ");
     if (row.label !== label) {
