@@ -16,8 +16,10 @@ import { LiveHub, STATUS as CONNECTION } from "./hub.js";
 import { FenceMemberships } from "./memberships.js";
 import { NoticeBoard } from "./notices.js";
 import { OverviewLayer, OverviewSubscription, overviewRequest } from "./overview.js";
+import { Selection } from "./selection.js";
 import { trackerStatus } from "./status.js";
 import { FLASH_MS, TrackerLayer } from "./tracker-layer.js";
+import { TrackerList } from "./tracker-list.js";
 import { TrackerStore } from "./trackers.js";
 import { formatClock, formatSpeed, statusBadge, toggle, tooltip } from "./ui.js";
 import { bindViewHash, parseViewHash } from "./view-hash.js";
@@ -74,6 +76,19 @@ function nameOf(id) {
   return details.get(id)?.name || `Tracker ${id.slice(0, 8)}`;
 }
 
+// --- Tracker list (tracker-list.js) and the shared selection -------------------
+
+const selection = new Selection();
+const trackerList = new TrackerList({
+  panel: document.getElementById("side-panel"),
+  url: config.trackersUrl,
+  statusRule,
+  selection,
+  // The live map's position of a tracker is often newer than the list's.
+  live: (id) => store.get(id),
+});
+// The panel opening or closing (or the window) changes the map's size.
+new ResizeObserver(() => map.invalidateSize()).observe(map.getContainer());
 // --- Overview: past the cell limit, the trackers counted by area -------------
 
 const overviewLayer = new OverviewLayer({ map });
@@ -325,6 +340,7 @@ setInterval(() => {
 updateCells();
 fences.refresh();
 hub.start();
+trackerList.start();
 
 // --- Test hooks (read-only) --------------------------------------------------
 
@@ -341,5 +357,7 @@ window.trackerMap = Object.freeze({
   cells: () => subscription.confirmed,
   status: () => hub.status,
   fences: () => fences.drawn(),
+  selected: () => selection.id,
+  list: () => trackerList.state(),
   overview: () => ({ level: overviewSubscription.level, total: overviewLayer.total, areas: overviewLayer.drawn() }),
 });
