@@ -47,6 +47,20 @@ def tracker_visits_url() -> str:
     return url.replace(str(_ANY_TRACKER), "{id}")
 
 
+# The land outlines bundled from world-atlas (static/vendor/README.md), coarsest
+# first, each with the zoom from which the page draws it: finer files are
+# larger (55 KB, 0.5 MB, 3 MB), so they load only once the map is zoomed in.
+_LAND_OUTLINES = (("land-110m.json", 0), ("land-50m.json", 4), ("land-10m.json", 7))
+
+
+def land_urls() -> list[dict[str, Any]]:
+    """The land outlines a map page may draw: ``[{"url": ..., "minZoom": n}]``."""
+    return [
+        {"url": static(f"vendor/world-atlas/{name}"), "minZoom": min_zoom}
+        for name, min_zoom in _LAND_OUTLINES
+    ]
+
+
 def map_config() -> dict[str, Any]:
     """What the page's JavaScript reads from its ``map-config`` script element."""
     return {
@@ -54,7 +68,7 @@ def map_config() -> dict[str, Any]:
         "trackersUrl": reverse("tracking:tracker-list"),
         "trackerVisitsUrl": tracker_visits_url(),
         "geofencesUrl": reverse("tracking:geofence-list"),
-        "landUrl": static("vendor/world-atlas/land-110m.json"),
+        "landUrls": land_urls(),
         "tileUrl": settings.MAP_TILE_URL,
         "tileAttribution": settings.MAP_TILE_ATTRIBUTION,
         "gridDegrees": settings.TRACKING_GRID_DEGREES,

@@ -14,10 +14,10 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.templatetags.static import static
 from django.utils import timezone
 from django.utils.html import format_html
 
+from maps.views import land_urls
 from tracking.geofences import MAX_RADIUS_M
 from tracking.models import Geofence, Position, Tracker, Visit
 
@@ -52,7 +52,7 @@ def map_config(mode: str, **extra: Any) -> str:
     return json.dumps(
         {
             "mode": mode,
-            "landUrl": static("vendor/world-atlas/land-110m.json"),
+            "landUrls": land_urls(),
             "tileUrl": settings.MAP_TILE_URL,
             "tileAttribution": settings.MAP_TILE_ATTRIBUTION,
             "center": {
