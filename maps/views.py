@@ -15,10 +15,10 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.templatetags.static import static
 from django.urls import reverse
 
 from tracking.access import may_view_map
+from tracking.land_outlines import land_urls
 from tracking.models import TrackerStatus
 
 _NEGOTIATE_SUFFIX = "/negotiate"
@@ -45,20 +45,6 @@ def tracker_visits_url() -> str:
     """The URL of a tracker's visits with ``{id}`` where the tracker's id goes."""
     url = reverse("tracking:tracker-visits", kwargs={"tracker_id": _ANY_TRACKER})
     return url.replace(str(_ANY_TRACKER), "{id}")
-
-
-# The land outlines bundled from world-atlas (static/vendor/README.md), coarsest
-# first, each with the zoom from which the page draws it: finer files are
-# larger (55 KB, 0.5 MB, 3 MB), so they load only once the map is zoomed in.
-_LAND_OUTLINES = (("land-110m.json", 0), ("land-50m.json", 4), ("land-10m.json", 7))
-
-
-def land_urls() -> list[dict[str, Any]]:
-    """The land outlines a map page may draw: ``[{"url": ..., "minZoom": n}]``."""
-    return [
-        {"url": static(f"vendor/world-atlas/{name}"), "minZoom": min_zoom}
-        for name, min_zoom in _LAND_OUTLINES
-    ]
 
 
 def map_config() -> dict[str, Any]:

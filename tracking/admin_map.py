@@ -17,8 +17,8 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.html import format_html
 
-from maps.views import land_urls
 from tracking.geofences import MAX_RADIUS_M
+from tracking.land_outlines import land_urls
 from tracking.models import Geofence, Position, Tracker, Visit
 
 # The other fences drawn on a fence's form, the most recently changed first.
