@@ -14,7 +14,7 @@ const L = window.L;
 // stays findable in the list). A stale one is faded, grey and see-through.
 const STYLES = {
   [STATUS.online]: { fill: "#0f7b74", stroke: "#ffffff", alpha: 1 },
-  [STATUS.stale]: { fill: "#8d949e", stroke: "#ffffff", alpha: 0.5 },
+  [STATUS.stale]: { fill: "#6f7782", stroke: "#ffffff", alpha: 0.5 },
 };
 // Online markers are drawn last, on top.
 const DRAW_ORDER = [STATUS.stale, STATUS.online];
