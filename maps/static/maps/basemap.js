@@ -3,8 +3,9 @@
 // that is only added once a probe tile proves the tile server reachable (so an
 // offline map logs one failed request, not one per tile).
 
+import { fetchLandPolygons } from "./land.js";
+
 const L = window.L;
-const topojson = window.topojson;
 
 const LAND_STYLE = {
   stroke: true,
@@ -71,9 +72,7 @@ class LandOutlines {
   async load(level) {
     level.state = "loading";
     try {
-      const response = await fetch(level.url, { credentials: "same-origin" });
-      if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      level.polygons = landPolygons(await response.json());
+      level.polygons = await readOutline(level.url);
       level.state = "loaded";
       this.show();
     } catch (error) {
@@ -112,7 +111,13 @@ class LandOutlines {
     const key = `${shift}:${index}`;
     let layer = level.layers.get(key);
     if (!layer) {
-      const rings = level.polygons[index].rings.map((ring) => ring.map(([lng, lat]) => L.latLng(lat, lng + shift)));
+      const rings = level.polygons[index].rings.map((ring) => {
+        const latLngs = new Array(ring.length / 2);
+        for (let point = 0; point < latLngs.length; point += 1) {
+          latLngs[point] = L.latLng(ring[2 * point + 1], ring[2 * point] + shift);
+        }
+        return latLngs;
+      });
       layer = L.polygon(rings, this.options);
       level.layers.set(key, layer);
     }
@@ -121,65 +126,33 @@ class LandOutlines {
 }
 
 /**
- * The polygons of a world-atlas land topology (object `land`): each its rings
- * of [lng, lat] and its bounds. Natural Earth cuts land at the antimeridian,
- * so some rings jump from 180 to -180; drawn flat, that jump is a line across
- * the whole map. Every ring is made continuous (it may then reach past ±180),
- * each polygon centred on the main world with its holes beside it; the ±360°
- * copies fill the other side.
+ * The polygons of the land outline at `url`, read by a worker so the page
+ * stays responsive while a large file is decoded; on the main thread if no
+ * worker can be had.
+ * @returns {Promise<import("./land.js").LandPolygon[]>}
  */
-function landPolygons(topology) {
-  const collection = topojson.feature(topology, topology.objects.land);
-  const features = collection.type === "FeatureCollection" ? collection.features : [collection];
-  const polygons = [];
-  for (const { geometry } of features) {
-    const parts = geometry.type === "Polygon" ? [geometry.coordinates] : geometry.type === "MultiPolygon" ? geometry.coordinates : [];
-    for (const [outer, ...holes] of parts) {
-      const shell = unwrapRing(outer);
-      const box = boundsOf(shell);
-      const centring = -360 * Math.floor(((box.west + box.east) / 2 + 180) / 360);
-      const rings = [shiftRing(shell, centring)];
-      for (const hole of holes) {
-        const unwrapped = unwrapRing(hole);
-        const { west, east } = boundsOf(unwrapped);
-        // A hole stays beside its shell, whichever side of ±180 each was cut to.
-        rings.push(shiftRing(unwrapped, centring + 360 * Math.round((box.west + box.east - west - east) / 720)));
-      }
-      polygons.push({ rings, west: box.west + centring, east: box.east + centring, south: box.south, north: box.north });
+function readOutline(url) {
+  const absolute = new URL(url, window.location.href).href;
+  return new Promise((resolve, reject) => {
+    let worker;
+    try {
+      worker = new Worker(new URL("./land-worker.js", import.meta.url), { type: "module" });
+    } catch {
+      resolve(fetchLandPolygons(absolute));
+      return;
     }
-  }
-  return polygons;
-}
-
-/** The ring without jumps of more than 180° of longitude (the same array when it has none). */
-function unwrapRing(ring) {
-  let jumps = false;
-  for (let index = 1; index < ring.length && !jumps; index += 1) jumps = Math.abs(ring[index][0] - ring[index - 1][0]) > 180;
-  if (!jumps) return ring;
-  let offset = 0;
-  return ring.map(([lng, lat], index) => {
-    if (index > 0) {
-      const step = lng - ring[index - 1][0];
-      if (step > 180) offset -= 360;
-      else if (step < -180) offset += 360;
-    }
-    return [lng + offset, lat];
+    worker.onmessage = ({ data }) => {
+      worker.terminate();
+      if (data.error) reject(new Error(data.error));
+      else resolve(data.polygons);
+    };
+    worker.onerror = (event) => {
+      event.preventDefault();
+      worker.terminate();
+      resolve(fetchLandPolygons(absolute));
+    };
+    worker.postMessage({ url: absolute });
   });
-}
-
-function boundsOf(ring) {
-  const box = { west: Infinity, east: -Infinity, south: Infinity, north: -Infinity };
-  for (const [lng, lat] of ring) {
-    if (lng < box.west) box.west = lng;
-    if (lng > box.east) box.east = lng;
-    if (lat < box.south) box.south = lat;
-    if (lat > box.north) box.north = lat;
-  }
-  return box;
-}
-
-function shiftRing(ring, shift) {
-  return shift === 0 ? ring : ring.map(([lng, lat]) => [lng + shift, lat]);
 }
 
 /**
