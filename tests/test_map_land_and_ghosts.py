@@ -17,6 +17,7 @@ from django.conf import settings
 
 from tests import support
 from tests.test_map_fences import HubPublisher, LiveDemo, hub, live  # noqa: F401  (fixtures)
+from tests.test_map_page import module_url
 from tracking.grid import Grid
 from tracking.hub.publishing import publish_locations
 from tracking.positions import LatestPosition
@@ -146,6 +147,59 @@ def test_when_the_finer_coast_cannot_be_had_the_coarse_one_stays(
     support.ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(support.ARTIFACTS / "map-land-helsinki-110m.png"))
     assert page.errors == []
+
+
+# A square decoded from two quantised arcs, forwards and reversed, and one
+# across the antimeridian (absolute arcs, without a transform).
+SQUARES = {
+    "type": "Topology",
+    "transform": {"scale": [0.5, 0.25], "translate": [-10, 20]},
+    "arcs": [[[0, 0], [4, 0], [0, 4]], [[4, 4], [-4, 0], [0, -4]]],
+    "objects": {
+        "land": {
+            "type": "GeometryCollection",
+            "geometries": [
+                {"type": "Polygon", "arcs": [[0, 1]]},
+                {"type": "MultiPolygon", "arcs": [[[-2, -1]]]},
+            ],
+        }
+    },
+}
+ACROSS_180 = {
+    "type": "Topology",
+    "arcs": [[[179, 0], [-179, 0], [-179, 1], [179, 1], [179, 0]]],
+    "objects": {
+        "land": {"type": "GeometryCollection", "geometries": [{"type": "Polygon", "arcs": [[0]]}]}
+    },
+}
+
+
+def test_land_js_decodes_topojson_arcs_into_rings_continuous_across_180_degrees(
+    live: LiveDemo,  # noqa: F811
+    page: Any,
+) -> None:
+    page.goto(live.url)
+    answers = page.evaluate(
+        """async ({ url, topologies }) => {
+          const { landPolygons } = await import(url);
+          return topologies.map((topology) => landPolygons(topology).map((polygon) => ({
+            ...polygon, rings: polygon.rings.map((ring) => Array.from(ring)),
+          })));
+        }""",
+        {"url": module_url(page, "land.js"), "topologies": [SQUARES, ACROSS_180]},
+    )
+    square = {"west": -10, "east": -8, "south": 20, "north": 21}
+    assert answers[0] == [
+        {"rings": [[-10, 20, -8, 20, -8, 21, -10, 21, -10, 20]], **square},
+        {"rings": [[-10, 20, -10, 21, -8, 21, -8, 20, -10, 20]], **square},
+    ]
+    # One continuous ring (no line across the world), centred on the main world.
+    assert answers[1] == [
+        {
+            "rings": [[-181, 0, -179, 0, -179, 1, -181, 1, -181, 0]],
+            **{"west": -181, "east": -179, "south": 0, "north": 1},
+        }
+    ]
 
 
 # --- Ghosts ---------------------------------------------------------------------------------
