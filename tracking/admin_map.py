@@ -41,7 +41,6 @@ def map_media() -> forms.Media:
         js=[
             "vendor/leaflet/leaflet.js",
             "vendor/leaflet-geoman/leaflet-geoman.min.js",
-            "vendor/topojson-client/topojson-client.min.js",
             module,
         ],
     )
