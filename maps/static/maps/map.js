@@ -57,7 +57,7 @@ const start = parseViewHash(window.location.hash) ?? {
 };
 const map = L.map("map", { preferCanvas: true, worldCopyJump: true, minZoom: 2, maxZoom: 19 });
 map.setView([start.latitude, start.longitude], start.zoom);
-addLandOutline(map, config.landUrl);
+addLandOutline(map, config.landUrls);
 addTiles(map, {
   url: config.tileUrl,
   attribution: config.tileAttribution,
