@@ -22,6 +22,12 @@ time) and its script, layout and style parts; an init script counts the
 animation frames the page asks for, long tasks, and the ``locationUpdated``
 records that arrive on the WebSocket.
 
+The tracker list beside the map is open throughout, holding every tracker:
+the 5,000 moving ones and ``IDLE_TRACKERS`` more registered before the start
+(half never seen, half offline far from the view), 10,000 in all. After the
+window, the search box is typed into a key at a time: each keystroke's time
+until the list's rows are in the page, and until the next animation frame.
+
 Chromium runs headless with ``--disable-gpu``, so the canvas is drawn and
 rasterised in software on the main thread: a pessimistic setting for a canvas
 map. The busy share is wall time of main-thread tasks, so on a machine short
@@ -56,6 +62,10 @@ if TYPE_CHECKING:
     from playwright.sync_api import CDPSession, Page
 
 TRACKERS = 5_000
+# Registered before the start and never moving, so the tracker list holds 10,000.
+IDLE_TRACKERS = 5_000
+# Typed into the list's search box a key at a time, each query after clearing it.
+QUERIES = ("helsinki loop", "idle 04", "tampere", "3f", "idle unit 0999")
 ROUTES = "helsinki"
 SEED = 1
 VIEWPORT = {"width": 1280, "height": 800}
@@ -158,10 +168,52 @@ METRICS = (
     "LayoutCount",
     "RecalcStyleCount",
 )
+# IDLE_TRACKERS trackers that never move: half never seen, half last seen a day
+# ago in the South Pacific (offline, and far from the view).
+SEED_IDLE_TRACKERS = f"""
+import math, uuid
+from datetime import UTC, datetime, timedelta
+from django.conf import settings
+from tracking.models import Tracker
+seen = datetime.now(UTC) - timedelta(days=1)
+size = settings.TRACKING_GRID_DEGREES
+rows = []
+for n in range({IDLE_TRACKERS}):
+    row = Tracker(id=uuid.uuid4(), name=f"Idle unit {{n:04d}}")
+    if n % 2:
+        row.latitude, row.longitude = -40.0 - n / 1000, -120.0
+        row.position_at = row.ordered_at = seen
+        row.cell_x, row.cell_y = math.floor(row.longitude / size), math.floor(row.latitude / size)
+    rows.append(row)
+Tracker.objects.bulk_create(rows, batch_size=1000)
+"""
+
+# Once: each keystroke in the list's search box, the time from the key until
+# its input is handled (the list filters and renders in the handler) and until
+# the next animation frame starts.
+KEYSTROKE_SCRIPT = """() => {
+  const search = document.querySelector(".tracker-search");
+  const timings = [];
+  let pressed = null;
+  search.addEventListener("keydown", (event) => { pressed = event.timeStamp; }, { capture: true });
+  search.addEventListener("input", () => {
+    if (pressed === null) return;
+    const start = pressed;
+    pressed = null;
+    const handled = performance.now() - start;
+    requestAnimationFrame(() => timings.push({ handled, frame: performance.now() - start }));
+  });
+  window.__keystrokes = timings;
+}"""
+
+# The tracker list's own modules (collectstatic may put a hash in their names),
+# whose share of the main thread is sampled.
+LIST_MODULES = re.compile(r"/(tracker-list|roster|tracker-search)(\.[0-9a-f]+)?\.js$")
+PROFILE_SECONDS = 10.0
 LAG_LINE = re.compile(r"(\d+) events/s .*lag median ([\d.]+) s, p99 ([\d.]+) s")
 
 
-def run(*, quick: bool) -> dict[str, Any]:
+def run(*, quick: bool, list_open: bool = True) -> dict[str, Any]:
     if not Path(support.CHROMIUM).exists():
         raise RuntimeError(f"{support.CHROMIUM} is missing: apt-get install chromium")
     mode = QUICK if quick else FULL
@@ -169,7 +221,7 @@ def run(*, quick: bool) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-browser-")))
         url, servers = stack.enter_context(_servers(folder))
-        figures = _measure(url, mode, servers=servers, folder=folder)
+        figures = _measure(url, mode, servers=servers, folder=folder, list_open=list_open)
         figures["server"].update(_server_lag(folder / "consume_events.log", figures["window_at"]))
     figures.pop("window_at")
     figures["mode"] = "quick" if quick else "full"
@@ -209,6 +261,9 @@ def _servers(folder: Path) -> Iterator[tuple[str, list[int]]]:
                 done = future.result()
                 if done.returncode != 0:
                     raise RuntimeError(f"{' '.join(done.args[2:])} failed:\n{done.stderr[-2000:]}")
+        seeded = common.manage(["shell", "-c", SEED_IDLE_TRACKERS], env=env)
+        if seeded.returncode != 0:
+            raise RuntimeError(f"registering the idle trackers failed:\n{seeded.stderr[-2000:]}")
         port = common.free_port()
         daphne = stack.enter_context(
             common.background(
@@ -256,7 +311,9 @@ def _servers(folder: Path) -> Iterator[tuple[str, list[int]]]:
             raise RuntimeError(f"consume_events exited:\n{_tail(folder / 'consume_events.log')}")
 
 
-def _measure(url: str, mode: Mode, *, servers: list[int], folder: Path) -> dict[str, Any]:
+def _measure(
+    url: str, mode: Mode, *, servers: list[int], folder: Path, list_open: bool
+) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -290,6 +347,14 @@ def _measure(url: str, mode: Mode, *, servers: list[int], folder: Path) -> dict[
                     f"{_tail(folder / 'consume_events.log')}"
                 ) from None
             appeared = time.monotonic() - opened
+            page.wait_for_function(
+                f"() => window.trackerMap.list().total >= {TRACKERS + IDLE_TRACKERS}",
+                polling=500,
+                timeout=60_000,
+            )
+            listed = time.monotonic() - opened
+            if not list_open:  # to compare: the map alone, as wide as the viewport
+                page.click(".side-panel-toggle")
             time.sleep(WARM_UP_SECONDS)
 
             check = _check_updates(page, mode.samples)
@@ -308,10 +373,15 @@ def _measure(url: str, mode: Mode, *, servers: list[int], folder: Path) -> dict[
                     slices.append(_metrics(cdp))
                 machine_after = psutil.cpu_times()
             counters = page.evaluate("({...window.__bench.counters})")
+            list_state = page.evaluate("window.trackerMap.list()")
 
+            list_profile = _list_share(cdp, PROFILE_SECONDS)
             final = page.evaluate(SNAPSHOT_SCRIPT)
             SCREENSHOT.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(SCREENSHOT))
+            if not list_open:
+                page.click(".side-panel-toggle")
+            keystrokes = _type_searches(page)
         finally:
             browser.close()
 
@@ -359,6 +429,19 @@ def _measure(url: str, mode: Mode, *, servers: list[int], folder: Path) -> dict[
             "kib_per_second": counters["chars"] / 1024 / wall,
             "errors": errors,
         },
+        "list": {
+            "open": list_open,
+            "trackers": list_state["total"],
+            "rows_in_page": list_state["rowsInPage"],
+            "profile": list_profile,
+            "seconds_until_listed": round(listed, 1),
+            "keystrokes": len(keystrokes),
+            "keystroke_handled_ms_median": common.median([k["handled"] for k in keystrokes]),
+            "keystroke_handled_ms_p90": common.percentile([k["handled"] for k in keystrokes], 0.9),
+            "keystroke_frame_ms_median": common.median([k["frame"] for k in keystrokes]),
+            "keystroke_frame_ms_p90": common.percentile([k["frame"] for k in keystrokes], 0.9),
+            "rows_in_page_while_typing_max": max((k["rows"] for k in keystrokes), default=0),
+        },
         "check": {
             **check,
             "trackers_after": len(final["stamps"]),
@@ -375,6 +458,67 @@ def _measure(url: str, mode: Mode, *, servers: list[int], folder: Path) -> dict[
         "machine_cores_busy": _cores_busy(machine_before, machine_after),
         "screenshot": str(SCREENSHOT.relative_to(common.ROOT)),
     }
+
+
+def _list_share(cdp: CDPSession, seconds: float) -> dict[str, float]:
+    """Sample the page's JavaScript for ``seconds`` (after the measured window, as
+    sampling costs time): the share of wall time spent in the tracker list's
+    modules (anywhere on the stack), and in any script at all. Unlike the busy
+    share, this hardly moves when other work on the machine delays the page."""
+    cdp.send("Profiler.enable")
+    cdp.send("Profiler.setSamplingInterval", {"interval": 500})
+    cdp.send("Profiler.start")
+    started = time.monotonic()
+    time.sleep(seconds)
+    profile = cdp.send("Profiler.stop")["profile"]
+    wall = time.monotonic() - started
+    cdp.send("Profiler.disable")
+    parents: dict[int, int] = {}
+    nodes = {node["id"]: node for node in profile["nodes"]}
+    for node in profile["nodes"]:
+        for child in node.get("children", []):
+            parents[child] = node["id"]
+
+    def in_list(node_id: int) -> bool:
+        while node_id in nodes:
+            if LIST_MODULES.search(nodes[node_id]["callFrame"]["url"]):
+                return True
+            node_id = parents.get(node_id, -1)
+        return False
+
+    idle = {"(idle)", "(program)"}
+    listed = busy = 0.0
+    memo: dict[int, bool] = {}
+    for node_id, delta in zip(profile["samples"], profile["timeDeltas"], strict=False):
+        if nodes[node_id]["callFrame"]["functionName"] in idle:
+            continue
+        busy += delta
+        if node_id not in memo:
+            memo[node_id] = in_list(node_id)
+        if memo[node_id]:
+            listed += delta
+    return {
+        "seconds": round(wall, 1),
+        "list_share": listed / 1e6 / wall,
+        "script_share": busy / 1e6 / wall,
+    }
+
+
+def _type_searches(page: Page) -> list[dict[str, float]]:
+    """Type each of QUERIES into the list's search box a key at a time (a short pause
+    between keys, as a person types); the timings of every keystroke."""
+    page.evaluate(KEYSTROKE_SCRIPT)
+    search = page.locator(".tracker-search")
+    rows = []
+    for query in QUERIES:
+        search.fill("")
+        search.click()
+        for key in query:
+            page.keyboard.type(key)
+            time.sleep(0.1)
+            rows.append(page.evaluate("window.trackerMap.list().rowsInPage"))
+    timings: list[dict[str, float]] = page.evaluate("window.__keystrokes")
+    return [{**timing, "rows": count} for timing, count in zip(timings, rows, strict=False)]
 
 
 def _check_updates(page: Page, samples: int) -> dict[str, Any]:
@@ -488,7 +632,9 @@ def rows(figures: dict[str, Any]) -> list[common.Row]:
     return [
         common.Row(
             name,
-            f"main thread busy, {figures['trackers']:,} trackers in view ({figures['mode']}, {figures['window_seconds']:.0f} s)",
+            f"main thread busy, {figures['trackers']:,} trackers in view, the list of"
+            f" {figures['list']['trackers']:,} {'open' if figures['list']['open'] else 'closed'}"
+            f" ({figures['mode']}, {figures['window_seconds']:.0f} s)",
             f"{_percent(busy)} ({verdict})",
             f"< {TARGET_SHARE:.0%}",
         ),
@@ -555,6 +701,29 @@ def rows(figures: dict[str, Any]) -> list[common.Row]:
                 " (contended: the busy share above is inflated)" if others > CONTENDED_CORES else ""
             ),
         ),
+        common.Row(
+            name,
+            f"tracker list: {figures['list']['trackers']:,} trackers,"
+            f" {'open' if figures['list']['open'] else 'closed'} during the window above",
+            f"listed {figures['list']['seconds_until_listed']:.1f} s after opening the page,"
+            f" {figures['list']['rows_in_page']} rows in the page",
+        ),
+        common.Row(
+            name,
+            f"main thread in the list's code / in any script (sampled {figures['list']['profile']['seconds']:.0f} s after)",
+            f"{_percent(figures['list']['profile']['list_share'])} / {_percent(figures['list']['profile']['script_share'])}",
+        ),
+        common.Row(
+            name,
+            f"list search, keystroke to filtered rows, median / p90 ({figures['list']['keystrokes']} keys)",
+            f"{figures['list']['keystroke_handled_ms_median']:.1f} ms / {figures['list']['keystroke_handled_ms_p90']:.1f} ms",
+        ),
+        common.Row(
+            name,
+            "list search, keystroke to the next frame, median / p90",
+            f"{figures['list']['keystroke_frame_ms_median']:.1f} ms / {figures['list']['keystroke_frame_ms_p90']:.1f} ms",
+            "< 50 ms",
+        ),
         common.Row(name, "page errors", str(len(page["errors"])), "0"),
     ]
 
@@ -565,8 +734,13 @@ def main() -> None:
     group.add_argument("--quick", action="store_true", help="a 20 s window (the default)")
     group.add_argument("--full", action="store_true", help="a 60 s window")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    parser.add_argument(
+        "--list-closed",
+        action="store_true",
+        help="measure the main thread with the tracker list closed (to compare)",
+    )
     options = parser.parse_args()
-    figures = run(quick=not options.full)
+    figures = run(quick=not options.full, list_open=not options.list_closed)
     if options.json:
         print(json.dumps(figures, indent=2))
     for row in rows(figures):

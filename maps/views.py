@@ -15,11 +15,11 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.templatetags.static import static
 from django.urls import reverse
 
 from tracking.access import may_view_map
 from tracking.areas import LEVELS, MAX_AREAS
+from tracking.land_outlines import land_urls
 from tracking.models import TrackerStatus
 
 _NEGOTIATE_SUFFIX = "/negotiate"
@@ -58,7 +58,7 @@ def map_config() -> dict[str, Any]:
         "trackerPositionsUrl": tracker_url("tracking:tracker-positions"),
         "trailMinutes": settings.MAP_TRAIL_MINUTES,
         "geofencesUrl": reverse("tracking:geofence-list"),
-        "landUrl": static("vendor/world-atlas/land-110m.json"),
+        "landUrls": land_urls(),
         "tileUrl": settings.MAP_TILE_URL,
         "tileAttribution": settings.MAP_TILE_ATTRIBUTION,
         "gridDegrees": settings.TRACKING_GRID_DEGREES,

@@ -90,7 +90,7 @@ def new_tracker(live: LiveDemo, name: str) -> uuid.UUID:
 
 
 def selected(page: Any) -> dict[str, Any]:
-    state: dict[str, Any] = page.evaluate("window.trackerMap.selected()")
+    state: dict[str, Any] = page.evaluate("window.trackerMap.selection()")
     return state
 
 
@@ -133,7 +133,7 @@ def wait_for_row(page: Any, label: str, value: str) -> None:
 def wait_for_position(page: Any, timestamp: int) -> None:
     """Until the page holds the selected tracker's position of ``timestamp`` (or a later one)."""
     page.wait_for_function(
-        "(ts) => { const p = window.trackerMap.selected().position; return p !== null && p.timestamp >= ts; }",
+        "(ts) => { const p = window.trackerMap.selection().position; return p !== null && p.timestamp >= ts; }",
         arg=timestamp,
         timeout=15_000,
     )
@@ -163,8 +163,8 @@ def marker_point(page: Any, where: tuple[float, float]) -> dict[str, float]:
 
 
 CENTRED = """() => {
-  const { map, selected } = window.trackerMap;
-  const { position } = selected();
+  const { map, selection } = window.trackerMap;
+  const { position } = selection();
   if (!position) return false;
   // The copy of its longitude beside the view's centre (the map may stand past 180 after crossing it).
   const { lng } = map.getCenter();
@@ -206,12 +206,12 @@ def test_clicking_a_marker_opens_its_details_which_follow_its_reports(
     wait_for_position(page, at)
     updated = panel_rows(page)["Last update"]
     page.wait_for_function(
-        "(before) => window.trackerMap.selected().id && "
+        "(before) => window.trackerMap.selection().id && "
         "document.querySelector('#tracker-details dd[data-field=updated]').textContent !== before",
         arg=updated,
         timeout=15_000,
     )
-    page.wait_for_function("window.trackerMap.selected().trail.length >= 2")
+    page.wait_for_function("window.trackerMap.selection().trail.length >= 2")
     support.ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(support.ARTIFACTS / "map-selected.png"))
 
@@ -268,7 +268,7 @@ def test_follow_keeps_a_moving_tracker_centred_across_a_cell_boundary(
     page.mouse.down()
     page.mouse.move(box["x"] + 200, box["y"] + 250, steps=5)
     page.mouse.up()
-    page.wait_for_function("!window.trackerMap.selected().following")
+    page.wait_for_function("!window.trackerMap.selection().following")
     assert panel_rows(page)["follow"] == "false"
     assert page.url.endswith(f"/t={courier}")
     assert page.errors == []
@@ -289,7 +289,7 @@ def test_a_followed_tracker_crosses_the_antimeridian_with_a_short_trail(
     for where in route[1:]:
         wait_for_position(page, reports.send(courier, where))
     page.wait_for_function(CENTRED, timeout=15_000)
-    page.wait_for_function("window.trackerMap.selected().trail.length === 5", timeout=15_000)
+    page.wait_for_function("window.trackerMap.selection().trail.length === 5", timeout=15_000)
 
     # Drawn step by step the short way round: no segment spans the world.
     drawn = [lng for _, lng in selected(page)["trail"]]
@@ -319,13 +319,13 @@ def test_the_trail_grows_from_history_with_each_newer_position_and_never_goes_ba
     )
     page.evaluate("(id) => window.trackerMap.select(id)", str(courier))
     wait_for_panel(page, "Courier 13")
-    page.wait_for_function("window.trackerMap.selected().trail.length === 5", timeout=15_000)
+    page.wait_for_function("window.trackerMap.selection().trail.length === 5", timeout=15_000)
     assert trail_of(page) == history
 
     later = [(round(60.16900 + 0.0002 * n, 6), round(24.93150 + 0.0003 * n, 6)) for n in range(3)]
     for where in later:
         wait_for_position(page, reports.send(courier, where))
-    page.wait_for_function("window.trackerMap.selected().trail.length === 8")
+    page.wait_for_function("window.trackerMap.selection().trail.length === 8")
 
     # A position older than the newest (a device's late report) is not drawn: no jump back.
     stale = (60.16500, 24.92000)
@@ -336,7 +336,7 @@ def test_the_trail_grows_from_history_with_each_newer_position_and_never_goes_ba
     )
     newest = (60.17000, 24.93500)
     wait_for_position(page, reports.send(courier, newest))
-    page.wait_for_function("window.trackerMap.selected().trail.length === 9")
+    page.wait_for_function("window.trackerMap.selection().trail.length === 9")
     assert trail_of(page) == history + later + [newest]
     support.ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(support.ARTIFACTS / "map-selected-trail.png"))
@@ -449,15 +449,15 @@ def test_on_a_phone_the_details_are_a_sheet_below_the_tracker(
         open_map(page, live.url + f"#15/60.1700/24.9416/t={courier}/follow")
         wait_for_panel(page, "Courier 16 with a rather long name for a phone")
         reports.send(courier, (60.16995, 24.94210))
-        page.wait_for_function("window.trackerMap.selected().trail.length >= 2", timeout=15_000)
+        page.wait_for_function("window.trackerMap.selection().trail.length >= 2", timeout=15_000)
         sheet = page.locator(PANEL).bounding_box()
         # A sheet across the bottom, the map in sight above it, the tracker in the middle of that.
         assert sheet["x"] == 0 and sheet["width"] == 390
         assert 844 * 0.5 <= sheet["y"] < 844
         page.wait_for_function(
             """() => {
-              const { map, selected } = window.trackerMap;
-              const { position } = selected();
+              const { map, selection } = window.trackerMap;
+              const { position } = selection();
               const point = map.latLngToContainerPoint([position.latitude, position.longitude]);
               const top = document.getElementById("tracker-details").getBoundingClientRect().top;
               return Math.abs(point.y - top / 2) < 3 && Math.abs(point.x - 195) < 3;
@@ -486,8 +486,8 @@ def test_on_a_phone_the_details_are_a_sheet_below_the_tracker(
         wait_for_panel(page, "Courier 16 with a rather long name for a phone")
         page.wait_for_function(
             """() => {
-              const { map, selected } = window.trackerMap;
-              const { position } = selected();
+              const { map, selection } = window.trackerMap;
+              const { position } = selection();
               const point = map.latLngToContainerPoint([position.latitude, position.longitude]);
               return point.y < document.getElementById("tracker-details").getBoundingClientRect().top - 20;
             }""",

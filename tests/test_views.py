@@ -189,6 +189,12 @@ def test_the_map_page_carries_its_settings(client: Client) -> None:
     assert re.search(r'<link rel="icon" href="[^"]*favicon[^"]*\.svg"', html)
     assert config["gridDegrees"] == 1.0 and config["maxCells"] == 50
     assert config["tileUrl"].startswith("https://tile.openstreetmap.org/")
+    # The land outlines, coarsest first, finer ones from the zoom they are worth loading at.
+    assert config["landUrls"] == [
+        {"url": "/static/vendor/world-atlas/land-110m.json", "minZoom": 0},
+        {"url": "/static/vendor/world-atlas/land-50m.json", "minZoom": 4},
+        {"url": "/static/vendor/world-atlas/land-10m.json", "minZoom": 7},
+    ]
 
 
 @override_settings(MAP_TILE_URL="", MAP_TILE_ATTRIBUTION="")
@@ -208,6 +214,8 @@ def test_the_vendored_scripts_are_served(client: Client) -> None:
         "/static/vendor/leaflet/leaflet.js",
         "/static/vendor/signalr/signalr.min.js",
         "/static/vendor/world-atlas/land-110m.json",
+        "/static/vendor/world-atlas/land-50m.json",
+        "/static/vendor/world-atlas/land-10m.json",
         "/static/maps/map.js",
     ):
         response = client.get(path)

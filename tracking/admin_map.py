@@ -14,11 +14,11 @@ from typing import Any
 
 from django import forms
 from django.conf import settings
-from django.templatetags.static import static
 from django.utils import timezone
 from django.utils.html import format_html
 
 from tracking.geofences import MAX_RADIUS_M
+from tracking.land_outlines import land_urls
 from tracking.models import Geofence, Position, Tracker, Visit
 
 # The other fences drawn on a fence's form, the most recently changed first.
@@ -41,7 +41,6 @@ def map_media() -> forms.Media:
         js=[
             "vendor/leaflet/leaflet.js",
             "vendor/leaflet-geoman/leaflet-geoman.min.js",
-            "vendor/topojson-client/topojson-client.min.js",
             module,
         ],
     )
@@ -52,7 +51,7 @@ def map_config(mode: str, **extra: Any) -> str:
     return json.dumps(
         {
             "mode": mode,
-            "landUrl": static("vendor/world-atlas/land-110m.json"),
+            "landUrls": land_urls(),
             "tileUrl": settings.MAP_TILE_URL,
             "tileAttribution": settings.MAP_TILE_ATTRIBUTION,
             "center": {

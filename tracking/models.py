@@ -60,6 +60,11 @@ class _SeenWindow(NamedTuple):
         return condition
 
 
+def offline_before(now: datetime) -> datetime:
+    """Last seen before this moment, a tracker is offline at ``now`` (by TRACKING_OFFLINE_SECONDS)."""
+    return now - timedelta(seconds=settings.TRACKING_OFFLINE_SECONDS)
+
+
 def _seen_windows(now: datetime) -> dict[TrackerStatus, _SeenWindow]:
     """The one definition of the status rule: when a tracker last seen at a
     moment is online, stale or offline, by TRACKING_ONLINE_SECONDS and
@@ -69,11 +74,11 @@ def _seen_windows(now: datetime) -> dict[TrackerStatus, _SeenWindow]:
     the map's twin (maps/static/maps/status.js) is held to the same cases
     (tests/cases/status.json)."""
     online_since = now - timedelta(seconds=settings.TRACKING_ONLINE_SECONDS)
-    offline_before = now - timedelta(seconds=settings.TRACKING_OFFLINE_SECONDS)
+    offline_from = offline_before(now)
     return {
         TrackerStatus.ONLINE: _SeenWindow(since=online_since, before=None),
-        TrackerStatus.STALE: _SeenWindow(since=offline_before, before=online_since),
-        TrackerStatus.OFFLINE: _SeenWindow(since=None, before=offline_before),
+        TrackerStatus.STALE: _SeenWindow(since=offline_from, before=online_since),
+        TrackerStatus.OFFLINE: _SeenWindow(since=None, before=offline_from),
     }
 
 

@@ -21,13 +21,18 @@ from tracking.models import Position, Tracker, TrackerQuerySet, TrackerStatus
 from tracking.positions import LatestPosition
 
 
-def latest_positions_in_cells(*, cells: Collection[Cell]) -> list[LatestPosition]:
-    """The latest position of every active tracker whose cell is in ``cells``."""
+def latest_positions_in_cells(
+    *, cells: Collection[Cell], heard_since: datetime | None = None
+) -> list[LatestPosition]:
+    """The latest position of every active tracker whose cell is in ``cells``;
+    with ``heard_since``, only of those whose position is that recent (given
+    ``models.offline_before(now)``: none offline, as the map shows none)."""
     if not cells:
         return []
     in_cells = reduce(or_, (Q(cell_x=cell.x, cell_y=cell.y) for cell in cells))
+    heard = Q(position_at__isnull=False) if heard_since is None else Q(position_at__gte=heard_since)
     rows = (
-        Tracker.objects.filter(in_cells, is_active=True, position_at__isnull=False)
+        Tracker.objects.filter(in_cells, heard, is_active=True)
         .values_list("id", "latitude", "longitude", "position_at", "cell_x", "cell_y")
         .order_by()
     )

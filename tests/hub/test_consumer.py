@@ -5,7 +5,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -301,9 +301,9 @@ def snapshot_reads(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     reads: list[object] = []
     read = consumer.latest_positions_in_cells
 
-    def counted(*, cells: Any) -> Any:
+    def counted(*, cells: Any, **more: Any) -> Any:
         reads.append(cells)
-        return read(cells=cells)
+        return read(cells=cells, **more)
 
     monkeypatch.setattr(consumer, "latest_positions_in_cells", counted)
     return reads
@@ -477,6 +477,59 @@ async def test_joining_sends_the_latest_positions_in_the_new_cells(
     # Joining a cell already held sends no second snapshot.
     await client.join([[24, 60], [23, 61]], [[24, 60], [23, 61]])
     assert await client.nothing_more()
+
+
+async def test_joining_leaves_out_the_trackers_offline_when_it_answers(
+    now: datetime, snapshot_reads: list[object]
+) -> None:
+    """No ghosts: a tracker whose latest position is older than
+    TRACKING_OFFLINE_SECONDS is not in a joiner's snapshot, whether the cell
+    is read from the database or answered from what the process keeps (by
+    each record's age when the join is answered); a stale one is; and an
+    offline one that reports again is back."""
+    online, stale, offline = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    offline_seconds = 900
+    ages = {online: 0, stale: offline_seconds - 60, offline: offline_seconds + 1}
+    events = [
+        event_body(
+            tracker_id=tracker, latitude=60.17, longitude=24.94, at=now - timedelta(seconds=age)
+        )
+        for tracker, age in ages.items()
+    ]
+    await database_sync_to_async(ingest_batch)(
+        events=[RawEvent(body=b, origin="t") for b in events], now=now
+    )
+
+    async def snapshot(hub: Client) -> set[str]:
+        assert "result" in await hub.join([[24, 60]])
+        records: list[dict[str, Any]] = []
+        while not await hub.nothing_more():
+            records += await hub.receive_records(1)
+        return {r["arguments"][0] for r in records}
+
+    async def a_new_viewers_snapshot() -> set[str]:
+        async with connected_client() as viewer:
+            return await snapshot(viewer)
+
+    async with connected_client() as watcher:  # keeps the cell watched, so its snapshot is kept
+        with override_settings(TRACKING_OFFLINE_SECONDS=offline_seconds):
+            assert await snapshot(watcher) == {str(online), str(stale)}
+            assert await a_new_viewers_snapshot() == {str(online), str(stale)}
+        # The stale tracker's age passes the threshold after the cell was read.
+        with override_settings(TRACKING_OFFLINE_SECONDS=offline_seconds - 120):
+            assert await a_new_viewers_snapshot() == {str(online)}
+        assert len(snapshot_reads) == 1  # the later joins were answered from memory
+
+        later = datetime.now(UTC)
+        body = event_body(tracker_id=offline, latitude=60.18, longitude=24.95, at=later)
+        stored = await database_sync_to_async(ingest_batch)(
+            events=[RawEvent(body=body, origin="t")], now=later
+        )
+        await publish_locations(stored.moved)
+        [update] = await watcher.receive_records(1)
+        assert update["arguments"][0] == str(offline)
+        with override_settings(TRACKING_OFFLINE_SECONDS=offline_seconds):
+            assert await a_new_viewers_snapshot() == {str(online), str(stale), str(offline)}
 
 
 # --- Keep-alive ----------------------------------------------------------------------------

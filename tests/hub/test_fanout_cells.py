@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -50,6 +50,16 @@ def ms(seconds: int) -> int:
 
 
 A, B = str(uuid.UUID(int=1)), str(uuid.UUID(int=2))
+
+
+@pytest.fixture(autouse=True)
+def nothing_goes_offline() -> Iterator[None]:
+    """Positions here are stamped on one fixed day (START), long offline by the
+    clock, and a join leaves offline trackers out; these tests are about the
+    order of the stream, so nothing goes offline (test_snapshot_ghosts.py is
+    about leaving them out)."""
+    with override_settings(TRACKING_OFFLINE_SECONDS=10**10):
+        yield
 
 
 class Viewer:
@@ -154,6 +164,24 @@ def test_what_arrives_while_a_cell_is_read_wins_over_the_read() -> None:
         now=0.0,
     )
     assert snapshots.records([WEST]) == [record(A, WEST, 5)]
+
+
+@given(ages=st.lists(st.integers(0, 100), min_size=1, max_size=8), since=st.integers(0, 101))
+def test_a_join_is_answered_with_the_kept_records_heard_since_its_moment_only(
+    ages: list[int], since: int
+) -> None:
+    """The records older than the joiner's moment (offline by then) are left
+    out of the answer but stay kept: the next, older moment gets them."""
+    snapshots = kept(WEST)
+    trackers = [str(uuid.UUID(int=100 + index)) for index in range(len(ages))]
+    snapshots.apply(
+        WEST, "".join(record(t, WEST, age) for t, age in zip(trackers, ages, strict=True))
+    )
+    answered = snapshots.records([WEST], heard_since_ms=ms(since))
+    assert sorted(answered) == sorted(
+        record(t, WEST, age) for t, age in zip(trackers, ages, strict=True) if age >= since
+    )
+    assert len(snapshots.records([WEST], heard_since_ms=ms(0))) == len(snapshots) == len(ages)
 
 
 def test_a_cell_nobody_watches_any_more_is_forgotten() -> None:

@@ -21,10 +21,12 @@ from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.utils import timezone
 
 from tracking.access import Credential, ended_credentials, may_view_map
 from tracking.api_tokens import InvalidToken, find_token
 from tracking.areas import FINEST, Overview, OverviewRequest
+from tracking.events import unix_ms
 from tracking.grid import Cell
 from tracking.hub.fanout import FanOut, describe_error, get_fanout
 from tracking.hub.map_hub import MapHub
@@ -33,7 +35,7 @@ from tracking.hub.servers import ServerSocket, server_socket
 from tracking.hub.session import HubError, HubSession, SessionLimits
 from tracking.hub.sign_in import SignInWatch, get_sign_in_watch, presented_token
 from tracking.hub.tokens import connection_id_from_token, new_connection_id
-from tracking.models import configured_grid
+from tracking.models import configured_grid, offline_before
 from tracking.positions import LatestPosition
 from tracking.selectors import counted_trackers_by_area, latest_positions_in_cells
 
@@ -269,7 +271,11 @@ class HubConsumer(AsyncWebsocketConsumer):
     async def snapshot(self, cells: Sequence[Cell]) -> Sequence[str]:
         assert self.fanout is not None and self.session is not None
         try:
-            return await self.fanout.snapshot(cells, read=read_latest_positions)
+            # No ghosts: a tracker offline now is left out, read or kept (docs/protocol.md §3.7).
+            heard_since_ms = unix_ms(offline_before(timezone.now()))
+            return await self.fanout.snapshot(
+                cells, read=read_latest_positions, heard_since_ms=heard_since_ms
+            )
         except Exception as exc:
             logger.error(
                 "hub %s: could not read the joined cells' positions: %s",
@@ -317,4 +323,8 @@ def _overview_now() -> Overview:
 
 
 async def read_latest_positions(cells: Sequence[Cell]) -> Sequence[LatestPosition]:
-    return await database_sync_to_async(latest_positions_in_cells)(cells=cells)
+    """The latest positions in ``cells`` of the trackers not offline now."""
+    heard_since = offline_before(timezone.now())
+    return await database_sync_to_async(latest_positions_in_cells)(
+        cells=cells, heard_since=heard_since
+    )

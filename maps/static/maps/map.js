@@ -21,6 +21,7 @@ import { Selection } from "./selection.js";
 import { bindSelection } from "./selection-map.js";
 import { trackerStatus } from "./status.js";
 import { FLASH_MS, TrackerLayer } from "./tracker-layer.js";
+import { TrackerList } from "./tracker-list.js";
 import { TrackerStore } from "./trackers.js";
 import { formatClock, formatSpeed, statusBadge, toggle, tooltip } from "./ui.js";
 import { applySelection, bindViewHash, parseViewHash } from "./view-hash.js";
@@ -60,7 +61,7 @@ const start = parseViewHash(window.location.hash) ?? {
 };
 const map = L.map("map", { preferCanvas: true, worldCopyJump: true, minZoom: 2, maxZoom: 19 });
 map.setView([start.latitude, start.longitude], start.zoom);
-addLandOutline(map, config.landUrl);
+addLandOutline(map, config.landUrls);
 addTiles(map, {
   url: config.tileUrl,
   attribution: config.tileAttribution,
@@ -88,6 +89,18 @@ function nameOf(id) {
   return details.get(id)?.name || `Tracker ${id.slice(0, 8)}`;
 }
 
+// --- Tracker list (tracker-list.js), on the shared selection (above) ----------
+
+const trackerList = new TrackerList({
+  panel: document.getElementById("side-panel"),
+  url: config.trackersUrl,
+  statusRule,
+  selection,
+  // The live map's position of a tracker is often newer than the list's.
+  live: (id) => store.get(id),
+});
+// The panel opening or closing (or the window) changes the map's size.
+new ResizeObserver(() => map.invalidateSize()).observe(map.getContainer());
 // --- Overview: past the cell limit, the trackers counted by area -------------
 
 const overviewLayer = new OverviewLayer({ map });
@@ -361,6 +374,7 @@ setInterval(() => {
 updateCells();
 fences.refresh();
 hub.start();
+trackerList.start();
 applySelection(selection, start);
 
 // --- Test hooks (read-only) --------------------------------------------------
@@ -378,6 +392,8 @@ window.trackerMap = Object.freeze({
   cells: () => subscription.confirmed,
   status: () => hub.status,
   fences: () => fences.drawn(),
+  selected: () => selection.id,
+  list: () => trackerList.state(),
   overview: () => ({ level: overviewSubscription.level, total: overviewLayer.total, areas: overviewLayer.drawn() }),
   ...selectionHooks,
 });

@@ -289,7 +289,8 @@ export function bindSelection({
   return {
     /** Select a tracker as the list does (a test hook: the flight and the panel follow). */
     select: (id) => selection.select(id, { reveal: true, source: "test" }),
-    selected: () => ({
+    /** The selection as the map has it: the tracker, whether followed, its position, trail and marker. */
+    selection: () => ({
       id: selected.id,
       following: selection.following,
       position: selected.tracker && {

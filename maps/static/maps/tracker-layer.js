@@ -9,14 +9,15 @@ import { STATUS, trackerStatus } from "./status.js";
 
 const L = window.L;
 
-// A marker style for every status a tracker on the map can have (it has a position, so never "never").
+// A marker style for every status a tracker drawn can have: it has a position,
+// so never "never", and an offline tracker is a ghost, left off the map (it
+// stays findable in the list). A stale one is faded, grey and see-through.
 const STYLES = {
   [STATUS.online]: { fill: "#0f7b74", stroke: "#ffffff", alpha: 1 },
-  [STATUS.stale]: { fill: "#8d949e", stroke: "#ffffff", alpha: 0.9 },
-  [STATUS.offline]: { fill: "#9aa1aa", stroke: "#ffffff", alpha: 0.35 },
+  [STATUS.stale]: { fill: "#6f7782", stroke: "#ffffff", alpha: 0.5 },
 };
 // Online markers are drawn last, on top.
-const DRAW_ORDER = [STATUS.offline, STATUS.stale, STATUS.online];
+const DRAW_ORDER = [STATUS.stale, STATUS.online];
 const ARROW = [
   [0, -9],
   [6.5, 7],
@@ -171,9 +172,11 @@ export const TrackerLayer = L.Layer.extend({
       const x = point.x - this._origin.x;
       const y = point.y - this._origin.y;
       if (x < -margin || y < -margin || x > this._width + margin || y > this._height + margin) continue;
-      const marker = { x, y, heading: headingOf(tracker), tracker };
       const status = trackerStatus(tracker.timestamp, nowMs, thresholds);
-      if (isSelected) selectedMarker = { ...marker, status };
+      // A ghost: not drawn, not counted, not under the pointer; unless the operator picked it (faded, in its halo).
+      if (status === STATUS.offline && !isSelected) continue;
+      const marker = { x, y, heading: headingOf(tracker), tracker };
+      if (isSelected) selectedMarker = { ...marker, status: status === STATUS.offline ? STATUS.stale : status };
       else buckets[status].push(marker);
       if (tracker.flashUntil > nowFrame) flashes.push(marker);
       if (tracker.id === this._hoveredId) hovered = marker;

@@ -66,10 +66,18 @@ class FanOut:
     async def close(self) -> None:
         """Let go of the connections it holds (a fan-out made for one publish)."""
 
-    async def snapshot(self, cells: Sequence[Cell], *, read: ReadPositions) -> list[str]:
+    async def snapshot(
+        self, cells: Sequence[Cell], *, read: ReadPositions, heard_since_ms: int | None = None
+    ) -> list[str]:
         """The ``locationUpdated`` record of every tracker in ``cells``, which
-        the caller watches already; ``read`` reads them from the database."""
-        return [location_record(position) for position in await read(cells)]
+        the caller watches already; ``read`` reads them from the database.
+        With ``heard_since_ms`` (Unix ms), only the records stamped that late
+        or later: the caller's "not offline now"."""
+        return [
+            location_record(position)
+            for position in await read(cells)
+            if heard_since_ms is None or unix_ms(position.timestamp) >= heard_since_ms
+        ]
 
 
 class ProcessFanOut(FanOut):
@@ -116,9 +124,12 @@ class ProcessFanOut(FanOut):
         if last:
             await self._unwatch_cells(last)
 
-    async def snapshot(self, cells: Sequence[Cell], *, read: ReadPositions) -> list[str]:
+    async def snapshot(
+        self, cells: Sequence[Cell], *, read: ReadPositions, heard_since_ms: int | None = None
+    ) -> list[str]:
         """From what this process keeps of ``cells``; a cell not read yet (or
-        due again) is read from the database first, once for all its joiners."""
+        due again) is read from the database first, once for all its joiners.
+        ``heard_since_ms`` is applied to each kept record as the join is answered."""
         unkept = [cell for cell in cells if not self.snapshots.kept(cell)]
         fresh = self.snapshots.to_read(cells, now=time.monotonic())
         if fresh:
@@ -130,9 +141,9 @@ class ProcessFanOut(FanOut):
         if waits:
             # Shielded: a joiner that goes away does not cancel the read for the others.
             await asyncio.shield(asyncio.gather(*waits))
-        records = self.snapshots.records(cells)
+        records = self.snapshots.records(cells, heard_since_ms=heard_since_ms)
         if unkept:  # no longer watched here (the viewer left meanwhile): nothing to keep
-            records += await super().snapshot(unkept, read=read)
+            records += await super().snapshot(unkept, read=read, heard_since_ms=heard_since_ms)
         return records
 
     async def _read_cells(self, reading: Reading, read: ReadPositions) -> None:

@@ -245,11 +245,14 @@ class CellSnapshots:
 
     # --- Answering a join -------------------------------------------------------------
 
-    def records(self, cells: Iterable[Cell]) -> list[str]:
-        """The latest record of every tracker kept in ``cells``."""
+    def records(self, cells: Iterable[Cell], *, heard_since_ms: int | None = None) -> list[str]:
+        """The latest record of every tracker kept in ``cells``; with
+        ``heard_since_ms``, only those stamped that late or later (a tracker
+        gone offline since the cell was read stays kept, but is not answered)."""
         return [
             entry.record
             for cell in cells
             if (state := self._cells.get(cell)) is not None
             for entry in state.trackers.values()
+            if heard_since_ms is None or entry.timestamp_ms >= heard_since_ms
         ]

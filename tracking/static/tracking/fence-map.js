@@ -30,7 +30,7 @@ function baseMap(root, config) {
   const map = L.map(root.querySelector(".fence-map-canvas"), { zoomSnap: 0.5 });
   map.setView([config.center.latitude, config.center.longitude], config.zoom);
   L.control.scale({ imperial: false, position: "bottomleft" }).addTo(map);
-  addLandOutline(map, config.landUrl);
+  addLandOutline(map, config.landUrls);
   const note = root.querySelector(".fence-map-note");
   const noTiles = () => {
     root.dataset.tiles = "unavailable";
