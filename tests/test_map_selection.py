@@ -451,16 +451,21 @@ def test_on_a_phone_the_details_are_a_sheet_below_the_tracker(
         reports.send(courier, (60.16995, 24.94210))
         page.wait_for_function("window.trackerMap.selection().trail.length >= 2", timeout=15_000)
         sheet = page.locator(PANEL).bounding_box()
-        # A sheet across the bottom, the map in sight above it, the tracker in the middle of that.
+        shown = page.locator("#map").bounding_box()
+        # A sheet across the bottom of the screen (over the list's), the map in sight above it.
         assert sheet["x"] == 0 and sheet["width"] == 390
-        assert 844 * 0.5 <= sheet["y"] < 844
+        assert sheet["y"] + sheet["height"] == pytest.approx(844, abs=1)
+        assert sheet["y"] >= 844 / 2 and sheet["y"] >= shown["y"] + shown["height"] / 2
         page.wait_for_function(
             """() => {
               const { map, selection } = window.trackerMap;
               const { position } = selection();
               const point = map.latLngToContainerPoint([position.latitude, position.longitude]);
+              // In the middle of the part of the map the sheet leaves in sight.
+              const box = map.getContainer().getBoundingClientRect();
               const top = document.getElementById("tracker-details").getBoundingClientRect().top;
-              return Math.abs(point.y - top / 2) < 3 && Math.abs(point.x - 195) < 3;
+              const uncovered = Math.min(box.bottom, top) - box.top;
+              return Math.abs(point.y - uncovered / 2) < 3 && Math.abs(point.x - box.width / 2) < 3;
             }""",
             timeout=15_000,
         )
@@ -470,18 +475,26 @@ def test_on_a_phone_the_details_are_a_sheet_below_the_tracker(
         page.locator(".details-close").tap()
         page.wait_for_function("document.getElementById('tracker-details').hidden")
 
-        # A marker tapped low on the screen, where the sheet opens, is brought out from under it.
+        # With the list's sheet closed the map reaches down the screen: a marker tapped low on
+        # it, where the details' sheet opens, is brought out from under it.
+        page.locator(".side-panel-toggle").tap()
+        page.wait_for_function(
+            "document.getElementById('map').getBoundingClientRect().bottom > 700"
+        )
         point = page.evaluate(
             """(id) => {
               const { map, trackers } = window.trackerMap;
               const tracker = trackers().find((t) => t.id === id);
               map.setView([tracker.latitude, tracker.longitude], 15, { animate: false });
-              map.panBy([0, -300], { animate: false });
-              return map.latLngToContainerPoint([tracker.latitude, tracker.longitude]);
+              const height = map.getSize().y;
+              map.panBy([0, -(height / 2 - 30)], { animate: false });
+              const point = map.latLngToContainerPoint([tracker.latitude, tracker.longitude]);
+              const box = map.getContainer().getBoundingClientRect();
+              return { x: box.left + point.x, y: box.top + point.y, bottom: box.bottom };
             }""",
             str(courier),
         )
-        assert point["y"] > 700
+        assert point["bottom"] - 40 < point["y"] < point["bottom"]
         page.touchscreen.tap(point["x"], point["y"])
         wait_for_panel(page, "Courier 16 with a rather long name for a phone")
         page.wait_for_function(
@@ -489,7 +502,8 @@ def test_on_a_phone_the_details_are_a_sheet_below_the_tracker(
               const { map, selection } = window.trackerMap;
               const { position } = selection();
               const point = map.latLngToContainerPoint([position.latitude, position.longitude]);
-              return point.y < document.getElementById("tracker-details").getBoundingClientRect().top - 20;
+              const top = map.getContainer().getBoundingClientRect().top;
+              return top + point.y < document.getElementById("tracker-details").getBoundingClientRect().top - 20;
             }""",
             timeout=15_000,
         )
