@@ -283,7 +283,7 @@ def test_the_fence_layer_draws_the_stored_fences_named_at_city_zoom_only(
     page.screenshot(path=str(support.ARTIFACTS / "map-fences-helsinki.png"))
 
     # Seen from afar the fences are specks: drawn, but not named over the whole region.
-    page.evaluate("window.trackerMap.map.setZoom(10, { animate: false })")
+    page.evaluate("void window.trackerMap.map.setZoom(10, { animate: false })")
     page.wait_for_function(
         "document.querySelectorAll('.fence-label-text').length === 0", timeout=10_000
     )
@@ -291,7 +291,7 @@ def test_the_fence_layer_draws_the_stored_fences_named_at_city_zoom_only(
     page.screenshot(path=str(support.ARTIFACTS / "map-fences-zoomed-out.png"))
 
     # The layer can be switched off and on from the map's controls.
-    page.evaluate("window.trackerMap.map.setZoom(15, { animate: false })")
+    page.evaluate("void window.trackerMap.map.setZoom(15, { animate: false })")
     wait_for_label(page, "Helsinki Station")
     page.get_by_label("Geofences").uncheck()
     assert fence_labels(page) == []

@@ -109,7 +109,7 @@ def test_zooming_out_past_the_cell_limit_leaves_every_cell_and_shows_counts_by_a
     page.wait_for_function(
         "window.trackerMap && window.trackerMap.cells().length > 0", timeout=15_000
     )
-    page.evaluate("window.trackerMap.map.setZoom(4)")
+    page.evaluate("void window.trackerMap.map.setZoom(4)")
     page.wait_for_function("window.trackerMap.cells().length === 0", timeout=10_000)
     assert page.locator("#zoom-hint").is_visible()
     # The demo's fleet (daphne, SQLite, no Redis), counted by area: never an empty map.
@@ -122,7 +122,7 @@ def test_zooming_out_past_the_cell_limit_leaves_every_cell_and_shows_counts_by_a
     )
     support.ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(support.ARTIFACTS / "map-zoomed-out.png"))
-    page.evaluate("window.trackerMap.map.setZoom(13)")
+    page.evaluate("void window.trackerMap.map.setZoom(13)")
     page.wait_for_function("window.trackerMap.cells().length > 0", timeout=10_000)
     assert not page.locator("#zoom-hint").is_visible()
     assert page.errors == []

@@ -169,7 +169,11 @@ def test_typing_finds_a_tracker_outside_the_view_and_enter_selects_it(demo: str,
     page.keyboard.press("Enter")
 
     page.wait_for_function("id => window.trackerMap.selected() === id", arg=found["id"])
-    assert rows(page)[0]["selected"] == "true"
+    # The row is marked on the list's next drawing.
+    page.wait_for_function(
+        "id => document.querySelector(`.tracker-row[data-id='${id}']`)?.getAttribute('aria-selected') === 'true'",
+        arg=found["id"],
+    )
 
     # By the start of its device id, as the server searches.
     page.fill(".tracker-search", found["id"][:6].upper())
@@ -209,6 +213,10 @@ def test_the_keyboard_reaches_the_search_the_filter_and_the_rows(demo: str, page
     assert page.evaluate(active) == f"tracker-row-{second['id']}"
     page.keyboard.press("Enter")
     page.wait_for_function("id => window.trackerMap.selected() === id", arg=second["id"])
+    page.wait_for_function(
+        "id => document.querySelector(`.tracker-row[data-id='${id}']`)?.getAttribute('aria-selected') === 'true'",
+        arg=second["id"],
+    )
     assert [row["selected"] for row in rows(page)[:2]] == ["false", "true"]
 
     # End goes to the last tracker; its row is in the page, though far below the first.
