@@ -413,7 +413,7 @@ def test_a_tracker_outside_the_view_is_flown_to_and_its_panel_updates_live(
 
     # Zoomed out past the cell limit the page watches no cell: the panel is read from
     # the API instead, and the selected marker is still drawn.
-    page.evaluate("window.trackerMap.map.setZoom(5, { animate: false })")
+    page.evaluate("() => { window.trackerMap.map.setZoom(5, { animate: false }); }")
     page.wait_for_function("window.trackerMap.cells().length === 0", timeout=15_000)
     further = (TAMPERE[0] + 0.0010, TAMPERE[1] + 0.0015)
     reports.send(courier, further)
