@@ -66,7 +66,7 @@ export class FenceLayer extends EventTarget {
     super();
     this.#map = map;
     this.#url = url;
-    // Under the trackers (their pane is 450): fences are context, markers the news.
+    // Under the trackers (their pane is 610): fences are context, markers the news.
     map.createPane("fences").style.zIndex = "410";
     const labelPane = map.createPane("fenceLabels");
     labelPane.style.zIndex = "420";

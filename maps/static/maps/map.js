@@ -1,6 +1,6 @@
 // The live tracker map: wires the map, the hub, the cell subscription, the
 // tracker store and canvas layer, the details cache, the geofence layer, the
-// trackers' fences, the crossing notices and the page's controls.
+// trackers' fences, the crossing notices, the selected tracker and the page's controls.
 // Each section uses only what the sections above it declared, callbacks
 // included; the event handlers and timers start at the end, once all exist.
 
@@ -16,13 +16,15 @@ import { LiveHub, STATUS as CONNECTION } from "./hub.js";
 import { FenceMemberships } from "./memberships.js";
 import { NoticeBoard } from "./notices.js";
 import { OverviewLayer, OverviewSubscription, overviewRequest } from "./overview.js";
+import { SelectedTracker } from "./selected.js";
 import { Selection } from "./selection.js";
+import { bindSelection } from "./selection-map.js";
 import { trackerStatus } from "./status.js";
 import { FLASH_MS, TrackerLayer } from "./tracker-layer.js";
 import { TrackerList } from "./tracker-list.js";
 import { TrackerStore } from "./trackers.js";
 import { formatClock, formatSpeed, statusBadge, toggle, tooltip } from "./ui.js";
-import { bindViewHash, parseViewHash } from "./view-hash.js";
+import { applySelection, bindViewHash, parseViewHash } from "./view-hash.js";
 
 const L = window.L;
 
@@ -54,6 +56,8 @@ const start = parseViewHash(window.location.hash) ?? {
   zoom: config.zoom,
   latitude: config.center.latitude,
   longitude: config.center.longitude,
+  tracker: null,
+  follow: false,
 };
 const map = L.map("map", { preferCanvas: true, worldCopyJump: true, minZoom: 2, maxZoom: 19 });
 map.setView([start.latitude, start.longitude], start.zoom);
@@ -63,7 +67,16 @@ addTiles(map, {
   attribution: config.tileAttribution,
   onUnavailable: () => (shell.dataset.tiles = "unavailable"),
 });
-bindViewHash(map, wrapLongitude);
+
+// --- Selection: the tracker the operator picked (list, marker or link) -------
+
+const selection = new Selection();
+const selected = new SelectedTracker({
+  urlOf: (id) => config.trackerUrl.replace("{id}", encodeURIComponent(id)),
+  positionsUrlOf: (id) => config.trackerPositionsUrl.replace("{id}", encodeURIComponent(id)),
+  trailMinutes: config.trailMinutes,
+});
+bindViewHash(map, wrapLongitude, selection);
 
 // --- Trackers ----------------------------------------------------------------
 
@@ -76,9 +89,8 @@ function nameOf(id) {
   return details.get(id)?.name || `Tracker ${id.slice(0, 8)}`;
 }
 
-// --- Tracker list (tracker-list.js) and the shared selection -------------------
+// --- Tracker list (tracker-list.js), on the shared selection (above) ----------
 
-const selection = new Selection();
 const trackerList = new TrackerList({
   panel: document.getElementById("side-panel"),
   url: config.trackersUrl,
@@ -144,7 +156,8 @@ let hoveredId = null;
 let pointer = null;
 
 function refreshTooltip() {
-  const tracker = hoveredId && store.get(hoveredId);
+  // The selected tracker's details are in its panel already.
+  const tracker = hoveredId && hoveredId !== selection.id && store.get(hoveredId);
   if (!tracker || !pointer) {
     if (tip.visible) tip.hide();
     return;
@@ -216,6 +229,7 @@ function onLocationUpdated(trackerId, latitude, longitude, timestamp) {
     return;
   }
   store.enqueue({ id: trackerId, latitude, longitude, timestamp });
+  selected.heard(trackerId, latitude, longitude, timestamp);
   frames.request();
 }
 
@@ -313,6 +327,26 @@ const hub = new LiveHub({
   },
 });
 
+// --- Selection on the map: click, details panel, trail, fly-to, follow -------
+
+const selectionHooks = bindSelection({
+  map,
+  layer,
+  selection,
+  selected,
+  panelRoot: document.getElementById("tracker-details"),
+  statusRule,
+  memberships,
+  fencesOf: fencesRow,
+  fenceNameOf,
+  nameOf,
+  positionOf: (id) => store.position(id),
+  isWatched: (latitude, longitude) =>
+    hub.status === CONNECTION.live && subscription.keptKeys().has(cellKey(cellOf(grid, latitude, longitude))),
+  cells: { grid, maxCells: config.maxCells },
+  redraw: () => frames.request(),
+});
+
 // --- Events and timers: everything they call exists now -----------------------
 
 let cellsTimer = null;
@@ -341,6 +375,7 @@ updateCells();
 fences.refresh();
 hub.start();
 trackerList.start();
+applySelection(selection, start);
 
 // --- Test hooks (read-only) --------------------------------------------------
 
@@ -360,4 +395,5 @@ window.trackerMap = Object.freeze({
   selected: () => selection.id,
   list: () => trackerList.state(),
   overview: () => ({ level: overviewSubscription.level, total: overviewLayer.total, areas: overviewLayer.drawn() }),
+  ...selectionHooks,
 });

@@ -3,6 +3,7 @@
 // page asks, and kept current by the hub's geofenceEntered/geofenceExited. A
 // crossing that arrives while a read is under way is applied again on top of
 // its answer, so a read that started before the crossing cannot undo it.
+// The latest few visits of the read are kept too, for the details panel.
 // Bounded: a few reads at a time, a short queue, and the trackers the page has
 // not asked about for longest forgotten first.
 
@@ -11,6 +12,8 @@ const MAX_QUEUED = 50;
 const MAX_PARALLEL = 2;
 const VISITS_LIMIT = 100;
 const RETRY_MS = 30000;
+/** How many of a tracker's latest visits are kept for its details panel. */
+const RECENT_VISITS = 5;
 
 /**
  * @typedef {object} Membership
@@ -19,6 +22,7 @@ const RETRY_MS = 30000;
  * @property {number} readAt       Date.now() of that answer (0 before)
  * @property {number} retryAt      Date.now() before which not to read again (after a failure)
  * @property {Array<[string, boolean]>|null} replay  crossings seen while a read is under way
+ * @property {Array<{fenceId: string, enteredAt: number, exitedAt: number|null}>} recent  its latest visits as last read, newest entry first
  */
 
 /** Dispatches "changed" (detail: the tracker id) whenever a tracker's fences may have changed. */
@@ -52,6 +56,12 @@ export class FenceMemberships extends EventTarget {
     return { fences: Array.from(entry.inside).sort(), loaded: entry.loaded };
   }
 
+  /** The tracker's latest visits as last read (newest entry first), and whether they were read. */
+  recentVisits(trackerId) {
+    const entry = this.#trackers.get(trackerId);
+    return { visits: entry?.recent ?? [], loaded: entry?.loaded ?? false, readAt: entry?.readAt ?? 0 };
+  }
+
   /** A crossing from the hub. */
   crossed(trackerId, fenceId, entered) {
     const entry = this.#entry(trackerId);
@@ -81,7 +91,7 @@ export class FenceMemberships extends EventTarget {
     if (entry) {
       this.#trackers.delete(trackerId);
     } else {
-      entry = { inside: new Set(), loaded: false, readAt: 0, retryAt: 0, replay: null };
+      entry = { inside: new Set(), loaded: false, readAt: 0, retryAt: 0, replay: null, recent: [] };
       for (const id of this.#trackers.keys()) {
         if (this.#trackers.size < this.#maxTrackers) break;
         this.#trackers.delete(id);
@@ -132,10 +142,15 @@ export class FenceMemberships extends EventTarget {
       return;
     }
     entry.inside = new Set();
+    entry.recent = [];
     for (const visit of visits) {
       if (typeof visit?.geofenceId !== "string") continue;
       if (typeof visit.geofenceName === "string") this.#onName(visit.geofenceId, visit.geofenceName);
       if (visit.exitedAt === null) entry.inside.add(visit.geofenceId);
+      if (entry.recent.length < RECENT_VISITS && Number.isFinite(visit.enteredAt)) {
+        const exitedAt = Number.isFinite(visit.exitedAt) ? visit.exitedAt : null;
+        entry.recent.push({ fenceId: visit.geofenceId, enteredAt: visit.enteredAt, exitedAt });
+      }
     }
     for (const [fenceId, entered] of replay) apply(entry, fenceId, entered);
     entry.loaded = true;

@@ -30,6 +30,8 @@ const HEADING_STEPS = 72;
 // Every sprite one MarkerSprites can hold: per style, a dot and an arrow per heading step.
 const SPRITE_KINDS = Object.keys(STYLES).length * (HEADING_STEPS + 1);
 const FLASH_COLOUR = "#e08a1e";
+/** The selected tracker's halo (its trail has the colour too). */
+export const SELECTED_COLOUR = "#1f6feb";
 /** How long a geofence flash lasts, in ms. */
 export const FLASH_MS = 1500;
 
@@ -50,6 +52,7 @@ export const TrackerLayer = L.Layer.extend({
     L.setOptions(this, options);
     this._source = source;
     this._hoveredId = null;
+    this._selected = null;
     this._drawn = { ids: [], xs: new Float32Array(0), ys: new Float32Array(0), count: 0 };
     this._visibleCount = 0;
   },
@@ -111,6 +114,16 @@ export const TrackerLayer = L.Layer.extend({
     this.redraw();
   },
 
+  /**
+   * The selected tracker (null: none), drawn last with a halo, from this copy
+   * rather than the source's: the selection knows it also outside the watched cells.
+   * @param {import("./trackers.js").Tracker|null} tracker
+   */
+  setSelected(tracker) {
+    this._selected = tracker;
+    this.redraw();
+  },
+
   /** How many markers the last drawing put inside the view. */
   visibleCount() {
     return this._visibleCount;
@@ -131,8 +144,12 @@ export const TrackerLayer = L.Layer.extend({
     const buckets = Object.fromEntries(DRAW_ORDER.map((status) => [status, []]));
     const flashes = [];
     let hovered = null;
+    const selected = this._selected;
+    let selectedMarker = null;
+    let selectedFlashUntil = 0; // a crossing flashes the map's own copy of the tracker
 
     const trackers = Array.from(this._source.trackers());
+    if (selected) trackers.push(selected);
     const ids = new Array(trackers.length);
     const xs = new Float32Array(trackers.length);
     const ys = new Float32Array(trackers.length);
@@ -145,15 +162,22 @@ export const TrackerLayer = L.Layer.extend({
     const viewBottom = this._height - this._padding.y;
 
     for (const tracker of trackers) {
+      const isSelected = tracker === selected;
+      if (selected && !isSelected && tracker.id === selected.id) {
+        selectedFlashUntil = tracker.flashUntil;
+        continue; // drawn from the selection's copy
+      }
       const lng = nearestLongitude(tracker.longitude, centerLng);
       const point = map.latLngToLayerPoint([tracker.latitude, lng]);
       const x = point.x - this._origin.x;
       const y = point.y - this._origin.y;
       if (x < -margin || y < -margin || x > this._width + margin || y > this._height + margin) continue;
       const status = trackerStatus(tracker.timestamp, nowMs, thresholds);
-      if (status === STATUS.offline) continue; // a ghost: not drawn, not counted, not under the pointer
+      // A ghost: not drawn, not counted, not under the pointer; unless the operator picked it (faded, in its halo).
+      if (status === STATUS.offline && !isSelected) continue;
       const marker = { x, y, heading: headingOf(tracker), tracker };
-      buckets[status].push(marker);
+      if (isSelected) selectedMarker = { ...marker, status: status === STATUS.offline ? STATUS.stale : status };
+      else buckets[status].push(marker);
       if (tracker.flashUntil > nowFrame) flashes.push(marker);
       if (tracker.id === this._hoveredId) hovered = marker;
       ids[count] = tracker.id;
@@ -161,6 +185,9 @@ export const TrackerLayer = L.Layer.extend({
       ys[count] = y;
       count += 1;
       if (x >= viewLeft && x <= viewRight && y >= viewTop && y <= viewBottom) visible += 1;
+    }
+    if (selectedMarker && selectedFlashUntil > nowFrame) {
+      flashes.push({ ...selectedMarker, tracker: { flashUntil: selectedFlashUntil } });
     }
     this._drawn = { ids, xs, ys, count };
     this._visibleCount = visible;
@@ -170,6 +197,7 @@ export const TrackerLayer = L.Layer.extend({
     for (const name of DRAW_ORDER) stampBucket(ctx, buckets[name], name, this._sprites);
     ctx.setTransform(this._ratio, 0, 0, this._ratio, 0, 0);
     for (const marker of flashes) drawFlash(ctx, marker, (marker.tracker.flashUntil - nowFrame) / FLASH_MS);
+    if (selectedMarker) drawSelected(ctx, selectedMarker, this._sprites);
     if (hovered) drawHover(ctx, hovered);
     return flashes.length > 0;
   },
@@ -275,6 +303,26 @@ function drawFlash(ctx, { x, y }, remaining) {
   ctx.arc(x, y, 9 + progress * 16, 0, Math.PI * 2);
   ctx.stroke();
   ctx.globalAlpha = 1;
+}
+
+/** The selected marker on top of the others, in a halo (the context is in CSS pixels). */
+function drawSelected(ctx, { x, y, heading, status }, sprites) {
+  // A light disc in a blue ring cased in white: it stands out on land, sea, tiles and the overview's counts.
+  ctx.beginPath();
+  ctx.arc(x, y, 15, 0, Math.PI * 2);
+  ctx.fillStyle = "rgba(255, 255, 255, 0.75)";
+  ctx.fill();
+  ctx.lineWidth = 5;
+  ctx.strokeStyle = "#ffffff";
+  ctx.stroke();
+  ctx.lineWidth = 2.5;
+  ctx.strokeStyle = SELECTED_COLOUR;
+  ctx.stroke();
+  const sprite = sprites.get(status, heading);
+  const ratio = sprites.ratio;
+  ctx.setTransform(1, 0, 0, 1, 0, 0);
+  ctx.drawImage(sprite, Math.round(x * ratio - sprite.width / 2), Math.round(y * ratio - sprite.height / 2));
+  ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
 }
 
 function drawHover(ctx, { x, y }) {
