@@ -394,14 +394,23 @@ def test_a_link_reopens_the_selection_and_follow(
     assert page.errors == []
 
 
-def test_a_tracker_outside_the_view_is_flown_to_and_its_panel_updates_live(
+def test_a_tracker_searched_for_outside_the_view_is_flown_to_and_its_panel_updates_live(
     live: LiveDemo, reports: Reports, page: Any
 ) -> None:
     courier = new_tracker(live, "Courier 15")
     reports.send(courier, TAMPERE)
     open_map(page, live.url + "#14/60.1750/24.9450")
+    assert str(courier) not in {t["id"] for t in page.evaluate("window.trackerMap.trackers()")}
 
-    page.evaluate("(id) => window.trackerMap.select(id)", str(courier))
+    # As an operator would: type in the list's search box, then Enter on the one match.
+    page.click(".tracker-search")
+    page.keyboard.type("courier 15")
+    page.wait_for_function(
+        "id => window.trackerMap.list().shown === 1 && document.querySelector('.tracker-row').dataset.id === id",
+        arg=str(courier),
+        timeout=15_000,
+    )
+    page.keyboard.press("Enter")
 
     wait_for_panel(page, "Courier 15")
     page.wait_for_function(CENTRED, timeout=15_000)
