@@ -104,3 +104,16 @@ def test_every_import_follows_the_stages_of_the_doc() -> None:
 
 def test_ingest_and_hub_never_import_each_other() -> None:
     assert "hub" not in STAGES["ingest"][1] and "ingest" not in STAGES["hub"][1]
+
+
+def test_no_file_of_ours_holds_a_merge_conflict_left_unresolved() -> None:
+    """A conflict marker at a line's start in the docs, code, templates or styles."""
+    marker = re.compile(r"^(<{7}|>{7}) ", re.MULTILINE)
+    ours = [ROOT / "README.md", ROOT / "BENCHMARKS.md"]
+    for folder in ("docs", "tracking", "maps", "tracker_site", "templates", "tests", "bench"):
+        ours += [
+            path
+            for path in (ROOT / folder).rglob("*")
+            if path.suffix in {".md", ".py", ".js", ".css", ".html"}
+        ]
+    assert [str(p.relative_to(ROOT)) for p in ours if marker.search(p.read_text())] == []
