@@ -96,6 +96,26 @@ def test_different_seeds_give_different_trackers_and_positions() -> None:
     assert one.events_until(moment) != two.events_until(moment)
 
 
+def test_a_fleet_started_again_with_its_seed_carries_on_where_its_trackers_are() -> None:
+    """A restarted demo: each tracker's first report is where the first run's
+    tracker is by then, not back where it started."""
+    routes = load_routes()
+    first = Fleet(routes=routes, trackers=30, seed=1, start=START)
+    restart = START + timedelta(minutes=7, seconds=13)
+    again = Fleet(routes=routes, trackers=30, seed=1, start=restart)
+    went_on = tracks(first.events_until(restart + timedelta(seconds=2)))
+    came_back = tracks(again.events_until(restart + timedelta(seconds=2)))
+
+    assert went_on.keys() == came_back.keys()
+    for tracker in first.trackers:
+        resumed = came_back[str(tracker.tracker_id)][0]
+        nearest = min(went_on[str(tracker.tracker_id)], key=lambda e: abs(seconds(e, resumed)))
+        # About as far as it drives between the two reports (open routes turn back at
+        # their ends, so never further; steps are straight in degrees, not on the sphere).
+        allowed = 1.1 * tracker.speed_kmh / 3.6 * abs(seconds(nearest, resumed)) + 1.0
+        assert metres(nearest, resumed) <= allowed, tracker.name
+
+
 def test_reports_are_the_same_however_the_calls_are_chunked() -> None:
     routes = load_routes()
     whole = Fleet(routes=routes, trackers=15, seed=3, start=START)

@@ -322,8 +322,10 @@ class _Driver:
 class Fleet:
     """Simulated trackers reporting their positions as event bodies (docs/protocol.md §1).
 
-    Trackers are dealt to ``routes`` round-robin, start at a uniformly random
-    point in a random direction at ``speed_kmh`` ±10%, and report every
+    Trackers are dealt to ``routes`` round-robin, drive from a uniformly random
+    point (at the Unix epoch: where they are at ``start`` follows from the
+    time, so a fleet of the same seed started later is where the first one
+    would be by then) in a random direction at ``speed_kmh`` ±10%, and report every
     ``interval`` seconds ± ``jitter`` (a fraction of the interval); the first
     reports are spread over the first interval. Closed routes wrap around,
     open routes turn back at their ends. ``start`` is timezone-aware.
@@ -390,7 +392,14 @@ class Fleet:
                 _Driver(
                     body_id=str(tracker_id),
                     path=path,
-                    start_phase=rng.random() * path.period,
+                    # Where it is on its route depends on the time, not on when the
+                    # fleet started: a fleet started again with the same seed carries
+                    # on where its trackers would be by now, without jumping back.
+                    start_phase=(
+                        rng.random() * path.period
+                        + (speed / 3.6) * (self._start_epoch_us / 1_000_000)
+                    )
+                    % path.period,
                     speed_mps=speed / 3.6,
                     speed_kmh=speed,
                     reverse=route.closed and rng.random() < 0.5,
