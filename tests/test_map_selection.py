@@ -375,6 +375,24 @@ def test_a_link_reopens_the_selection_and_follow(
     center = page.evaluate("window.trackerMap.map.getCenter()")
     assert (round(center["lat"], 4), round(center["lng"], 4)) == (60.172, 24.94)
 
+    # Zoomed out to the counts by area, a link keeps its zoom too; following, it centres there.
+    page.goto("about:blank")
+    page.goto(live.url + f"#4/55.0000/10.0000/t={courier}")
+    wait_for_panel(page, "Courier 14")
+    wait_for_position(page, 0)
+    assert page.evaluate("window.trackerMap.map.getZoom()") == 4
+    center = page.evaluate("window.trackerMap.map.getCenter()")
+    # Within a pixel (a tenth of a degree at zoom 4): the panels' sizes settle after it opens.
+    assert (center["lat"], center["lng"]) == (
+        pytest.approx(55.0, abs=0.1),
+        pytest.approx(10.0, abs=0.1),
+    )
+    page.goto("about:blank")
+    page.goto(live.url + f"#4/55.0000/10.0000/t={courier}/follow")
+    wait_for_panel(page, "Courier 14")
+    page.wait_for_function(CENTRED, timeout=15_000)
+    assert page.evaluate("window.trackerMap.map.getZoom()") == 4
+
     # A link from before selection existed opens its view, nothing selected.
     page.goto("about:blank")
     open_map(page, live.url + "#13/60.1800/24.9500")

@@ -125,9 +125,8 @@ export function bindSelection({
     return map.getBounds().contains(placeOf(tracker)) && inMarkersMode();
   }
 
-  function flyTo(tracker) {
-    // At a zoom where markers show: the current one if it does, else a city's.
-    const zoom = inMarkersMode() ? map.getZoom() : Math.max(map.getZoom(), CITY_ZOOM);
+  /** Fly to the tracker: at `zoom`, or where markers show (the current zoom if they do, else a city's). */
+  function flyTo(tracker, zoom = inMarkersMode() ? map.getZoom() : Math.max(map.getZoom(), CITY_ZOOM)) {
     flying = !reducedMotion.matches;
     map.flyTo(centreFor(placeOf(tracker), zoom), zoom, { animate: !reducedMotion.matches, duration: FLIGHT_SECONDS });
   }
@@ -148,12 +147,12 @@ export function bindSelection({
     map.panTo(centreFor(placeOf(tracker), map.getZoom()), { animate: !reducedMotion.matches });
   }
 
-  /** Keep the followed tracker in the middle: a short pan, or a flight when it is out of sight. */
+  /** Keep the followed tracker in the middle, at the zoom the operator chose: a short pan, or a flight when it is out of sight. */
   function centre() {
     const tracker = selected.tracker;
     if (!tracker || flying) return;
-    if (!inView(tracker)) {
-      flyTo(tracker);
+    if (!map.getBounds().contains(placeOf(tracker))) {
+      flyTo(tracker, map.getZoom());
       return;
     }
     const animate = !reducedMotion.matches;
@@ -231,7 +230,8 @@ export function bindSelection({
     memberships.refresh(detail.id, VISITS_MAX_AGE_MS);
     render(); // first: where the panel stands decides where the tracker is in sight
     if (selection.following) centre();
-    else if (detail.reveal || picked) reveal();
+    // A link's view is part of the picture it opens: it is kept, not flown from.
+    else if (detail.reveal || (picked && detail.source !== "url")) reveal();
   });
 
   selected.addEventListener("changed", ({ detail: { what } }) => {

@@ -75,12 +75,12 @@ export function bindViewHash(map, wrapLongitude, selection) {
   });
 }
 
-/** Select what a hash names (a tracker not in view is flown to), and follow it if it says so. */
+/** Select what a hash names, in the view the hash has, and follow it if it says so. */
 export function applySelection(selection, { tracker, follow }) {
   if (tracker === null) {
     selection.clear();
     return;
   }
-  selection.select(tracker, { reveal: true, source: "url" });
+  selection.select(tracker, { source: "url" });
   selection.follow(follow);
 }
