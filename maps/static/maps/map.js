@@ -96,8 +96,13 @@ const trackerList = new TrackerList({
   url: config.trackersUrl,
   statusRule,
   selection,
-  // The live map's position of a tracker is often newer than the list's.
-  live: (id) => store.get(id),
+  // The live map's position of a tracker is often newer than the list's; the selected
+  // tracker's is kept fresh wherever it is (hub or API).
+  live: (id) => {
+    const onMap = store.get(id);
+    const picked = id === selected.id ? selected.tracker : null;
+    return picked && (!onMap || picked.timestamp > onMap.timestamp) ? picked : onMap;
+  },
 });
 // The panel opening or closing (or the window) changes the map's size.
 new ResizeObserver(() => map.invalidateSize()).observe(map.getContainer());
