@@ -458,6 +458,26 @@ def test_a_selection_made_elsewhere_is_marked_and_scrolled_into_view(demo: str, 
     assert page.errors == []
 
 
+def test_a_link_with_a_selection_opens_the_list_at_its_row(demo: str, page: Any) -> None:
+    trackers = fleet(2_000)
+    serve_fleet(page, trackers)
+    target = trackers[1_500]["id"]
+    open_list(page, demo + HELSINKI + f"/t={target}", total=2_000)
+
+    page.wait_for_function(
+        """(id) => {
+          const row = document.querySelector(`.tracker-row[data-id="${id}"]`);
+          if (!row || row.getAttribute("aria-selected") !== "true") return false;
+          const box = row.getBoundingClientRect();
+          const view = document.querySelector(".tracker-rows").getBoundingClientRect();
+          return box.top >= view.top && box.bottom <= view.bottom;
+        }""",
+        arg=target,
+        timeout=15_000,
+    )
+    assert page.errors == []
+
+
 def test_the_list_says_when_it_cannot_load_and_loads_on_its_own_later(demo: str, page: Any) -> None:
     page.clock.install()
     broken = {"on": True}

@@ -176,6 +176,7 @@ export class TrackerList extends EventTarget {
     clearTimeout(this.#refreshTimer);
     this.#refreshDue = false;
     let wait = this.#refreshMs;
+    const first = !this.#loaded;
     try {
       this.#roster.replace(await fetchAllTrackers(this.#url));
       this.#loaded = true;
@@ -185,6 +186,11 @@ export class TrackerList extends EventTarget {
       this.#setNote(`Could not load the trackers (${error.message}); trying again.`);
     }
     this.tick();
+    if (first && this.#loaded) {
+      // A tracker selected before the list came (a link's) is shown in it once it does.
+      const selected = this.#indexOf(this.#selection.id);
+      if (selected !== -1) this.#scrollTo(selected, { centre: true });
+    }
     this.#refreshTimer = setTimeout(() => {
       this.#refreshDue = true;
       this.#refreshIfDue();
