@@ -82,6 +82,21 @@ def test_an_area_holds_the_mean_position_and_the_box_of_its_trackers() -> None:
     }
 
 
+def test_an_areas_count_stands_where_most_of_its_trackers_are_not_between_places() -> None:
+    # Sydney and the east of Fiji share an area of 45°: their mean is in the Tasman Sea.
+    sydney = [row_at(-33.87, 151.21, 6), row_at(-37.81, 144.96, 1)]  # and one in Melbourne
+    fiji = [row_at(-16.5, 179.9, 4)]
+    wide = Overview.rolled_up(sydney + fiji).payload(parse(45, [135, -45, 180, 0]))
+    (area,) = wide["areas"]
+    assert (area["count"], area["latitude"], area["longitude"]) == (11, -33.87, 151.21)
+    assert area["bounds"] == [144.96, -37.81, 179.9, -16.5]
+    # A tie goes to the same place whatever order the database answers in.
+    tied = [row_at(-33.87, 151.21, 4), *fiji]
+    for rows in (tied, tied[::-1]):
+        (area,) = Overview.rolled_up(rows).payload(parse(45, [135, -45, 180, 0]))["areas"]
+        assert (area["latitude"], area["longitude"]) == (-33.87, 151.21)
+
+
 def test_a_view_across_the_antimeridian_has_west_greater_than_east() -> None:
     overview = Overview.rolled_up(CITIES)
     payload = overview.payload(parse(3, [175, -20, -175, -10]))

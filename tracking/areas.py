@@ -99,7 +99,9 @@ def _is_number(value: object) -> bool:
 @dataclass(slots=True)
 class AreaSummary:
     """The counted trackers of one area: how many, the sums of their
-    coordinates (for the mean) and the box around them."""
+    coordinates (for the mean) and the box around them; above the finest
+    level, also its busiest finest area (``busiest``: that area's number and
+    its trackers), where its count is drawn."""
 
     trackers: int
     latitude_sum: float
@@ -108,6 +110,7 @@ class AreaSummary:
     north: float
     west: float
     east: float
+    busiest: tuple[Cell, AreaSummary] | None = None
 
     @classmethod
     def at(cls, latitude: float, longitude: float) -> AreaSummary:
@@ -123,12 +126,27 @@ class AreaSummary:
         self.west = min(self.west, other.west)
         self.east = max(self.east, other.east)
 
+    def hold(self, cell: Cell, child: AreaSummary) -> None:
+        """Count ``child``, the finest area ``cell``, in this coarser one, and
+        keep the busiest such (the most trackers; on a tie the lowest number,
+        so the place does not change from one update to the next)."""
+        self.add(child)
+        if self.busiest is None:
+            self.busiest = (cell, child)
+            return
+        busiest_cell, busiest = self.busiest
+        if (-child.trackers, cell) < (-busiest.trackers, busiest_cell):
+            self.busiest = (cell, child)
+
     def payload(self, area: Cell) -> dict[str, Any]:
+        # Where most of its trackers are: the mean of its busiest finest area. The mean
+        # of all of them would put the count of two far-apart places between them, at sea.
+        place = self if self.busiest is None else self.busiest[1]
         return {
             "area": [area.x, area.y],
             "count": self.trackers,
-            "latitude": round(self.latitude_sum / self.trackers, _DECIMALS),
-            "longitude": round(self.longitude_sum / self.trackers, _DECIMALS),
+            "latitude": round(place.latitude_sum / place.trackers, _DECIMALS),
+            "longitude": round(place.longitude_sum / place.trackers, _DECIMALS),
             "bounds": [
                 round(self.west, _DECIMALS),
                 round(self.south, _DECIMALS),
@@ -149,7 +167,7 @@ class Overview:
     def rolled_up(cls, rows: Iterable[tuple[Cell, AreaSummary]]) -> Overview:
         """The overview of the finest level's areas (``rows``: an area's
         number and its trackers, as the database sums them), summed up to
-        every coarser level.
+        every coarser level, each keeping its busiest finest area.
 
         An area is folded into the grid first: a latitude of exactly 90 is in
         the top row, as a grid cell's is.
@@ -157,20 +175,28 @@ class Overview:
         finest = Grid(FINEST)
         top = finest.min_y + finest.rows - 1
         by_level: dict[int, dict[Cell, AreaSummary]] = {level: {} for level in LEVELS}
+        fine = by_level[FINEST]
         total = 0
         for (x, y), row in rows:
             if row.trackers <= 0:
                 continue
             total += row.trackers
             cell = Cell(finest.wrap_x(x), min(max(y, finest.min_y), top))
-            for level in LEVELS:
+            found = fine.get(cell)
+            if found is None:
+                fine[cell] = replace(row, busiest=None)
+            else:
+                found.add(row)
+        for cell, summary in fine.items():
+            for level in LEVELS[:-1]:
                 ratio = level // FINEST
                 area = Cell(cell.x // ratio, cell.y // ratio)
                 found = by_level[level].get(area)
                 if found is None:
-                    by_level[level][area] = replace(row)
-                else:
-                    found.add(row)
+                    found = by_level[level][area] = replace(
+                        summary, trackers=0, latitude_sum=0.0, longitude_sum=0.0
+                    )
+                found.hold(cell, summary)
         return cls(total=total, areas=by_level)
 
     @classmethod
