@@ -90,8 +90,19 @@ def counted_trackers_by_area(
         .order_by()
     )
     return [
-        (Cell(int(x), int(y)), AreaSummary(count, *(float(value) for value in sums)))
-        for x, y, count, *sums in rows
+        (
+            Cell(int(x), int(y)),
+            AreaSummary(
+                count,
+                latitude_sum=float(latitude_sum),
+                longitude_sum=float(longitude_sum),
+                south=float(south),
+                north=float(north),
+                west=float(west),
+                east=float(east),
+            ),
+        )
+        for x, y, count, latitude_sum, longitude_sum, south, north, west, east in rows
     ]
 
 
