@@ -146,3 +146,21 @@ def test_any_query_gets_positions_or_a_json_error(client: Client, query: dict[st
         assert body["error"]
     else:
         assert body["positions"] == [] and 0 <= body["until"] - body["since"] <= 7 * 86_400_000
+
+
+def test_position_pages_walk_a_range_oldest_first_a_page_at_a_time(now: datetime) -> None:
+    from tracking.selectors import position_pages
+
+    tracker_id, other = uuid.uuid4(), uuid.uuid4()
+    moments = [now - timedelta(seconds=seconds) for seconds in range(12, 0, -1)]
+    report(tracker_id, moments[::-1], now=now)
+    report(other, moments, now=now)
+
+    pages = list(position_pages(tracker_id, since=moments[1], until=moments[-2], page_size=4))
+    assert [len(page) for page in pages] == [4, 4, 2]
+    assert [row.timestamp for page in pages for row in page] == moments[1:-1]
+    # A range that ends exactly on a full page has no empty page after it.
+    assert [
+        len(page)
+        for page in position_pages(tracker_id, since=moments[0], until=moments[7], page_size=4)
+    ] == [4, 4]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from functools import reduce
 from operator import or_
-from typing import cast
+from typing import NamedTuple, cast
 
 from django.core.paginator import EmptyPage, Page, Paginator
 from django.db.models import Count, F, FloatField, Max, Min, Q, Sum, Value
@@ -156,6 +156,47 @@ def positions_between(
     )
     truncated = len(newest_first) > limit
     return newest_first[:limit][::-1], truncated
+
+
+class PositionRow(NamedTuple):
+    """One stored position as the history readers take it: no model instance."""
+
+    timestamp: datetime
+    latitude: float
+    longitude: float
+    speed: float | None
+    heading: float | None
+    accuracy: float | None
+
+
+def position_pages(
+    tracker_id: uuid.UUID, *, since: datetime, until: datetime, page_size: int = 5_000
+) -> Iterator[list[PositionRow]]:
+    """A tracker's positions stamped from ``since`` to ``until`` (both
+    included), oldest first, a page of at most ``page_size`` at a time.
+
+    Each page is its own short query from where the last one ended (keyset
+    paging on the (tracker, timestamp) index): however long the range, no
+    page costs more than ``page_size`` rows, no transaction or cursor stays
+    open between pages, and a caller that streams (an export) holds one page
+    in memory."""
+    after: datetime | None = None
+    while True:
+        rows = Position.objects.filter(tracker_id=tracker_id, timestamp__lte=until)
+        rows = (
+            rows.filter(timestamp__gt=after)
+            if after is not None
+            else rows.filter(timestamp__gte=since)
+        )
+        page = [
+            PositionRow(*values)
+            for values in rows.order_by("timestamp").values_list(*PositionRow._fields)[:page_size]
+        ]
+        if page:
+            yield page
+        if len(page) < page_size:
+            return
+        after = page[-1].timestamp
 
 
 _HEX_DIGITS = frozenset("0123456789abcdef")

@@ -139,7 +139,7 @@ def tracker_positions(request: HttpRequest, tracker_id: uuid.UUID) -> JsonRespon
         limit = positive_integer(request.GET.get("limit", str(DEFAULT_POSITIONS)), name="limit")
         if limit > MAX_POSITIONS:
             raise ValueError(f"limit may be at most {MAX_POSITIONS}, got {limit}.")
-        since, until = _time_range(request.GET.get("since"), request.GET.get("until"))
+        since, until = time_range(request.GET.get("since"), request.GET.get("until"))
     except ValueError as exc:
         return JsonResponse({"error": str(exc)}, status=400)
     positions, truncated = positions_between(tracker_id, since=since, until=until, limit=limit)
@@ -154,22 +154,37 @@ def tracker_positions(request: HttpRequest, tracker_id: uuid.UUID) -> JsonRespon
     )
 
 
-def _time_range(raw_since: str | None, raw_until: str | None) -> tuple[datetime, datetime]:
-    """``since`` and ``until`` from Unix ms; ``until`` defaults to now and
-    ``since`` to ``MAP_TRAIL_MINUTES`` before ``until``."""
+def time_range(
+    raw_since: str | None,
+    raw_until: str | None,
+    *,
+    default_span: timedelta | None = None,
+    max_span: timedelta = MAX_POSITIONS_RANGE,
+) -> tuple[datetime, datetime]:
+    """``since`` and ``until`` from Unix ms query parameters; ``until``
+    defaults to now and ``since`` to ``default_span`` (``MAP_TRAIL_MINUTES``
+    unless given) before ``until``. ``ValueError`` with a sentence for the
+    client when either is no time, ``since`` is after ``until``, or they are
+    more than ``max_span`` apart."""
     until = timezone.now() if raw_until is None else _moment(raw_until, name="until")
     if raw_since is None:
-        since = until - timedelta(minutes=settings.MAP_TRAIL_MINUTES)
+        since = until - (default_span or timedelta(minutes=settings.MAP_TRAIL_MINUTES))
     else:
         since = _moment(raw_since, name="since")
     if since > until:
         raise ValueError(f"since ({unix_ms(since)}) is after until ({unix_ms(until)}).")
-    if until - since > MAX_POSITIONS_RANGE:
+    if until - since > max_span:
         raise ValueError(
-            f"since and until may be at most {MAX_POSITIONS_RANGE.days} days apart; "
+            f"since and until may be at most {_span_words(max_span)} apart; "
             "ask for a longer range in several requests."
         )
     return since, until
+
+
+def _span_words(span: timedelta) -> str:
+    if span.days and span == timedelta(days=span.days):
+        return f"{span.days} day{'s' if span.days != 1 else ''}"
+    return f"{round(span.total_seconds() / 3600)} hours"
 
 
 def _moment(raw: str, *, name: str) -> datetime:
