@@ -56,6 +56,7 @@ def map_config() -> dict[str, Any]:
         "trackerUrl": tracker_url("tracking:tracker-detail"),
         "trackerVisitsUrl": tracker_url("tracking:tracker-visits"),
         "trackerPositionsUrl": tracker_url("tracking:tracker-positions"),
+        "tripsUrl": tracker_url("tracking:tracker-trips"),
         "trailMinutes": settings.MAP_TRAIL_MINUTES,
         "geofencesUrl": reverse("tracking:geofence-list"),
         "landUrls": land_urls(),
