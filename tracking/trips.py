@@ -26,11 +26,14 @@ What the rules mean (the settings ``TRACKING_STOP_*`` and ``TRACKING_TRIP_*``):
   say whether the tracker left, so it does not end a stop.
 
 How a stop is found: the positions of the last few minutes are held in a
-window that keeps only those fitting a box whose half-diagonal is at most
-the radius (every one of them then within the radius of the box's centre);
-once the window spans ``stop_min_seconds`` it is a stop, from its first
-position near its centre (positions further than half the radius from their
-mean are the arrival, not the stop). The box's extremes are kept by
+window that keeps only those fitting a square twice the radius on a side
+(each within the radius of its centre, north-south and east-west: a square
+rather than a circle, so that a few hundred noisy positions of a parked
+device, whose extremes spread as their number grows, still fit). Once the
+window spans ``stop_min_seconds`` it is a stop, from its first position near
+their mean (those further than half the radius are the arrival, not the
+stop); the stop then lasts while the positions stay within the radius of
+that mean. The box's extremes are kept by
 monotonic queues, so each position costs constant time however long the
 window.
 """
@@ -148,7 +151,7 @@ class _Point(NamedTuple):
 
 
 class _Window:
-    """Consecutive points whose box has a half-diagonal of at most the radius."""
+    """Consecutive points that fit in a square of twice the radius on a side."""
 
     def __init__(self) -> None:
         self.points: deque[_Point] = deque()
@@ -215,8 +218,8 @@ class _Window:
                 queue.popleft()
         return point
 
-    def half_diagonal(self, extra: _Point | None = None) -> float:
-        """Of the box of the points (and ``extra``), in metres."""
+    def half_side(self, extra: _Point | None = None) -> float:
+        """Half the longer side of the box of the points (and ``extra``), in metres."""
         spans = []
         extra_xy = None if extra is None else self._project(extra)
         for axis in (0, 1):
@@ -224,7 +227,7 @@ class _Window:
             if extra_xy is not None:
                 low, high = min(low, extra_xy[axis]), max(high, extra_xy[axis])
             spans.append(high - low)
-        return math.hypot(*spans) / 2
+        return max(spans) / 2
 
     def mean(self) -> tuple[float, float]:
         """The points' mean as (latitude, longitude)."""
@@ -351,12 +354,12 @@ class _Detector:
 
     def _moving(self, point: _Point, *, gap: bool) -> None:
         window, radius = self.window, self.rules.stop_radius_m
-        if gap and window.points and window.half_diagonal(point) > radius:
+        if gap and window.points and window.half_side(point) > radius:
             # Moved across the gap: what came before ends there.
             self._end_move(into_stop=None)
             window.clear()
         window.push(point)
-        while window.half_diagonal() > radius:
+        while window.half_side() > radius:
             self._commit(window.pop())
         if window.seconds() < self.rules.stop_min_seconds:
             return
