@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import event_body
 from tests.test_positions_api import query_values as position_query_values
-from tests.test_trips import START, Route
+from tests.test_trips import HELSINKI, START, Route, offset
 from tracking.api_tokens import issue_token
 from tracking.events import unix_ms
 from tracking.ingest.sources import RawEvent
@@ -196,3 +196,74 @@ def test_a_trip_across_midnight_is_cut_at_the_days_edge(client: Client) -> None:
     (trip,) = body["trips"]
     assert trip["end"]["timestamp"] == midnight
     assert datetime.fromtimestamp(trip["start"]["timestamp"] / 1000, tz=UTC) == START
+
+
+# --- docs/protocol.md §4.11 -------------------------------------------------------------------
+
+
+def documented_day() -> tuple[uuid.UUID, Route]:
+    """The day the doc's example answers, a report every 30 s from 26 November
+    2026, 10:00 UTC: 2.4 km east at 36 km/h, 6 minutes standing, 1.5 km north."""
+    route = Route()
+    start = datetime(2026, 11, 26, 10, tzinfo=UTC)
+    legs = [(300 * k, 0, 36.0) for k in range(9)] + [(2400, 0, 0.0)] * 12
+    legs += [(2400, 300 * k, 36.0) for k in range(1, 6)]
+    for index, (east, north, speed) in enumerate(legs):
+        route.at = start + timedelta(seconds=30 * index)
+        route.report(offset(HELSINKI, east, north), speed)
+    return uuid.UUID("5b0e2c1d-7f3a-4e8b-9c6d-2a1f0e9d8c7b"), route
+
+
+def test_the_documented_trips_are_answered_as_documented(client: Client) -> None:
+    from tests.test_protocol_doc import conforms, documented_json, span, table
+
+    documented = documented_json("trips")
+    tracker_id, route = documented_day()
+    store(tracker_id, route)
+    query = f"since={documented['since']}&until={documented['until']}"
+    assert client.get(f"/api/trackers/{tracker_id}/trips?{query}").json() == documented
+    for name, items in (("trip field", documented["trips"]), ("stop field", documented["stops"])):
+        fields = {span(row[name]): row["type"] for row in table(name)}
+        for item in items:
+            assert set(item) == set(fields)
+            assert all(conforms(item[key], kind) for key, kind in fields.items()), item
+
+
+# --- The settings -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TRACKING_STOP_RADIUS_M": "1"}, "TRACKING_STOP_RADIUS_M must be at least 5, got '1'"),
+        ({"TRACKING_STOP_MIN_SECONDS": "five minutes"}, "TRACKING_STOP_MIN_SECONDS must be a"),
+        ({"TRACKING_TRIP_MIN_DISTANCE_M": "-1"}, "TRACKING_TRIP_MIN_DISTANCE_M must be at least"),
+        ({"TRACKING_TRIP_GAP_SECONDS": "inf"}, "TRACKING_TRIP_GAP_SECONDS must be at least"),
+    ],
+)
+def test_a_wrong_trips_setting_stops_the_process_naming_it(
+    env: dict[str, str], message: str
+) -> None:
+    from tests.test_settings import check
+
+    code, output = check(**env)
+    assert code == 2 and message in output, output
+
+
+@pytest.mark.slow
+def test_the_trips_settings_are_read_from_the_environment() -> None:
+    from tests.test_settings import settings_of
+
+    names = ["TRACKING_STOP_RADIUS_M", "TRACKING_STOP_MIN_SECONDS", "TRACKING_TRIP_GAP_SECONDS"]
+    assert settings_of(
+        names,
+        DEBUG="1",
+        TRACKING_STOP_RADIUS_M="50",
+        TRACKING_STOP_MIN_SECONDS="120.5",
+        TRACKING_TRIP_GAP_SECONDS="",
+    ) == {
+        "TRACKING_STOP_RADIUS_M": 50,
+        "TRACKING_STOP_MIN_SECONDS": 120.5,
+        "TRACKING_TRIP_GAP_SECONDS": 900,
+    }

@@ -69,8 +69,8 @@ def tracker_trips(request: HttpRequest, tracker_id: uuid.UUID) -> JsonResponse:
 def _place_json(place: Place) -> dict[str, Any]:
     return {
         "timestamp": unix_ms(place.timestamp),
-        "latitude": place.latitude,
-        "longitude": place.longitude,
+        "latitude": round(place.latitude, 6),
+        "longitude": round(place.longitude, 6),
     }
 
 
