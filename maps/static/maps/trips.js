@@ -119,9 +119,14 @@ export class TripsSection {
     clearTimeout(this.#timer);
     const trackerId = this.#trackerId;
     if (trackerId === null) return;
-    const asked = ++this.#asked;
     const day = this.#day;
     const today = day === startOfDay(Date.now());
+    if (document.hidden && this.#answer !== null) {
+      // Nobody looks: ask again later rather than now.
+      this.#timer = setTimeout(() => this.#read(), TODAY_EVERY_MS);
+      return;
+    }
+    const asked = ++this.#asked;
     this.#drawDay(today);
     if (this.#answer === null) this.#say("Reading…");
     const query = new URLSearchParams({ since: String(day), until: String(endOfDay(day)) });
