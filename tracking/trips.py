@@ -33,9 +33,8 @@ device, whose extremes spread as their number grows, still fit). Once the
 window spans ``stop_min_seconds`` it is a stop, from its first position near
 their mean (those further than half the radius are the arrival, not the
 stop); the stop then lasts while the positions stay within the radius of
-that mean. The box's extremes are kept by
-monotonic queues, so each position costs constant time however long the
-window.
+that mean. The box's extremes are kept by monotonic queues, so each position
+costs constant time however long the window.
 """
 
 from __future__ import annotations
