@@ -21,8 +21,8 @@ from tracking.events import unix_ms
 from tracking.models import Position, Tracker, TrackerStatus
 from tracking.selectors import (
     matching_trackers,
-    position_pages,
     positions_between,
+    track_pages,
     tracker_page,
     trackers_by_id,
 )
@@ -182,14 +182,9 @@ def tracker_track(request: HttpRequest, tracker_id: uuid.UUID) -> JsonResponse:
         )
     except ValueError as exc:
         return JsonResponse({"error": str(exc)}, status=400)
-    pages = (
-        [
-            (unix_ms(row.timestamp), row.latitude, row.longitude, row.speed, row.heading)
-            for row in page
-        ]
-        for page in position_pages(tracker_id, since=since, until=until)
+    track = thin_track(
+        track_pages(tracker_id, since=since, until=until), zoom=zoom, max_points=MAX_TRACK_POINTS
     )
-    track = thin_track(pages, zoom=zoom, max_points=MAX_TRACK_POINTS)
     return JsonResponse(
         {
             "trackerId": str(tracker_id),
