@@ -21,6 +21,7 @@ from tracking.events import unix_ms
 from tracking.grid import Cell
 from tracking.models import Position, Tracker, TrackerQuerySet, TrackerStatus
 from tracking.positions import LatestPosition
+from tracking.thinning import TrackRow
 
 
 def latest_positions_in_cells(
@@ -199,10 +200,6 @@ def position_pages(
         if len(page) < page_size:
             return
         after = page[-1].timestamp
-
-
-# A position as replay's thinning takes it: (Unix ms, latitude, longitude, speed, heading).
-TrackRow = tuple[int, float, float, float | None, float | None]
 
 
 def track_pages(
