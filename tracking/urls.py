@@ -20,6 +20,7 @@ urlpatterns = [
         views.tracker_positions,
         name="tracker-positions",
     ),
+    path("trackers/<uuid:tracker_id>/track", views.tracker_track, name="tracker-track"),
     path(
         "trackers/<uuid:tracker_id>/trips",
         trip_views.tracker_trips,
