@@ -301,3 +301,32 @@ def test_any_positions_give_ordered_trips_and_stops_inside_the_range(
     for stop in result.stops:
         assert stop.duration_seconds >= rules.stop_min_seconds
         assert -90 <= stop.latitude <= 90 and -180 <= stop.longitude < 180
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    jitter_m=st.floats(0, 30),
+    every_seconds=st.integers(1, 120),
+    reports=st.integers(0, 600),
+)
+def test_a_parked_tracker_never_makes_a_trip_however_its_gps_wanders(
+    seed: int, jitter_m: float, every_seconds: int, reports: int
+) -> None:
+    noise = random.Random(seed)
+    positions = [
+        PositionRow(
+            START + timedelta(seconds=every_seconds * n),
+            *offset(HELSINKI, noise.gauss(0, jitter_m), noise.gauss(0, jitter_m)),
+            noise.uniform(0, 5),
+            None,
+            None,
+        )
+        for n in range(reports)
+    ]
+    result = trips_and_stops(pages(positions), Rules())
+    assert result.trips == []
+    assert len(result.stops) <= 1
+    if reports and (reports - 1) * every_seconds >= 2 * Rules().stop_min_seconds:
+        (stop,) = result.stops
+        assert distance_m(stop.latitude, stop.longitude, *HELSINKI) < max(10, jitter_m)
