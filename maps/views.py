@@ -56,6 +56,8 @@ def map_config() -> dict[str, Any]:
         "trackerUrl": tracker_url("tracking:tracker-detail"),
         "trackerVisitsUrl": tracker_url("tracking:tracker-visits"),
         "trackerPositionsUrl": tracker_url("tracking:tracker-positions"),
+        # ?format=csv|geojson|gpx&since=MS&until=MS: a file of the tracker's positions.
+        "exportUrl": tracker_url("tracking:tracker-export"),
         "trailMinutes": settings.MAP_TRAIL_MINUTES,
         "geofencesUrl": reverse("tracking:geofence-list"),
         "landUrls": land_urls(),

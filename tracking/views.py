@@ -223,7 +223,8 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
             "error": f"No API endpoint at {request.path}. There are POST /api/signalr/negotiate, "
             "GET /api/trackers (?q=, ?status=, ?page=, or ?id=UUID), GET /api/trackers/UUID, "
             "GET /api/trackers/UUID/visits (?limit=), GET /api/trackers/UUID/positions "
-            "(?since=, ?until=, ?limit=) and GET /api/geofences "
+            "(?since=, ?until=, ?limit=), GET /api/trackers/UUID/export "
+            "(?format=csv|geojson|gpx, ?since=, ?until=) and GET /api/geofences "
             "(?bbox=west,south,east,north)."
         },
         status=404,
