@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Protocol
 from xml.sax.saxutils import escape
@@ -201,8 +202,10 @@ GPX_CREATOR = "tracker map"
 
 class GpxWriter:
     """GPX 1.1: one track named after the tracker, one segment, a point per
-    position with its time; speed (in m/s, as GPX has it) and course in
-    Garmin's TrackPointExtension, which GPX 1.1 readers know."""
+    position with its time; speed (in m/s, as GPX has it, to the mm/s) and
+    course in Garmin's TrackPointExtension, where GPX 1.1 readers look for
+    them (GPX 1.1 itself has neither). Accuracy has no place in GPX: its
+    ``hdop`` is a dilution of precision, not metres."""
 
     def __init__(self, header: ExportHeader) -> None:
         self.header = header
@@ -215,8 +218,8 @@ class GpxWriter:
             f'xmlns:gpxtpx="{TRACK_POINT_EXTENSION}" '
             'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
             f'xsi:schemaLocation="{GPX_NAMESPACE} http://www.topografix.com/GPX/1/1/gpx.xsd">\n'
-            f"<metadata><name>{name}</name>"
-            f"<time>{iso_time(self.header.since)}</time></metadata>\n"
+            f"<metadata><name>{name}</name><desc>{iso_time(self.header.since)} to "
+            f"{iso_time(self.header.until)}</desc></metadata>\n"
             f"<trk><name>{name}</name><src>{self.header.tracker_id}</src><trkseg>\n"
         )
 
@@ -234,7 +237,11 @@ class GpxWriter:
 def _extensions(row: ExportRow) -> str:
     if row.speed is None and row.heading is None:
         return ""
-    speed = "" if row.speed is None else f"<gpxtpx:speed>{_decimal(row.speed / 3.6)}</gpxtpx:speed>"
+    speed = (
+        ""
+        if row.speed is None
+        else f"<gpxtpx:speed>{_decimal(round(row.speed / 3.6, 3))}</gpxtpx:speed>"
+    )
     # The schema's course is from 0 up to, not including, 360.
     course = (
         ""
@@ -262,7 +269,7 @@ def _decimal(number: float) -> str:
     shortest = repr(number)
     if "e" not in shortest:
         return shortest
-    return f"{number:.20f}".rstrip("0").removesuffix(".")
+    return format(Decimal(shortest), "f")
 
 
 _WRITERS: dict[ExportFormat, type[CsvWriter | GeoJsonWriter | GpxWriter]] = {
