@@ -88,7 +88,9 @@ class ExportHeader:
 
 def iso_time(moment: datetime) -> str:
     """``2026-11-26T11:15:00.123Z``: UTC, to the millisecond."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
+    if moment.tzinfo is not UTC:  # what the database answers is UTC already: no conversion
+        moment = moment.astimezone(UTC)
+    return moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 def file_name(header: ExportHeader, fmt: ExportFormat) -> str:
