@@ -4,6 +4,7 @@ user would open them with, and streamed a page at a time."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -360,3 +361,61 @@ def test_any_query_gets_a_file_or_a_json_error(
         assert json.loads(text)["features"] == []
     else:
         assert gpxpy.parse(text).tracks[0].name == "Van 1"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_asgi_application_sends_each_page_as_it_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Through the product's ASGI application, as uvicorn and daphne call it:
+    a body message per page, none of them the whole file."""
+    from tracker_site.asgi import application
+
+    monkeypatch.setattr(export_views, "EXPORT_PAGE_SIZE", 4)
+    tracker = Tracker.objects.create(name="Van 1")
+    store(tracker, 10)
+    query = "&".join(f"{key}={value}" for key, value in whole_range(10).items())
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": f"/api/trackers/{tracker.id}/export",
+        "raw_path": f"/api/trackers/{tracker.id}/export".encode(),
+        "query_string": f"format=gpx&{query}".encode(),
+        "root_path": "",
+        "headers": [(b"host", b"localhost")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def serve() -> None:
+        requested = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal requested
+            if not requested:
+                requested = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await asyncio.Event().wait()  # the client never leaves
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await application(scope, receive, send)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Django warns when it must read a stream whole
+        async_to_sync(serve)()
+    start, *bodies = sent
+    assert start["type"] == "http.response.start" and start["status"] == 200
+    assert (b"content-type", b"application/gpx+xml") in {
+        (name.lower(), value) for name, value in start["headers"]
+    }
+    assert [body.get("body", b"").count(b"<trkpt ") for body in bodies] == [0, 4, 4, 2, 0, 0]
+    assert [body.get("more_body", False) for body in bodies] == [True] * 5 + [False]
+    gpx = gpxpy.parse(b"".join(body.get("body", b"") for body in bodies).decode())
+    assert len(gpx.tracks[0].segments[0].points) == 10
