@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tracking.exports import ExportFormat, ExportHeader, export_format, file_name, writer
-from tracking.selectors import PositionRow as Row
+from tracking.positions import PositionRow as Row
 
 SINCE = datetime(2026, 11, 26, 11, 15, 42, tzinfo=UTC)
 

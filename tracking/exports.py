@@ -26,23 +26,7 @@ from xml.sax.saxutils import escape
 import orjson
 
 from tracking.events import unix_ms
-
-
-class ExportRow(Protocol):
-    """One stored position, as ``selectors.PositionRow`` holds it."""
-
-    @property
-    def timestamp(self) -> datetime: ...
-    @property
-    def latitude(self) -> float: ...
-    @property
-    def longitude(self) -> float: ...
-    @property
-    def speed(self) -> float | None: ...  # km/h
-    @property
-    def heading(self) -> float | None: ...  # degrees
-    @property
-    def accuracy(self) -> float | None: ...  # metres
+from tracking.positions import PositionRow
 
 
 class ExportFormat(StrEnum):
@@ -111,7 +95,7 @@ def _slug(name: str) -> str:
 
 class Writer(Protocol):
     def start(self) -> str: ...
-    def page(self, rows: Sequence[ExportRow]) -> str: ...
+    def page(self, rows: Sequence[PositionRow]) -> str: ...
     def end(self) -> str: ...
 
 
@@ -130,7 +114,7 @@ class CsvWriter:
     def start(self) -> str:
         return ",".join(self.COLUMNS) + "\r\n"
 
-    def page(self, rows: Sequence[ExportRow]) -> str:
+    def page(self, rows: Sequence[PositionRow]) -> str:
         text = io.StringIO()
         csv.writer(text).writerows(
             (
@@ -169,7 +153,7 @@ class GeoJsonWriter:
         ).decode()
         return members.removesuffix("}") + ',"features":['
 
-    def page(self, rows: Sequence[ExportRow]) -> str:
+    def page(self, rows: Sequence[PositionRow]) -> str:
         if not rows:
             return ""
         features = orjson.dumps(
@@ -225,7 +209,7 @@ class GpxWriter:
             f"<trk><name>{name}</name><src>{self.header.tracker_id}</src><trkseg>\n"
         )
 
-    def page(self, rows: Sequence[ExportRow]) -> str:
+    def page(self, rows: Sequence[PositionRow]) -> str:
         return "".join(
             f'<trkpt lat="{_decimal(row.latitude)}" lon="{_decimal(row.longitude)}">'
             f"<time>{iso_time(row.timestamp)}</time>{_extensions(row)}</trkpt>\n"
@@ -236,7 +220,7 @@ class GpxWriter:
         return "</trkseg></trk>\n</gpx>\n"
 
 
-def _extensions(row: ExportRow) -> str:
+def _extensions(row: PositionRow) -> str:
     if row.speed is None and row.heading is None:
         return ""
     speed = (
