@@ -4,12 +4,15 @@ On PostgreSQL ``tracking_position`` is partitioned by range of ``"timestamp"``
 (migration 0010), one partition per UTC day named ``tracking_position_pYYYYMMDD``.
 A day's partition is made ahead of time by the pruning job (today and the
 next ``DAYS_AHEAD`` days) or, for a day nobody made one for (a late event),
-by ``ensure_days`` just before the batch that holds it; a DEFAULT partition
-catches anything else. Pruning never runs a large DELETE on PostgreSQL: a
+by ``ensure_days`` just before the batch that holds it (and before an ORM
+write: ``Position.objects.bulk_create`` and ``save`` call it). There is no
+DEFAULT partition: PostgreSQL refuses to detach a partition CONCURRENTLY
+while one exists. A row for a day without a partition is refused by the
+database; code that writes history with its own SQL calls ``ensure_days``. Pruning never runs a large DELETE on PostgreSQL: a
 partition whose whole range is older than the cutoff (now minus
 TRACKING_HISTORY_DAYS) is detached (``CONCURRENTLY``: inserts go on) and
 dropped. Only a partition wider than a day (the old table attached by the
-migration, the DEFAULT one) has its old rows deleted, a chunk at a time.
+migration) has its old rows deleted, a chunk at a time.
 
 On SQLite old rows are deleted a chunk at a time, by the index on timestamp.
 Rejected events received before the cutoff and visits that ended before it
@@ -43,7 +46,6 @@ logger = logging.getLogger(__name__)
 
 TABLE = Position._meta.db_table
 PARTITION_PREFIX = f"{TABLE}_p"
-DEFAULT_PARTITION = f"{TABLE}_default"
 # Day partitions made ahead of today by each pruning pass.
 DAYS_AHEAD = 3
 # Rows per DELETE statement wherever rows are deleted.
@@ -71,13 +73,14 @@ def day_of(moment: datetime) -> date:
 
 
 def partition_name(day: date) -> str:
-    return f"{PARTITION_PREFIX}{day:%Y%m%d}"
+    # Not strftime: its %Y writes the year 1 as "1".
+    return f"{PARTITION_PREFIX}{day.year:04d}{day.month:02d}{day.day:02d}"
 
 
 @dataclass(frozen=True)
 class Partition:
     """One partition of history and its range; None is an open end (MINVALUE,
-    MAXVALUE); the DEFAULT partition has neither bound."""
+    MAXVALUE). A DEFAULT partition (none of ours) has neither bound."""
 
     name: str
     lower: datetime | None
@@ -120,7 +123,7 @@ def partitioned() -> bool:
 
 
 def partitions() -> list[Partition]:
-    """History's partitions, oldest first (the DEFAULT one last)."""
+    """History's partitions, oldest first (a DEFAULT one last)."""
     with connection.cursor() as cursor:
         # Bounds read in UTC whatever the session's time zone.
         cursor.execute(
@@ -170,12 +173,12 @@ def ensure_days(days: Iterable[date]) -> list[str]:
     """Make the day partitions missing for ``days`` (UTC); return their names.
 
     Costs nothing for days already known in this process. Each partition is
-    made as an empty table and attached (a lock that lets inserts go on);
-    rows of that day the DEFAULT partition caught meanwhile move into it.
-    Outside a transaction each runs in its own short one.
+    made as an empty table, then attached (a lock that lets inserts go on).
+    Outside a transaction they are made in a short one of their own.
     """
     with _known_lock:
-        # The last day there is has no end to bound a partition with: DEFAULT holds it.
+        # The last day there is has no end to bound a partition with: a row
+        # of 31 December 9999 is refused by the database.
         missing = {day for day in days if day < date.max} - _known_days
     if not missing or not partitioned():
         return []
@@ -199,13 +202,6 @@ def _make_partition(day: date) -> str:
     start, end = day_start(day), day_start(day + timedelta(days=1))
     with connection.cursor() as cursor:
         cursor.execute(f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS)")
-        # A row the DEFAULT partition caught for this day would block the attach.
-        cursor.execute(
-            f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} "
-            'WHERE "timestamp" >= %s AND "timestamp" < %s RETURNING *) '
-            f"INSERT INTO {name} SELECT * FROM moved",
-            [start, end],
-        )
         cursor.execute(
             f"ALTER TABLE {TABLE} ATTACH PARTITION {name} FOR VALUES FROM (%s) TO (%s)",
             [start, end],
@@ -282,7 +278,7 @@ def pruning(*, now: datetime) -> Iterator[PruneReport]:
                     report.dropped.append((part.name, rows))
                 yield report
             elif not part.is_day and (part.lower is None or part.lower < limit):
-                # The old table or the DEFAULT partition: its old rows, a chunk at a time.
+                # The old table the migration attached: its old rows, a chunk at a time.
                 yield from _chunks(report, POSITIONS, _old_rows_of(part.name, limit))
         orphans = _orphans(limit)
         for name in orphans:
@@ -410,7 +406,8 @@ def _orphans(limit: datetime) -> list[str]:
         match = _DAY_NAME.match(name)
         if match is None:
             continue
-        day = datetime.strptime(match[1], "%Y%m%d").date()
+        digits = match[1]
+        day = date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
         if day_start(day + timedelta(days=1)) <= limit:
             old.append(name)
     return sorted(old)

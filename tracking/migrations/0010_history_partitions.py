@@ -8,10 +8,10 @@ install, every test database) is simply dropped. One that holds rows keeps
 every one of them, without copying: it is attached as the partition of
 everything before the midnight after its newest row, and the pruning job
 (``tracking.retention``) deletes its rows older than TRACKING_HISTORY_DAYS in
-chunks, then drops it once its whole range is past. A DEFAULT partition
-catches a row of a day nobody made a partition for yet. Day partitions
+chunks, then drops it once its whole range is past. Day partitions
 (``tracking_position_pYYYYMMDD``) are made by the pruning job and before a
-batch that needs one. The README's "Upgrading: history partitions" says what
+write that needs one. There is no DEFAULT partition: PostgreSQL cannot detach
+a partition CONCURRENTLY while one exists. The README's "Upgrading: history partitions" says what
 this locks and for how long.
 
 SQLite: the table stays as it is, with an index on "timestamp" so that the
@@ -30,7 +30,6 @@ from django.utils import timezone
 
 TABLE = "tracking_position"
 LEGACY = "tracking_position_legacy"
-DEFAULT = "tracking_position_default"
 SQLITE_INDEX = "tracking_position_timestamp_sqlite"
 
 
@@ -105,7 +104,6 @@ def partition_history(apps: Any, schema_editor: Any) -> None:
             f'ALTER TABLE {TABLE} ADD CONSTRAINT "{foreign_key}" FOREIGN KEY (tracker_id) '
             "REFERENCES tracking_tracker (id) DEFERRABLE INITIALLY DEFERRED"
         )
-        cursor.execute(f"CREATE TABLE {DEFAULT} PARTITION OF {TABLE} DEFAULT")
         if not has_rows:
             cursor.execute(f"DROP TABLE {LEGACY}")
             return
