@@ -331,5 +331,5 @@ def test_the_migration_keeps_every_row_of_an_unpartitioned_table(
     # a day partition after it stays.
     add_positions(Tracker.objects.get(id=trackers[1].id), [now + timedelta(days=3)])
     later = retention.prune(now=now + timedelta(days=5))
-    assert (legacy.name, len(kept) + 1) in later.dropped
+    assert legacy.name in [name for name, _ in later.dropped]
     assert list(Position.objects.values_list("timestamp", flat=True)) == [now + timedelta(days=3)]

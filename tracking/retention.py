@@ -217,6 +217,8 @@ class PruneReport:
     dry_run: bool = False
     made: list[str] = field(default_factory=list)
     dropped: list[tuple[str, int]] = field(default_factory=list)
+    # Partitions of ``dropped`` whose rows are PostgreSQL's estimate, not a count.
+    estimated: set[str] = field(default_factory=set)
     deleted: Counter[str] = field(default_factory=Counter)
     skipped: str = ""
 
@@ -228,7 +230,11 @@ class PruneReport:
         if self.skipped:
             return [*lines, self.skipped]
         lines += [f"{would}make partition {name}" for name in self.made]
-        lines += [f"{would}drop partition {name} ({rows} positions)" for name, rows in self.dropped]
+        lines += [
+            f"{would}drop partition {name} "
+            f"({'about ' if name in self.estimated else ''}{rows} positions)"
+            for name, rows in self.dropped
+        ]
         lines += [f"{would}delete {count} {what}" for what, count in sorted(self.deleted.items())]
         if len(lines) == 1:
             lines.append("nothing to prune")
@@ -269,13 +275,15 @@ def pruning(*, now: datetime) -> Iterator[PruneReport]:
         for part in partitions():
             if part.upper is not None and part.upper <= limit:
                 with _advisory_lock() as got:
-                    rows = _drop(part) if got else None
+                    dropped = _drop(part) if got else None
                 if not got:
                     report.skipped = "another process is pruning: stopped"
                     yield report
                     return
-                if rows is not None:
-                    report.dropped.append((part.name, rows))
+                if dropped is not None:
+                    report.dropped.append((part.name, dropped[0]))
+                    if dropped[1]:
+                        report.estimated.add(part.name)
                 yield report
             elif not part.is_day and (part.lower is None or part.lower < limit):
                 # The old table the migration attached: its old rows, a chunk at a time.
@@ -313,7 +321,10 @@ def plan(*, now: datetime) -> PruneReport:
                 report.made.append(partition_name(day))
         for part in existing:
             if part.upper is not None and part.upper <= limit:
-                report.dropped.append((part.name, _count(part.name, None)))
+                rows, estimated = _rows_in(part.name)
+                report.dropped.append((part.name, rows))
+                if estimated:
+                    report.estimated.add(part.name)
             elif not part.is_day and (part.lower is None or part.lower < limit):
                 report.deleted[POSITIONS] += _count(part.name, limit)
         report.dropped += [(name, 0) for name in _orphans(limit)]
@@ -365,8 +376,21 @@ def _count(table: str, older_than: datetime | None) -> int:
     return int(rows)
 
 
-def _drop(part: Partition) -> int | None:
-    """Detach and drop one partition; how many rows it held (None: already gone)."""
+def _rows_in(table: str) -> tuple[int, bool]:
+    """The rows of a partition about to go, and whether that is an estimate:
+    PostgreSQL's when it has one (autovacuum analyses a filled day), so a day
+    of millions of rows is not counted while ingest waits; counted otherwise."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", [table])
+        (estimate,) = cursor.fetchone()
+    if estimate >= 0:
+        return int(estimate), True
+    return _count(table, None), False
+
+
+def _drop(part: Partition) -> tuple[int, bool] | None:
+    """Detach and drop one partition; how many rows it held and whether that
+    is an estimate (None: it was gone already)."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT i.inhdetachpending FROM pg_inherits i "
@@ -376,7 +400,7 @@ def _drop(part: Partition) -> int | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    rows = _count(part.name, None)
+    rows = _rows_in(part.name)
     if row[0]:  # a detach begun by a pass that was interrupted
         how = "FINALIZE"
     elif connection.in_atomic_block:

@@ -313,6 +313,7 @@ class Pipeline:
         next batch waits behind at most one step. Logs one line; returns the
         report (None if the database failed, logged too)."""
         loop = asyncio.get_running_loop()
+        started = time.monotonic()
         steps = retention.pruning(now=timezone.now())
         report: retention.PruneReport | None = None
         while True:
@@ -327,7 +328,11 @@ class Pipeline:
                 break
             report = step
         if report is not None:
-            logger.info("history pruned (TRACKING_HISTORY_DAYS): %s", report.summary())
+            logger.info(
+                "history pruned in %.1f s (TRACKING_HISTORY_DAYS): %s",
+                time.monotonic() - started,
+                report.summary(),
+            )
         return report
 
     async def prepare(self) -> None:
