@@ -16,7 +16,10 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test import override_settings
 
+from tests.conftest import event_body
 from tracking import retention
+from tracking.ingest.sources import RawEvent
+from tracking.ingest.store import ingest_batch
 from tracking.models import Geofence, Position, RejectedEvent, Tracker, Visit
 
 on_postgres = pytest.mark.skipif(
@@ -275,6 +278,8 @@ def at_0009() -> Iterator[MigrationExecutor]:
         executor = MigrationExecutor(connection)
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
+        # The partitions this process knew of went with the table.
+        retention.forget_known_days()
 
 
 @pytest.mark.django_db(transaction=True)
@@ -333,3 +338,24 @@ def test_the_migration_keeps_every_row_of_an_unpartitioned_table(
     later = retention.prune(now=now + timedelta(days=5))
     assert legacy.name in [name for name, _ in later.dropped]
     assert list(Position.objects.values_list("timestamp", flat=True)) == [now + timedelta(days=3)]
+
+
+@on_postgres
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@override_settings(TRACKING_HISTORY_DAYS=0)
+def test_a_batch_for_a_day_whose_partition_another_process_dropped_is_stored_all_the_same(
+    tracker: Tracker,
+) -> None:
+
+    moment = datetime(2035, 3, 3, 3, tzinfo=UTC)
+    retention.ensure_days([moment.date()])
+    # Dropped behind this process's back: it still believes the day is there.
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE {retention.partition_name(moment.date())}")
+    body = event_body(tracker_id=tracker.id, latitude=60.0, longitude=24.0, at=moment)
+
+    result = ingest_batch(events=[RawEvent(body=body, origin="t")], now=moment)
+
+    assert (result.accepted, result.new) == (1, 1)
+    assert retention.partition_name(moment.date()) in day_names()

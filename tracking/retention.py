@@ -153,6 +153,12 @@ _known_days: set[date] = set()
 _known_lock = threading.Lock()
 
 
+def no_partition_for_row(error: Exception) -> bool:
+    """Whether the database refused a row for want of its partition."""
+    cause = error.__cause__
+    return getattr(cause, "sqlstate", None) == "23514" and "no partition" in str(cause)
+
+
 def forget_known_days() -> None:
     """Forget every known day (another process may have dropped some)."""
     with _known_lock:

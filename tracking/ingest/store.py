@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from tracking import retention
@@ -206,12 +206,34 @@ def store_batch(
     against them and the visits stored in the same transaction
     (``tracking/ingest/geofencing.py``).
     """
+    # Before the batch's transaction, in short ones of their own: the partitions
+    # of the days it holds that have none yet (none, in the steady state).
+    days = {retention.day_of(event.timestamp) for _, event in parsed.valid}
+    retention.ensure_days(days)
+    try:
+        return _store_in_one_transaction(parsed=parsed, now=now, allowance=allowance, fences=fences)
+    except IntegrityError as exc:
+        if not retention.no_partition_for_row(exc):
+            raise
+        # A partition this process knew of is gone (dropped by another
+        # process's pruning): forget what it knew, make what is missing, again.
+        retention.forget_known_days()
+        if connection.in_atomic_block:
+            raise
+        retention.ensure_days(days)
+        return _store_in_one_transaction(parsed=parsed, now=now, allowance=allowance, fences=fences)
+
+
+def _store_in_one_transaction(
+    *,
+    parsed: ParsedBatch,
+    now: datetime,
+    allowance: StoreAllowance | None,
+    fences: FenceSet | None,
+) -> BatchResult:
     refused = list(parsed.refused)
     result = BatchResult()
     detecting = fences is not None and fences.in_use
-    # Before the batch's transaction, in short ones of their own: the partitions
-    # of the days it holds that have none yet (none, in the steady state).
-    retention.ensure_days({retention.day_of(event.timestamp) for _, event in parsed.valid})
     with transaction.atomic():
         active, standing = _batch_trackers(
             {event.tracker_id for _, event in parsed.valid}, lock=detecting
