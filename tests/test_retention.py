@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
@@ -22,9 +23,26 @@ from tracking.ingest.sources import RawEvent
 from tracking.ingest.store import ingest_batch
 from tracking.models import Geofence, Position, RejectedEvent, Tracker, Visit
 
-on_postgres = pytest.mark.skipif(
-    connection.vendor != "postgresql", reason="partitions are PostgreSQL's"
-)
+T = TypeVar("T")
+
+
+def on_partitions(*, days: int, transaction: bool = True) -> Callable[[T], T]:
+    """A test of the day partitions (PostgreSQL's), with TRACKING_HISTORY_DAYS=days."""
+
+    def decorate(test: T) -> T:
+        marks: tuple[Any, ...] = (
+            override_settings(TRACKING_HISTORY_DAYS=days),
+            pytest.mark.django_db(transaction=transaction),
+            pytest.mark.postgres,
+            pytest.mark.skipif(
+                connection.vendor != "postgresql", reason="partitions are PostgreSQL's"
+            ),
+        )
+        for mark in marks:
+            test = mark(test)
+        return test
+
+    return decorate
 
 
 def day_names() -> set[str]:
@@ -51,10 +69,7 @@ def tracker() -> Tracker:
     return Tracker.objects.create(id=uuid.uuid4(), name="bus 42")
 
 
-@on_postgres
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-@override_settings(TRACKING_HISTORY_DAYS=2)
+@on_partitions(days=2)
 def test_a_clock_crossing_midnight_at_a_month_end_drops_exactly_the_days_past_the_setting(
     tracker: Tracker,
 ) -> None:
@@ -101,10 +116,7 @@ def test_a_clock_crossing_midnight_at_a_month_end_drops_exactly_the_days_past_th
     assert again.dropped == [] and again.lines()[-1] == "nothing to prune"
 
 
-@on_postgres
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-@override_settings(TRACKING_HISTORY_DAYS=1)
+@on_partitions(days=1)
 def test_a_partition_is_made_for_a_day_ahead_of_time_and_a_row_lands_in_it(
     tracker: Tracker,
 ) -> None:
@@ -122,9 +134,7 @@ def test_a_partition_is_made_for_a_day_ahead_of_time_and_a_row_lands_in_it(
         assert cursor.fetchall() == [(retention.partition_name(date(2032, 2, 29)),)]
 
 
-@on_postgres
-@pytest.mark.postgres
-@pytest.mark.django_db
+@on_partitions(days=1, transaction=False)
 def test_a_row_saved_for_a_day_without_a_partition_gets_one(tracker: Tracker) -> None:
     moment = datetime(2033, 5, 5, 5, tzinfo=UTC)
     Position(tracker=tracker, timestamp=moment, latitude=1.0, longitude=2.0).save()
@@ -133,10 +143,7 @@ def test_a_row_saved_for_a_day_without_a_partition_gets_one(tracker: Tracker) ->
         assert cursor.fetchall() == [(retention.partition_name(date(2033, 5, 5)), moment)]
 
 
-@on_postgres
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-@override_settings(TRACKING_HISTORY_DAYS=1)
+@on_partitions(days=1)
 def test_while_another_process_prunes_a_pass_is_skipped_not_waited_for(
     tracker: Tracker,
 ) -> None:
@@ -340,10 +347,7 @@ def test_the_migration_keeps_every_row_of_an_unpartitioned_table(
     assert list(Position.objects.values_list("timestamp", flat=True)) == [now + timedelta(days=3)]
 
 
-@on_postgres
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-@override_settings(TRACKING_HISTORY_DAYS=0)
+@on_partitions(days=0)
 def test_a_batch_for_a_day_whose_partition_another_process_dropped_is_stored_all_the_same(
     tracker: Tracker,
 ) -> None:
