@@ -363,3 +363,23 @@ def test_a_batch_for_a_day_whose_partition_another_process_dropped_is_stored_all
 
     assert (result.accepted, result.new) == (1, 1)
     assert retention.partition_name(moment.date()) in day_names()
+
+
+@on_partitions(days=30)
+def test_prune_history_names_each_partition_it_would_drop_then_drops_it(
+    tracker: Tracker, now: datetime
+) -> None:
+    old_day = (now - timedelta(days=40)).date()
+    moments = [retention.day_start(old_day) + timedelta(hours=hour) for hour in range(5)]
+    add_positions(tracker, moments)
+    name = retention.partition_name(old_day)
+
+    dry = io.StringIO()
+    call_command("prune_history", "--dry-run", stdout=dry)
+    assert f"would drop partition {name} (5 positions)" in dry.getvalue().splitlines()
+    assert name in day_names() and Position.objects.count() == 5
+
+    out = io.StringIO()
+    call_command("prune_history", stdout=out)
+    assert f"drop partition {name} (5 positions)" in out.getvalue().splitlines()
+    assert name not in day_names() and Position.objects.count() == 0

@@ -31,13 +31,13 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Subquery
 
 from tracking.models import Position, RejectedEvent, Visit
@@ -246,6 +246,12 @@ class PruneReport:
             lines.append("nothing to prune")
         return lines
 
+    def add_dropped(self, name: str, rows: tuple[int, bool]) -> None:
+        """A partition dropped, with its rows and whether they are an estimate."""
+        self.dropped.append((name, rows[0]))
+        if rows[1]:
+            self.estimated.add(name)
+
     def summary(self) -> str:
         """One line for a log."""
         return "; ".join(self.lines())
@@ -271,7 +277,7 @@ def pruning(*, now: datetime) -> Iterator[PruneReport]:
     if partitioned():
         with _advisory_lock() as got:
             if got:
-                ahead = (now.date() + timedelta(days=n) for n in range(DAYS_AHEAD + 1))
+                ahead = (day_of(now) + timedelta(days=n) for n in range(DAYS_AHEAD + 1))
                 report.made += ensure_days(ahead)
         if not got:
             report.skipped = "another process is pruning: skipped"
@@ -287,9 +293,7 @@ def pruning(*, now: datetime) -> Iterator[PruneReport]:
                     yield report
                     return
                 if dropped is not None:
-                    report.dropped.append((part.name, dropped[0]))
-                    if dropped[1]:
-                        report.estimated.add(part.name)
+                    report.add_dropped(part.name, dropped)
                 yield report
             elif not part.is_day and (part.lower is None or part.lower < limit):
                 # The old table the migration attached: its old rows, a chunk at a time.
@@ -298,8 +302,8 @@ def pruning(*, now: datetime) -> Iterator[PruneReport]:
         for name in orphans:
             with _advisory_lock() as got:
                 if got:
+                    report.add_dropped(name, _rows_in(name))
                     _execute(f"DROP TABLE IF EXISTS {name}")
-                    report.dropped.append((name, 0))
             yield report
     else:
         yield from _chunks(report, POSITIONS, _old_rows_of(TABLE, limit))
@@ -322,18 +326,16 @@ def plan(*, now: datetime) -> PruneReport:
     if partitioned():
         existing = partitions()
         for n in range(DAYS_AHEAD + 1):
-            day = now.date() + timedelta(days=n)
+            day = day_of(now) + timedelta(days=n)
             if not any(part.covers(day) for part in existing):
                 report.made.append(partition_name(day))
         for part in existing:
             if part.upper is not None and part.upper <= limit:
-                rows, estimated = _rows_in(part.name)
-                report.dropped.append((part.name, rows))
-                if estimated:
-                    report.estimated.add(part.name)
+                report.add_dropped(part.name, _rows_in(part.name))
             elif not part.is_day and (part.lower is None or part.lower < limit):
                 report.deleted[POSITIONS] += _count(part.name, limit)
-        report.dropped += [(name, 0) for name in _orphans(limit)]
+        for name in _orphans(limit):
+            report.add_dropped(name, _rows_in(name))
     else:
         report.deleted[POSITIONS] += Position.objects.filter(timestamp__lt=limit).count()
     report.deleted[REJECTED] += RejectedEvent.objects.filter(received_at__lt=limit).count()
@@ -361,8 +363,10 @@ def _advisory_lock() -> Iterator[bool]:
     try:
         yield bool(got)
     finally:
+        # Inside a transaction a failed step leaves it aborted: the error that
+        # did it is the one to see (the lock goes with the session).
         if got:
-            with connection.cursor() as cursor:
+            with suppress(DatabaseError), connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [LOCK_KEY])
 
 
