@@ -350,6 +350,7 @@ const selectionHooks = bindSelection({
     hub.status === CONNECTION.live && subscription.keptKeys().has(cellKey(cellOf(grid, latitude, longitude))),
   cells: { grid, maxCells: config.maxCells },
   redraw: () => frames.request(),
+  tripsUrl: config.tripsUrl,
 });
 
 // --- Events and timers: everything they call exists now -----------------------

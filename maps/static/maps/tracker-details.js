@@ -110,7 +110,20 @@ export class DetailsPanel {
     this.#visits = element("ol", "details-visits");
     this.#visitsEmpty = element("p", "details-empty");
 
-    root.replaceChildren(header, idLine, this.#follow, this.#note, list, visitsTitle, this.#visits, this.#visitsEmpty);
+    // Sections other modules add below the panel's own (trips.js).
+    this.sections = element("div", "details-sections");
+
+    root.replaceChildren(
+      header,
+      idLine,
+      this.#follow,
+      this.#note,
+      list,
+      visitsTitle,
+      this.#visits,
+      this.#visitsEmpty,
+      this.sections,
+    );
   }
 
   get visible() {
