@@ -9,10 +9,12 @@ every one of them, without copying: it is attached as the partition of
 everything before the midnight after its newest row, and the pruning job
 (``tracking.retention``) deletes its rows older than TRACKING_HISTORY_DAYS in
 chunks, then drops it once its whole range is past. Day partitions
-(``tracking_position_pYYYYMMDD``) are made by the pruning job and before a
-write that needs one. There is no DEFAULT partition: PostgreSQL cannot detach
-a partition CONCURRENTLY while one exists. The README's "Upgrading: history partitions" says what
-this locks and for how long.
+(``tracking_position_pYYYYMMDD``) are made here for the history window (a
+new install: up to 31 days back; an upgrade: from the old table's end) and a
+few days ahead, then by the pruning job and before a write that needs one.
+There is no DEFAULT partition: PostgreSQL cannot detach a partition
+CONCURRENTLY while one exists. The README's "Upgrading: history partitions"
+says what this locks and for how long.
 
 SQLite: the table stays as it is, with an index on "timestamp" so that the
 old rows can be deleted a chunk at a time without a full scan each.
@@ -22,15 +24,20 @@ Self-contained on purpose: a migration must not change when the app's code does.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import migrations
 from django.utils import timezone
 
 TABLE = "tracking_position"
 LEGACY = "tracking_position_legacy"
 SQLITE_INDEX = "tracking_position_timestamp_sqlite"
+# Day partitions made ahead of today, as the pruning job does.
+DAYS_AHEAD = 3
+# At most this many days back are made for a new install.
+WINDOW_MADE_DAYS = 31
 
 
 def _rows(cursor: Any, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
@@ -104,13 +111,33 @@ def partition_history(apps: Any, schema_editor: Any) -> None:
             f'ALTER TABLE {TABLE} ADD CONSTRAINT "{foreign_key}" FOREIGN KEY (tracker_id) '
             "REFERENCES tracking_tracker (id) DEFERRABLE INITIALLY DEFERRED"
         )
+        today = timezone.now().astimezone(UTC).date()
         if not has_rows:
             cursor.execute(f"DROP TABLE {LEGACY}")
+            # A new install gets the days of its history window at once, so
+            # that late events, and whatever writes history with its own SQL
+            # (a benchmark's generated days), find theirs.
+            back = min(settings.TRACKING_HISTORY_DAYS, WINDOW_MADE_DAYS)
+            _make_days(cursor, today - timedelta(days=back), today + timedelta(days=DAYS_AHEAD))
             return
-        _attach_legacy(cursor)
+        upper = _attach_legacy(cursor)
+        _make_days(cursor, upper.date(), today + timedelta(days=DAYS_AHEAD))
 
 
-def _attach_legacy(cursor: Any) -> None:
+def _make_days(cursor: Any, first: date, last: date) -> None:
+    """The day partitions from ``first`` to ``last``, both included."""
+    day = first
+    while day <= last:
+        start = datetime.combine(day, time(), UTC)
+        cursor.execute(
+            f"CREATE TABLE {TABLE}_p{day.year:04d}{day.month:02d}{day.day:02d} "
+            f"PARTITION OF {TABLE} FOR VALUES FROM (%s) TO (%s)",
+            [start, start + timedelta(days=1)],
+        )
+        day += timedelta(days=1)
+
+
+def _attach_legacy(cursor: Any) -> datetime:
     """The old table as the partition of everything before the midnight (UTC)
     after its newest row, or after today if that is later."""
     # The newest row found through the unique index, tracker by tracker: no full scan.
@@ -151,6 +178,7 @@ def _attach_legacy(cursor: Any) -> None:
         f"ALTER TABLE {TABLE} ATTACH PARTITION {LEGACY} FOR VALUES FROM (MINVALUE) TO (%s)",
         [upper],
     )
+    return upper
 
 
 def plain_history(apps: Any, schema_editor: Any) -> None:
