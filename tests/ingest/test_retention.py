@@ -19,8 +19,10 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
+from tests import support
 from tests.conftest import event_body
 from tracking import retention
+from tracking.ingest import pipeline as pipeline_module
 from tracking.ingest.pipeline import Pipeline
 from tracking.ingest.rejections import CATEGORY_LABELS
 from tracking.ingest.sources import RawEvent
@@ -150,3 +152,33 @@ async def test_the_pipeline_prunes_between_batches_and_logs_one_line_a_pass(
         names = {part.name for part in await in_thread(retention.partitions)}
         today = datetime.now(UTC).date()
         assert {retention.partition_name(today + timedelta(days=n)) for n in range(4)} <= names
+
+
+class CountingPipeline:
+    """Stands in for a pipeline: counts the passes it is asked for."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    async def prune_history(self) -> None:
+        self.passes += 1
+
+
+@override_settings(TRACKING_HISTORY_PRUNE_SECONDS=0.01)
+async def test_consume_events_prunes_soon_after_the_start_then_every_period(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pipeline_module, "HISTORY_FIRST_PRUNE_SECONDS", 0.0)
+    counting = CountingPipeline()
+    task = asyncio.create_task(pipeline_module._prune_history(counting))  # type: ignore[arg-type]
+    try:
+        await support.eventually(lambda: counting.passes >= 3, what="three passes")
+    finally:
+        task.cancel()
+
+
+@override_settings(TRACKING_HISTORY_DAYS=0)
+async def test_with_history_kept_whole_consume_events_never_prunes() -> None:
+    counting = CountingPipeline()
+    await pipeline_module._prune_history(counting)  # type: ignore[arg-type]
+    assert counting.passes == 0
