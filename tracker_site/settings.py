@@ -410,6 +410,15 @@ TRACKING_REJECTED_KEEP: int = _env_number("TRACKING_REJECTED_KEEP", 100_000, min
 TRACKING_REJECTED_STORE_PER_MINUTE: int = _env_number(
     "TRACKING_REJECTED_STORE_PER_MINUTE", 600, minimum=0
 )
+# History kept (tracking/retention.py): positions, rejected events and finished
+# visits older than this many days are removed (0 keeps everything). On
+# PostgreSQL whole day partitions are dropped, so a day's rows stay until the
+# whole day is past the limit (up to a day longer).
+TRACKING_HISTORY_DAYS: int = _env_number("TRACKING_HISTORY_DAYS", 30, minimum=0, maximum=36_500)
+# How often consume_events prunes by itself (and once soon after it starts).
+TRACKING_HISTORY_PRUNE_SECONDS: float = _env_number(
+    "TRACKING_HISTORY_PRUNE_SECONDS", 3600.0, minimum=1, maximum=7 * 86_400, integer=False
+)
 # Geofences (tracking/geofences.py, tracking/ingest/geofencing.py). A tracker
 # leaves a fence only this far outside it: above the spread of GPS noise.
 GEOFENCE_EXIT_MARGIN_M: float = _env_number(

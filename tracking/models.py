@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -165,8 +166,46 @@ class Tracker(models.Model):
         )
 
 
+class PositionQuerySet(models.QuerySet["Position"]):
+    def bulk_create(
+        self,
+        objs: Iterable[Any],
+        batch_size: int | None = None,
+        ignore_conflicts: bool = False,
+        update_conflicts: bool = False,
+        update_fields: Collection[str] | None = None,
+        unique_fields: Collection[str] | None = None,
+    ) -> list[Any]:
+        """Rows for any day: the day partitions they need are made first (PostgreSQL)."""
+        rows = list(objs)
+        _ensure_days_of(rows)
+        return super().bulk_create(
+            rows,
+            batch_size=batch_size,
+            ignore_conflicts=ignore_conflicts,
+            update_conflicts=update_conflicts,
+            update_fields=update_fields,
+            unique_fields=unique_fields,
+        )
+
+
+def _ensure_days_of(positions: Sequence[Position]) -> None:
+    # Imported here: retention reads these models.
+    from tracking import retention
+
+    retention.ensure_days(
+        {retention.day_of(position.timestamp) for position in positions if position.timestamp}
+    )
+
+
 class Position(models.Model):
-    """One reported location of a tracker; unique per tracker and time."""
+    """One reported location of a tracker; unique per tracker and time.
+
+    On PostgreSQL a row goes to the partition of its UTC day
+    (``tracking.retention``); ``save`` and ``objects.bulk_create`` make it
+    when it is missing. Code that writes history with its own SQL (the
+    ingest's COPY) calls ``retention.ensure_days`` itself.
+    """
 
     tracker = models.ForeignKey(Tracker, on_delete=models.CASCADE, related_name="positions")
     timestamp = models.DateTimeField()
@@ -176,6 +215,8 @@ class Position(models.Model):
     heading = models.FloatField("heading (°)", null=True, blank=True)
     accuracy = models.FloatField("accuracy (m)", null=True, blank=True)
     received_at = models.DateTimeField(default=timezone.now)
+
+    objects = PositionQuerySet.as_manager()
 
     class Meta:
         # No default ordering: history is the largest table, and a sort nobody
@@ -189,6 +230,10 @@ class Position(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tracker_id} at {self.timestamp.isoformat()}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        _ensure_days_of([self])
+        super().save(*args, **kwargs)
 
 
 class RejectedEvent(models.Model):

@@ -15,7 +15,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import (
+    DatabaseError,
     DataError,
     IntegrityError,
     InterfaceError,
@@ -32,6 +33,7 @@ from django.db import (
 )
 from django.utils import timezone
 
+from tracking import retention
 from tracking.ingest.geofencing import FenceSet
 from tracking.ingest.rejections import RejectionCounts, StoreAllowance
 from tracking.ingest.sources import EventSource, RawEvent, first_line
@@ -62,6 +64,8 @@ GROUP_MAX_EVENTS = 20_000
 PRUNE_EVERY_SECONDS = 60.0
 # at most this many after each batch, so a big backlog never holds the batches up.
 PRUNE_CHUNK = 5_000
+# The first pass of retention waits this long after the start, for the first batches.
+HISTORY_FIRST_PRUNE_SECONDS = 5.0
 # Lag figures are kept for at most this many events per progress interval.
 MAX_LAG_SAMPLES = 200_000
 # What storing a batch raises when the database refuses a value in it, as
@@ -303,6 +307,34 @@ class Pipeline:
                 )
             self._pruning = None
 
+    async def prune_history(self) -> retention.PruneReport | None:
+        """One pass of retention (``tracking.retention``), a step at a time on
+        the database thread: each step waits behind the batch in hand and the
+        next batch waits behind at most one step. Logs one line; returns the
+        report (None if the database failed, logged too)."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        steps = retention.pruning(now=timezone.now())
+        report: retention.PruneReport | None = None
+        while True:
+            try:
+                step = await loop.run_in_executor(
+                    self._executor, functools.partial(_with_connection, _next_step, steps=steps)
+                )
+            except DatabaseError as exc:
+                logger.warning("history pruning stopped: %s", one_line(str(exc)))
+                return None
+            if step is None:
+                break
+            report = step
+        if report is not None:
+            logger.info(
+                "history pruned in %.1f s (TRACKING_HISTORY_DAYS): %s",
+                time.monotonic() - started,
+                report.summary(),
+            )
+        return report
+
     async def prepare(self) -> None:
         """Load what storing needs before the first batch (the geofences), so
         the first batch and the run's rate do not pay for it; a database that
@@ -364,6 +396,10 @@ def _prune_chunk(up_to: int) -> int:
         return 0
 
 
+def _next_step(*, steps: Iterator[retention.PruneReport]) -> retention.PruneReport | None:
+    return next(steps, None)
+
+
 def _ingest(batch: ParsedBatch, allowance: StoreAllowance, fences: FenceSet) -> BatchResult:
     return _with_connection(_refresh_and_store, batch=batch, allowance=allowance, fences=fences)
 
@@ -388,11 +424,23 @@ async def consume(
     """
     await pipeline.prepare()
     reporter = asyncio.create_task(_report_progress(pipeline.progress, progress_seconds, source))
+    pruner = asyncio.create_task(_prune_history(pipeline))
     try:
         await source.run(pipeline.process, stop)
     finally:
         reporter.cancel()
+        pruner.cancel()
     return pipeline.progress
+
+
+async def _prune_history(pipeline: Pipeline) -> None:
+    """Retention soon after the start, then every TRACKING_HISTORY_PRUNE_SECONDS."""
+    if settings.TRACKING_HISTORY_DAYS <= 0:
+        return
+    await asyncio.sleep(HISTORY_FIRST_PRUNE_SECONDS)
+    while True:
+        await pipeline.prune_history()
+        await asyncio.sleep(settings.TRACKING_HISTORY_PRUNE_SECONDS)
 
 
 async def _report_progress(progress: Progress, every: float, source: EventSource) -> None:

@@ -25,6 +25,7 @@ CATEGORY_LABELS = {
     "bad-lng": "bad Lng",
     "bad-ts": "bad Ts",
     "future-ts": "Ts in the future",
+    "too-old": "Ts older than TRACKING_HISTORY_DAYS allows",
     "bad-speed": "bad Speed",
     "bad-heading": "bad Heading",
     "bad-accuracy": "bad Accuracy",

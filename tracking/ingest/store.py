@@ -19,9 +19,10 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from tracking import retention
 from tracking.events import InvalidEvent, LocationEvent, parse_event
 from tracking.ingest import bulk
 from tracking.ingest.bulk import Standing
@@ -36,6 +37,8 @@ logger = logging.getLogger(__name__)
 
 # The category of an event the database refused to store (see ``refused_by_database``).
 REFUSED_BY_DATABASE = "refused-by-database"
+# The category of an event older than history keeps (TRACKING_HISTORY_DAYS).
+TOO_OLD = "too-old"
 
 
 @dataclass(slots=True)
@@ -143,6 +146,9 @@ def parse_batch(*, events: Sequence[RawEvent], now: datetime) -> ParsedBatch:
     a body the source knows the receipt time of is judged by that instead."""
     max_future = timedelta(seconds=settings.TRACKING_MAX_FUTURE_SECONDS)
     max_bytes = settings.TRACKING_MAX_EVENT_BYTES
+    # Judged by when the batch came, whatever the source says: what is older
+    # than the cutoff now would be pruned at once (its partition may be gone).
+    oldest = retention.cutoff(now=now)
     parsed = ParsedBatch()
     for raw in events:
         if raw.problem is not None:
@@ -161,6 +167,14 @@ def parse_batch(*, events: Sequence[RawEvent], now: datetime) -> ParsedBatch:
             reason = f"the parser failed on it: {type(exc).__name__}: {exc}"
             parsed.refused.append(Refusal(raw, reason, "parser-failed"))
         else:
+            if oldest is not None and event.timestamp < oldest:
+                reason = (
+                    f"Ts {event.timestamp.isoformat()} is older than TRACKING_HISTORY_DAYS "
+                    f"({settings.TRACKING_HISTORY_DAYS}) allows: history before "
+                    f"{oldest.isoformat(timespec='seconds')} is not kept"
+                )
+                parsed.refused.append(Refusal(raw, reason, TOO_OLD))
+                continue
             parsed.valid.append((raw, event))
     return parsed
 
@@ -192,6 +206,31 @@ def store_batch(
     against them and the visits stored in the same transaction
     (``tracking/ingest/geofencing.py``).
     """
+    # Before the batch's transaction, in short ones of their own: the partitions
+    # of the days it holds that have none yet (none, in the steady state).
+    days = {retention.day_of(event.timestamp) for _, event in parsed.valid}
+    retention.ensure_days(days)
+    try:
+        return _store_in_one_transaction(parsed=parsed, now=now, allowance=allowance, fences=fences)
+    except IntegrityError as exc:
+        if not retention.no_partition_for_row(exc):
+            raise
+        # A partition this process knew of is gone (dropped by another
+        # process's pruning): forget what it knew, make what is missing, again.
+        retention.forget_known_days()
+        if connection.in_atomic_block:
+            raise
+        retention.ensure_days(days)
+        return _store_in_one_transaction(parsed=parsed, now=now, allowance=allowance, fences=fences)
+
+
+def _store_in_one_transaction(
+    *,
+    parsed: ParsedBatch,
+    now: datetime,
+    allowance: StoreAllowance | None,
+    fences: FenceSet | None,
+) -> BatchResult:
     refused = list(parsed.refused)
     result = BatchResult()
     detecting = fences is not None and fences.in_use
