@@ -1,6 +1,6 @@
 // The selected tracker's details panel (<section id="tracker-details">): name,
 // id (copyable), status, position, speed, heading, last update, the geofences
-// it is in and its latest visits, a Follow toggle and a close button. Built
+// it is in and its latest visits, a Follow toggle, a Replay button and a close button. Built
 // once with createElement and textContent; each update changes only the texts
 // that changed, so nothing flickers while the tracker reports every second.
 
@@ -22,6 +22,8 @@ import { formatClock } from "./ui.js";
  * @property {Array<{fence: string, when: string, inside: boolean}>|null} visits  latest first; null until read
  * @property {boolean} following
  * @property {boolean} followable     false when there is nothing to follow (no such tracker)
+ * @property {"start"|"add"|"in"|"full"} replay  what its Replay button does: open a replay of it, add it to
+ *   the open replay, nothing (it is in it) or nothing (the replay has all the trackers it can take)
  * @property {string} note            a sentence about the panel's data ("" when none)
  */
 
@@ -35,12 +37,20 @@ const ROWS = [
   ["fences", "Geofences"],
 ];
 
+const REPLAY_BUTTON = {
+  start: { text: "Replay", title: "Play its history on the map (live updates pause meanwhile)", disabled: false },
+  add: { text: "Add to replay", title: "Play its history beside the trackers being replayed", disabled: false },
+  in: { text: "In the replay", title: "It is being replayed", disabled: true },
+  full: { text: "Replay is full", title: "The replay has all the trackers it can take", disabled: true },
+};
+
 export class DetailsPanel {
   #root;
   #title;
   #idText;
   #copy;
   #follow;
+  #replay;
   #note;
   #visits;
   #visitsEmpty;
@@ -56,8 +66,9 @@ export class DetailsPanel {
    * @param {object} actions
    * @param {() => void} actions.onClose
    * @param {(on: boolean) => void} actions.onFollow
+   * @param {() => void} actions.onReplay  open a replay of it, or add it to the open one
    */
-  constructor(root, { onClose, onFollow }) {
+  constructor(root, { onClose, onFollow, onReplay }) {
     this.#root = root;
     root.classList.add("tracker-details");
     root.setAttribute("aria-labelledby", "tracker-details-title");
@@ -85,6 +96,12 @@ export class DetailsPanel {
     this.#follow.type = "button";
     this.#follow.addEventListener("click", () => onFollow(this.#follow.getAttribute("aria-pressed") !== "true"));
 
+    this.#replay = element("button", "details-replay");
+    this.#replay.type = "button";
+    this.#replay.addEventListener("click", () => onReplay());
+    const actions = element("div", "details-actions");
+    actions.append(this.#follow, this.#replay);
+
     this.#note = element("p", "details-note");
     this.#note.setAttribute("role", "status");
 
@@ -110,7 +127,7 @@ export class DetailsPanel {
     this.#visits = element("ol", "details-visits");
     this.#visitsEmpty = element("p", "details-empty");
 
-    root.replaceChildren(header, idLine, this.#follow, this.#note, list, visitsTitle, this.#visits, this.#visitsEmpty);
+    root.replaceChildren(header, idLine, actions, this.#note, list, visitsTitle, this.#visits, this.#visitsEmpty);
   }
 
   get visible() {
@@ -137,6 +154,10 @@ export class DetailsPanel {
     this.#follow.disabled = !view.followable;
     setText(this.#follow, view.following ? "Following" : "Follow");
     this.#follow.title = view.following ? "Stop keeping the map centred on it" : "Keep the map centred on it";
+    const replay = REPLAY_BUTTON[view.replay] ?? REPLAY_BUTTON.start;
+    setText(this.#replay, replay.text);
+    this.#replay.title = replay.title;
+    this.#replay.disabled = replay.disabled || view.note.startsWith("No active");
     setText(this.#note, view.note);
     this.#note.hidden = view.note === "";
     this.#showVisits(view.visits);
@@ -181,13 +202,15 @@ export class DetailsPanel {
   }
 }
 
-function element(tag, className = "") {
+/** A new element of `tag` with a class name, for the panels built here and in the replay bar. */
+export function element(tag, className = "") {
   const node = document.createElement(tag);
   if (className) node.className = className;
   return node;
 }
 
-function setText(node, text) {
+/** Set a node's text only when it changes (no flicker, no needless layout). */
+export function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 
