@@ -56,6 +56,8 @@ def map_config() -> dict[str, Any]:
         "trackerUrl": tracker_url("tracking:tracker-detail"),
         "trackerVisitsUrl": tracker_url("tracking:tracker-visits"),
         "trackerPositionsUrl": tracker_url("tracking:tracker-positions"),
+        # A tracker's history thinned for replay (docs/protocol.md §4.10).
+        "trackUrl": tracker_url("tracking:tracker-track"),
         "trailMinutes": settings.MAP_TRAIL_MINUTES,
         "geofencesUrl": reverse("tracking:geofence-list"),
         "landUrls": land_urls(),

@@ -9,13 +9,13 @@ How the doc is read (the doc states the same at its top):
   block right after a hub-client block is what the server answers to it (no
   block: nothing). ```json hub-push holds records the server sends on its own;
   each must be exactly what ``tracking/hub/protocol.py`` writes. ```json
-  geofences, ```json visits and ```json positions hold what the REST API
-  answers for the fences, visits and positions they show. Other blocks are illustrations and are not read.
+  geofences, ```json visits, ```json positions and ```json track hold what the
+  REST API answers for the fences, visits and positions they show. Other blocks are illustrations and are not read.
 - Tables by their first header cell: "rejected body", "setting", "latitude"
   (grid cells), "west" (viewports), "server method", "client method",
   "client sends" (broken input), "tracker field" (the tracker object),
   "fence field" and "visit field" (the geofence API), "position field" (a
-  tracker's positions) and "request" (HTTP
+  tracker's positions), "track field" (a track for replay) and "request" (HTTP
   answers). Tables with the same first header are read as one.
 - A code span holding an ALL_CAPS name with an underscore (alone, or as
   ``NAME=value``) names a setting.
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import itertools
 import json
 import os
 import re
@@ -217,6 +218,8 @@ def conforms(value: object, kind: str) -> bool:
         "number[]": lambda v: isinstance(v, list) and all(_is_number(n) for n in v),
         "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
         "null": lambda v: v is None,
+        "boolean": lambda v: isinstance(v, bool),
+        "array": lambda v: isinstance(v, list),
         "cell[]": lambda v: (
             isinstance(v, list)
             and all(
@@ -810,6 +813,34 @@ def test_the_documented_positions_are_answered_as_documented(client: Client) -> 
     for position in documented["positions"]:
         assert set(position) == set(fields)
         assert all(conforms(position[key], kind) for key, kind in fields.items()), position
+
+
+@pytest.mark.django_db
+def test_the_documented_track_is_answered_as_documented(client: Client) -> None:
+    documented = documented_json("track")
+    tracker = Tracker.objects.create(id=uuid.UUID(documented["trackerId"]), name="Tram 4")
+    kept = documented["positions"]
+    # Stored: the positions answered, and one half way between each pair, in
+    # time and place, which the thinning leaves out.
+    halves = [
+        [(a[0] + b[0]) // 2, (a[1] + b[1]) / 2, (a[2] + b[2]) / 2, a[3], a[4]]
+        for a, b in itertools.pairwise(kept)
+    ]
+    for moment, latitude, longitude, speed, heading in kept + halves:
+        Position.objects.create(
+            tracker=tracker,
+            timestamp=datetime.fromtimestamp(moment / 1000, tz=UTC),
+            latitude=latitude,
+            longitude=longitude,
+            speed=speed,
+            heading=heading,
+        )
+    query = f"since={documented['since']}&until={documented['until']}&zoom={documented['zoom']}"
+    body = client.get(f"/api/trackers/{tracker.id}/track?{query}").json()
+    assert body == documented and body["stored"] == len(kept) + len(halves)
+    fields = {span(row["track field"]): row["type"] for row in table("track field")}
+    assert set(body) == set(fields)
+    assert all(conforms(body[key], kind) for key, kind in fields.items()), body
 
 
 # --- Settings -------------------------------------------------------------------------------

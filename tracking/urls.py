@@ -20,6 +20,7 @@ urlpatterns = [
         views.tracker_positions,
         name="tracker-positions",
     ),
+    path("trackers/<uuid:tracker_id>/track", views.tracker_track, name="tracker-track"),
     path("geofences", geofence_views.geofence_list, name="geofence-list"),
     # The hub itself is a WebSocket route (tracking/hub/routing.py); over HTTP it explains.
     path("signalr", hub_views.hub_over_http),

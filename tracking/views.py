@@ -6,6 +6,7 @@ a URL or a method wrong reads why.
 
 from __future__ import annotations
 
+import math
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,14 @@ from django.views.decorators.csrf import csrf_exempt
 from tracking.access import api_endpoint
 from tracking.events import unix_ms
 from tracking.models import Position, Tracker, TrackerStatus
-from tracking.selectors import matching_trackers, positions_between, tracker_page, trackers_by_id
+from tracking.selectors import (
+    matching_trackers,
+    position_pages,
+    positions_between,
+    tracker_page,
+    trackers_by_id,
+)
+from tracking.thinning import thin_track
 
 # The most ids one request to the tracker list may ask for.
 MAX_IDS_PER_REQUEST = 500
@@ -30,6 +38,12 @@ DEFAULT_POSITIONS = 1_000
 MAX_POSITIONS = 10_000
 # The longest time range one request for a tracker's positions may span.
 MAX_POSITIONS_RANGE = timedelta(days=7)
+# A track for replay: the range unless asked otherwise, the zoom it is thinned
+# for unless asked otherwise, and the most positions it holds, whatever the range.
+DEFAULT_TRACK_SPAN = timedelta(hours=1)
+DEFAULT_TRACK_ZOOM = 16.0
+MAX_TRACK_ZOOM = 24.0
+MAX_TRACK_POINTS = 5_000
 
 
 def tracker_json(tracker: Tracker) -> dict[str, Any]:
@@ -154,6 +168,55 @@ def tracker_positions(request: HttpRequest, tracker_id: uuid.UUID) -> JsonRespon
     )
 
 
+@api_endpoint("GET")
+def tracker_track(request: HttpRequest, tracker_id: uuid.UUID) -> JsonResponse:
+    """``GET /api/trackers/{id}/track?since=MS&until=MS&zoom=Z``: the
+    tracker's positions over a range, thinned to what ``zoom`` can show
+    (``tracking.thinning``), for replay; oldest first, compact rows."""
+    if not Tracker.objects.filter(id=tracker_id, is_active=True).exists():
+        return JsonResponse({"error": f"No active tracker {tracker_id}."}, status=404)
+    try:
+        zoom = _zoom(request.GET.get("zoom"))
+        since, until = time_range(
+            request.GET.get("since"), request.GET.get("until"), default_span=DEFAULT_TRACK_SPAN
+        )
+    except ValueError as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    pages = (
+        [
+            (unix_ms(row.timestamp), row.latitude, row.longitude, row.speed, row.heading)
+            for row in page
+        ]
+        for page in position_pages(tracker_id, since=since, until=until)
+    )
+    track = thin_track(pages, zoom=zoom, max_points=MAX_TRACK_POINTS)
+    return JsonResponse(
+        {
+            "trackerId": str(tracker_id),
+            "since": unix_ms(since),
+            "until": unix_ms(until),
+            "zoom": int(zoom) if zoom.is_integer() else zoom,
+            "stored": track.stored,
+            "thinned": track.thinned,
+            "toleranceMetres": round(track.tolerance_metres(zoom=zoom), 2),
+            "gaps": [list(gap) for gap in track.gaps],
+            "positions": [list(row) for row in track.rows],
+        }
+    )
+
+
+def _zoom(raw: str | None) -> float:
+    if raw is None:
+        return DEFAULT_TRACK_ZOOM
+    try:
+        zoom = float(raw) if raw.isascii() and "_" not in raw else math.nan
+    except ValueError:
+        zoom = math.nan
+    if not 0 <= zoom <= MAX_TRACK_ZOOM:  # NaN fails both
+        raise ValueError(f"zoom must be a number from 0 to {MAX_TRACK_ZOOM:g}, got {raw[:40]!r}.")
+    return zoom
+
+
 def time_range(
     raw_since: str | None,
     raw_until: str | None,
@@ -223,7 +286,8 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
             "error": f"No API endpoint at {request.path}. There are POST /api/signalr/negotiate, "
             "GET /api/trackers (?q=, ?status=, ?page=, or ?id=UUID), GET /api/trackers/UUID, "
             "GET /api/trackers/UUID/visits (?limit=), GET /api/trackers/UUID/positions "
-            "(?since=, ?until=, ?limit=) and GET /api/geofences "
+            "(?since=, ?until=, ?limit=), GET /api/trackers/UUID/track (?since=, ?until=, "
+            "?zoom=) and GET /api/geofences "
             "(?bbox=west,south,east,north)."
         },
         status=404,
