@@ -96,6 +96,7 @@ function nameOf(id) {
 const replay = new Replay({
   map,
   root: document.getElementById("replay-bar"),
+  panel: document.getElementById("tracker-details"),
   shell,
   selection,
   trackUrlOf: (id) => config.trackUrl.replace("{id}", encodeURIComponent(id)),
@@ -405,7 +406,7 @@ fences.refresh();
 hub.start();
 trackerList.start();
 applySelection(selection, start);
-if (startReplay) replay.open({ ...startReplay, play: false });
+if (startReplay) replay.applyHash(startReplay);
 
 // --- Test hooks (read-only) --------------------------------------------------
 

@@ -93,9 +93,21 @@ export class ReplayBar {
       this.#speed.append(option);
     }
     this.#speed.addEventListener("change", () => onSpeed(Number(this.#speed.value)));
-    controls.append(this.#play, this.#clock, this.#scrub, this.#speed);
+    // On a phone the range folds away behind this (the map needs the room); wider screens always show it.
+    const rangeToggle = element("button", "replay-range-toggle");
+    rangeToggle.type = "button";
+    rangeToggle.textContent = "Range";
+    rangeToggle.setAttribute("aria-expanded", "false");
+    rangeToggle.setAttribute("aria-controls", "replay-range");
+    rangeToggle.addEventListener("click", () => {
+      const open = rangeToggle.getAttribute("aria-expanded") !== "true";
+      rangeToggle.setAttribute("aria-expanded", String(open));
+      root.dataset.range = open ? "open" : "closed";
+    });
+    controls.append(this.#play, this.#clock, this.#scrub, this.#speed, rangeToggle);
 
     const range = element("div", "replay-range");
+    range.id = "replay-range";
     this.#from = dateInput("From");
     this.#to = dateInput("To");
     const changed = () => {
@@ -151,6 +163,11 @@ export class ReplayBar {
     this.#note.hidden = view.note === "";
     this.#showTrackers(view.trackers);
     this.#root.hidden = false;
+  }
+
+  /** Where the bar is on the screen (null while hidden). */
+  box() {
+    return this.#root.hidden ? null : this.#root.getBoundingClientRect();
   }
 
   hide() {

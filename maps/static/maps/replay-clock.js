@@ -15,12 +15,13 @@ export const TRAIL_COLOURS = ["#d6336c", "#e8590c", "#2f9e44", "#7048e8", "#0c85
 /** The longest range the track endpoint answers (docs/protocol.md §4.10). */
 export const MAX_RANGE_MS = 7 * 24 * 3600 * 1000;
 /**
- * Two kept positions further apart in time than this, with movement between them, are a gap in the
- * data: the tracker waits (faded) at the first instead of gliding along a straight line nobody saw.
+ * A silence longer than this is a gap in the data (the track endpoint names each one): the tracker
+ * waits there, faded, instead of gliding along a straight line nobody saw. Past its last position
+ * it waits faded once this long has gone by.
  */
 export const GAP_MS = 5 * 60 * 1000;
-/** Below this many metres between two positions the tracker stands still: no gap, no new heading. */
-const STILL_METRES = 25;
+/** Below this many metres between two positions the heading is kept (GPS jitter). */
+const HEADING_MIN_METRES = 5;
 /** The most wall-clock time one frame may move the replay on (a tab in the background does not jump ahead). */
 const MAX_FRAME_MS = 1000;
 
@@ -107,9 +108,15 @@ export class ReplayTrack {
   points;
   /** Headings from the motion into each point (null until it has moved). */
   #headings;
+  /** The timestamps of the positions a gap follows. */
+  #gapStarts;
 
-  /** @param {TrackPoint[]} points  oldest first (longitudes as reported; they are unwrapped here) */
-  constructor(points) {
+  /**
+   * @param {TrackPoint[]} points  oldest first (longitudes as reported; they are unwrapped here)
+   * @param {Array<[number, number]>} [gaps]  the silences in the data: [last position before, first after], Unix ms
+   */
+  constructor(points, gaps = []) {
+    this.#gapStarts = new Set(gaps.map(([before]) => before));
     const sorted = [...points].sort((a, b) => a.timestamp - b.timestamp);
     this.points = [];
     for (const point of sorted) {
@@ -123,7 +130,7 @@ export class ReplayTrack {
     for (let i = 0; i < this.points.length; i += 1) {
       const here = this.points[i];
       const next = this.points[i + 1];
-      if (next && distanceMetres(here.latitude, here.longitude, next.latitude, next.longitude) > STILL_METRES / 5) {
+      if (next && distanceMetres(here.latitude, here.longitude, next.latitude, next.longitude) > HEADING_MIN_METRES) {
         heading = bearingDegrees(here.latitude, here.longitude, next.latitude, next.longitude);
       } else if (heading === null) {
         heading = here.heading;
@@ -161,7 +168,7 @@ export class ReplayTrack {
     const here = this.points[index];
     const next = this.points[index + 1];
     if (!next) return this.#still(index, index, ms - here.timestamp > GAP_MS);
-    if (isGap(here, next)) return this.#still(index, index, true);
+    if (this.#gapStarts.has(here.timestamp)) return this.#still(index, index, true);
     const fraction = (ms - here.timestamp) / (next.timestamp - here.timestamp);
     const unwrapped = here.longitude + (next.longitude - here.longitude) * fraction;
     return {
@@ -189,13 +196,6 @@ export class ReplayTrack {
   }
 }
 
-/** A gap in the data between two kept positions: long, and it moved meanwhile (a stop is no gap). */
-function isGap(a, b) {
-  return (
-    b.timestamp - a.timestamp > GAP_MS && distanceMetres(a.latitude, a.longitude, b.latitude, b.longitude) > STILL_METRES
-  );
-}
-
 /**
  * @typedef {object} TrackAnswer  what GET /api/trackers/{id}/track says (docs/protocol.md §4.10), checked
  * @property {ReplayTrack} track
@@ -204,7 +204,10 @@ function isGap(a, b) {
  * @property {number} zoom
  */
 
-/** Read the track endpoint's answer; positions that are not [ms, lat, lng, speed|null, heading|null] are left out. @returns {TrackAnswer|null} */
+/**
+ * Read the track endpoint's answer; positions that are not [ms, lat, lng, speed|null, heading|null]
+ * and gaps that are not [ms, ms] are left out. @returns {TrackAnswer|null}
+ */
 export function readTrackAnswer(body) {
   if (!body || !Array.isArray(body.positions)) return null;
   const points = [];
@@ -221,8 +224,11 @@ export function readTrackAnswer(body) {
       heading: Number.isFinite(heading) ? heading : null,
     });
   }
+  const gaps = Array.isArray(body.gaps)
+    ? body.gaps.filter((gap) => Array.isArray(gap) && gap.length === 2 && gap.every(Number.isFinite))
+    : [];
   return {
-    track: new ReplayTrack(points),
+    track: new ReplayTrack(points, gaps),
     stored: Number.isInteger(body.stored) ? body.stored : points.length,
     thinned: body.thinned === true,
     zoom: Number.isFinite(body.zoom) ? body.zoom : 0,

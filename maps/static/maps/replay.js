@@ -29,6 +29,10 @@ const HASH_EVERY_MS = 1000;
 /** The track is read again, finer, once the map is zoomed in this many levels past the zoom it was read for. */
 const REFETCH_ZOOM_STEPS = 2;
 const READ_TIMEOUT_MS = 30000;
+/** Margin around the tracks when the map is fitted to them, in CSS pixels. */
+const REVEAL_MARGIN = 36;
+/** A replay opened on a short track does not zoom in further than this. */
+const REVEAL_MAX_ZOOM = 17;
 const EXPORT_FORMATS = [
   ["CSV", "csv"],
   ["GeoJSON", "geojson"],
@@ -82,11 +86,15 @@ export class Replay extends EventTarget {
   #lastFrameAt = null;
   #lastHashAt = 0;
   #note = "";
+  /** Whether the map is to be fitted to the tracks once they are read (a replay opened here, not by a link). */
+  #revealWanted = false;
+  #panel;
 
   /**
    * @param {object} parts
    * @param {any} parts.map  the Leaflet map
    * @param {HTMLElement} parts.root  <section id="replay-bar">
+   * @param {HTMLElement} parts.panel  the details panel, kept clear of when the map is fitted to the tracks
    * @param {HTMLElement} parts.shell  the map's shell (data-replay="on" while open: the live layers hide)
    * @param {import("./selection.js").Selection} parts.selection
    * @param {(id: string) => string} parts.trackUrlOf  GET /api/trackers/{id}/track
@@ -94,8 +102,9 @@ export class Replay extends EventTarget {
    * @param {(id: string) => string} parts.nameOf
    * @param {number} parts.staleAgeMs  an age at which a marker is drawn stale (faded): a waiting tracker's look
    */
-  constructor({ map, root, shell, selection, trackUrlOf, exportUrlOf, nameOf, staleAgeMs }) {
+  constructor({ map, root, panel, shell, selection, trackUrlOf, exportUrlOf, nameOf, staleAgeMs }) {
     super();
+    this.#panel = panel;
     this.#map = map;
     this.#shell = shell;
     this.#selection = selection;
@@ -139,15 +148,17 @@ export class Replay extends EventTarget {
   /** The details panel's Replay button: a replay of the last hour, or the tracker added to the open one. */
   replayOrAdd(id) {
     if (this.active) this.add(id);
-    else this.open({ trackerIds: [id], ...presetRange("hour") });
+    else this.open({ trackerIds: [id], ...presetRange("hour"), reveal: true });
   }
 
   /**
-   * Open a replay (in place of any open one), paused at `at` unless `play`.
-   * @param {{trackerIds: string[], since: number, until: number, at?: number, speed?: number, play?: boolean}} what
+   * Open a replay (in place of any open one), paused at `at` unless `play`; with `reveal`, the map is
+   * fitted to the tracks once they are read (a link keeps the view it has).
+   * @param {{trackerIds: string[], since: number, until: number, at?: number, speed?: number, play?: boolean,
+   *   reveal?: boolean}} what
    * @returns {boolean} false (and nothing changes) when it is not a replay that can be played
    */
-  open({ trackerIds, since, until, at = since, speed = this.clock?.speed ?? 1, play = false }) {
+  open({ trackerIds, since, until, at = since, speed = this.clock?.speed ?? 1, play = false, reveal = false }) {
     const ids = [...new Set(trackerIds)].filter((id) => TRACKER_ID.test(id)).slice(0, MAX_REPLAY_TRACKERS);
     if (ids.length === 0 || !isReplayRange(since, until)) return false;
     for (const replayed of this.#replayed.values()) replayed.trail.remove();
@@ -156,6 +167,7 @@ export class Replay extends EventTarget {
     this.active = true;
     this.#shell.dataset.replay = "on";
     this.#note = "";
+    this.#revealWanted = reveal;
     for (const id of ids) this.#join(id);
     if (play) this.play();
     this.#changed();
@@ -317,7 +329,8 @@ export class Replay extends EventTarget {
       this.seek(replay.at);
       return;
     }
-    this.open({ ...replay, play: false });
+    const { trackers: trackerIds, since, until, at, speed } = replay;
+    this.open({ trackerIds, since, until, at, speed, play: false });
   }
 
   /** The replay as the page has it (a test hook). */
@@ -384,7 +397,34 @@ export class Replay extends EventTarget {
     replayed.thinned = read.thinned;
     replayed.zoom = zoom;
     replayed.trail.reset();
+    if (this.#revealWanted && Array.from(this.#replayed.values()).every((each) => each.reading === null)) {
+      this.#revealWanted = false;
+      this.#reveal();
+    }
     this.#redraw();
+  }
+
+  /** Fit the map to the tracks, in the part of it that the bar and the details panel leave in sight. */
+  #reveal() {
+    const latLngs = [];
+    for (const { track } of this.#replayed.values()) {
+      for (const point of track?.points ?? []) latLngs.push([point.latitude, point.longitude]);
+    }
+    if (latLngs.length === 0) return;
+    const box = this.#map.getContainer().getBoundingClientRect();
+    const bar = this.#bar.box();
+    let right = 0;
+    if (!this.#panel.hidden) {
+      const panel = this.#panel.getBoundingClientRect();
+      // A panel at the right of the map covers its side; a phone's sheet is below the bar already.
+      if (panel.left > box.left + box.width / 2) right = Math.max(0, box.right - panel.left);
+    }
+    const bottom = bar ? Math.max(0, box.bottom - bar.top) : 0;
+    this.#map.fitBounds(L.latLngBounds(latLngs), {
+      paddingTopLeft: [REVEAL_MARGIN, REVEAL_MARGIN + 40],
+      paddingBottomRight: [right + REVEAL_MARGIN, bottom + REVEAL_MARGIN],
+      maxZoom: Math.max(REVEAL_MAX_ZOOM, this.#map.getZoom()),
+    });
   }
 
   #readFinerIfZoomed() {
@@ -444,6 +484,7 @@ export class Replay extends EventTarget {
       since: detail?.since,
       until: detail?.until,
       play: true,
+      reveal: true,
     });
     if (!opened) console.warn("A replay was asked for with no tracker or no range that can be replayed; ignored.");
   }
