@@ -1,5 +1,5 @@
 // The replay bar (<section id="replay-bar">) at the bottom of the map: what is
-// replayed (each tracker in its trail's colour, with its export links), play
+// replayed (each tracker in its trail's colour, with links to download its positions), play
 // and pause, the clock, the scrub slider, the speed, the range (from, to and
 // presets) and close. Built once with createElement and textContent; each
 // update changes only what changed, so it can be drawn every frame.
