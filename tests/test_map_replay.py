@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +43,11 @@ def zigzag(north: float, east: float, steps: int = 21) -> list[tuple[float, floa
     ]
 
 
+def straight(north: float, east: float, steps: int = 21) -> list[tuple[float, float]]:
+    """A route due north at a steady speed: its ends say it all, the rest is thinned away."""
+    return [(round(north + 0.0009 * n, 6), east) for n in range(steps)]
+
+
 class Route:
     """A tracker's stored positions, one every STEP_S seconds from ``start``."""
 
@@ -71,11 +77,12 @@ def store_route(
     north: float,
     east: float,
     now_at: tuple[float, float] | None = None,
+    shape: Callable[[float, float], list[tuple[float, float]]] = zigzag,
 ) -> Route:
     """A new tracker that drove a zigzag from ``start``, and, with ``now_at``, reports from there now
     (once that report is on the map, the route is stored: the pipeline keeps their order)."""
     tracker_id = new_tracker(live, name)
-    route = Route(tracker_id, start, zigzag(north, east))
+    route = Route(tracker_id, start, shape(north, east))
     for n, where in enumerate(route.points):
         reports.send(tracker_id, where, at=start + timedelta(seconds=STEP_S * n))
     if now_at is not None:
@@ -288,6 +295,7 @@ def test_a_replay_link_reopens_several_trackers_paused_where_it_was(
         60.1704,
         24.9350,
         (60.1746, 24.9396),
+        straight,
     )
     open_map(page, live.url + HELSINKI_VIEW)
     wait_for_tracker(page, second.id)
@@ -321,6 +329,32 @@ def test_a_replay_link_reopens_several_trackers_paused_where_it_was(
         timeout=15_000,
     )
     assert sorted(page.evaluate("window.trackerMap.drawn()")) == sorted([first.id, second.id])
+    # Each replayed tracker's positions of the range can be downloaded, where the server exports them.
+    export_url = page.evaluate(
+        "JSON.parse(document.getElementById('map-config').textContent).exportUrl ?? null"
+    )
+    links = page.evaluate(
+        """() => Array.from(document.querySelectorAll(".replay-tracker"), (row) =>
+             Array.from(row.querySelectorAll("a.replay-export"), (a) => [a.textContent, a.getAttribute("href")]))"""
+    )
+    if export_url is None:
+        assert links == [[], []]
+    else:
+        assert links == [
+            [
+                [
+                    label,
+                    f"{export_url.replace('{id}', route.id)}?format={fmt}&since={since}&until={until}",
+                ]
+                for label, fmt in (("CSV", "csv"), ("GeoJSON", "geojson"), ("GPX", "gpx"))
+            ]
+            for route in (first, second)
+        ]
+    # The straight route came thinned (its ends are enough to replay it), and the bar says so.
+    notes = page.locator(".replay-tracker-note").all_inner_texts()
+    assert notes[0] == "21 positions"
+    thinned = re.fullmatch(r"thinned: (\d+) of 21 positions", notes[1])
+    assert thinned and int(thinned[1]) < 21, notes
 
     # Scrubbed and sped up, the URL says so; a reload brings back the same picture.
     later = first.start_ms + 200_000
