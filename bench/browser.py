@@ -266,20 +266,7 @@ def _servers(folder: Path) -> Iterator[tuple[str, list[int]]]:
             raise RuntimeError(f"registering the idle trackers failed:\n{seeded.stderr[-2000:]}")
         port = common.free_port()
         daphne = stack.enter_context(
-            common.background(
-                [
-                    common.PYTHON,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "tracker_site.asgi:application",
-                ],
-                env=env,
-                log=folder / "daphne.log",
-            )
+            common.background(common.daphne_command(port), env=env, log=folder / "daphne.log")
         )
         consumer = stack.enter_context(
             common.background(

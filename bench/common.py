@@ -33,6 +33,7 @@ wait_for_port = support.wait_for_port
 running_redis = support.running_redis
 scratch_postgres_database = support.scratch_postgres_database
 base_env = support.base_env
+daphne_command = support.daphne_command
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ def map_config() -> dict[str, Any]:
         "trackerPositionsUrl": tracker_url("tracking:tracker-positions"),
         # A tracker's history thinned for replay (docs/protocol.md §4.10).
         "trackUrl": tracker_url("tracking:tracker-track"),
+        "tripsUrl": tracker_url("tracking:tracker-trips"),
         "trailMinutes": settings.MAP_TRAIL_MINUTES,
         "geofencesUrl": reverse("tracking:geofence-list"),
         "landUrls": land_urls(),

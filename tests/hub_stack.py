@@ -49,17 +49,9 @@ def running_stack(redis_url: str, logs: Path, **settings: str) -> Iterator[Stack
         migrated = support.manage(["migrate", "-v0"], env=env, timeout=120)
         assert migrated.returncode == 0, migrated.stderr
         port = support.free_port()
-        daphne = [
-            support.PYTHON,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "tracker_site.asgi:application",
-        ]
-        with support.background(daphne, env=env, log=logs / "daphne.log") as server:
+        with support.background(
+            support.daphne_command(port), env=env, log=logs / "daphne.log"
+        ) as server:
             support.wait_for_port("127.0.0.1", port, timeout=30, process=server)
             yield Stack(url=f"http://127.0.0.1:{port}", env=env, logs=logs)
 

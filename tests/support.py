@@ -395,6 +395,20 @@ def manage(
     )
 
 
+def daphne_command(port: int) -> list[str]:
+    """The production layout's server: daphne serving the site on loopback at ``port``."""
+    return [
+        str(PYTHON),
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "tracker_site.asgi:application",
+    ]
+
+
 def base_env(**overrides: str) -> dict[str, str]:
     """The environment for a child process: this one's, minus our settings, plus ``overrides``."""
     env = {

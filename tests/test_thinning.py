@@ -199,6 +199,9 @@ def test_whatever_the_track_every_dropped_position_is_within_the_stated_toleranc
     for gap in track.gaps:
         assert gap[1] - gap[0] > GAP_MS
         assert {gap[0], gap[1]} <= {row[0] for row in track.rows}
-    gap_ends = 2 * len(track.gaps) + 2
-    assert len(track.rows) <= max(budget, gap_ends + len(rows) // 4095 + 2)
-    assert worst_miss(rows, track.rows, zoom) <= track.pixel_tolerance * (1 + 1e-9) + 1e-6
+    # Kept whatever the budget: the ends of the whole, of gaps, of every page read
+    # and of every run of 4,095.
+    always = 2 + 2 * len(track.gaps) + len(rows) // page + len(rows) // 4095
+    assert len(track.rows) <= max(budget, always)
+    # A position thinned at exactly the tolerance is drawn at exactly it: allow for rounding.
+    assert worst_miss(rows, track.rows, zoom) <= track.pixel_tolerance * (1 + 1e-6) + 1e-6

@@ -164,3 +164,33 @@ def test_any_query_gets_a_track_or_a_json_error(client: Client, query: dict[str,
     body = answered_or_refused(client.get(f"/api/trackers/{tracker.id}/track", query))
     if body is not None:
         assert body["positions"] == [] and body["stored"] == 0 and 0 <= body["zoom"] <= 24
+
+
+def test_track_pages_step_by_microsecond_and_agree_with_the_positions_api(
+    client: Client, now: datetime
+) -> None:
+    from tracking.selectors import track_pages
+
+    tracker_id = uuid.uuid4()
+    # Two reports in the same millisecond, half a millisecond apart, and one a
+    # microsecond before a millisecond ends: paging must skip none of them.
+    moments = [
+        now - timedelta(seconds=3) + timedelta(microseconds=micros)
+        for micros in (100, 600, 1999, 2000, 900_001)
+    ]
+    store(
+        tracker_id,
+        [(moment, 60.0, 24.0 + index / 1000) for index, moment in enumerate(moments)],
+        now=now,
+    )
+
+    pages = list(track_pages(tracker_id, since=moments[0], until=moments[-1], page_size=2))
+    assert [len(page) for page in pages] == [2, 2, 1]
+    answered = client.get(
+        f"/api/trackers/{tracker_id}/positions?since={unix_ms(moments[0])}"
+        f"&until={unix_ms(moments[-1]) + 1}"
+    ).json()["positions"]
+    assert [row[0] for page in pages for row in page] == [p["timestamp"] for p in answered]
+    assert [row[2] for page in pages for row in page] == pytest.approx(
+        [24.0, 24.001, 24.002, 24.003, 24.004]
+    )

@@ -437,6 +437,31 @@ if TRACKING_OFFLINE_SECONDS < TRACKING_ONLINE_SECONDS:
 TRACKING_OVERVIEW_SECONDS: float = _env_number(
     "TRACKING_OVERVIEW_SECONDS", 5.0, minimum=0.5, maximum=3_600, integer=False
 )
+# Trips and stops (tracking/trips.py, GET /api/trackers/{id}/trips). A stop is
+# staying within TRACKING_STOP_RADIUS_M of one point for TRACKING_STOP_MIN_SECONDS:
+# 100 m holds a parked device's GPS noise (5-30 m in the open, more between
+# buildings) and is still a street's length; 300 s is traccar's
+# minimalParkingDuration: a traffic light or a queue does not cut a trip, a
+# delivery does.
+TRACKING_STOP_RADIUS_M: float = _env_number(
+    "TRACKING_STOP_RADIUS_M", 100.0, minimum=5, maximum=10_000, integer=False
+)
+TRACKING_STOP_MIN_SECONDS: float = _env_number(
+    "TRACKING_STOP_MIN_SECONDS", 300.0, minimum=10, maximum=86_400, integer=False
+)
+# A movement is a trip only if it takes the tracker this far (straight line) from
+# where it started: traccar's minimalTripDistance, above GPS noise and a car moved
+# across a car park.
+TRACKING_TRIP_MIN_DISTANCE_M: float = _env_number(
+    "TRACKING_TRIP_MIN_DISTANCE_M", 500.0, minimum=1, maximum=1_000_000, integer=False
+)
+# Silence longer than this while the tracker moved ends its trip (the road in
+# between is unknown). 900 s is when the map calls a tracker offline
+# (TRACKING_OFFLINE_SECONDS): a device reporting every few minutes may miss two
+# reports without cutting its trip in two. Silence at one place is part of a stop.
+TRACKING_TRIP_GAP_SECONDS: float = _env_number(
+    "TRACKING_TRIP_GAP_SECONDS", 900.0, minimum=1, maximum=86_400, integer=False
+)
 TRACKING_BATCH_SIZE: int = _env_number("TRACKING_BATCH_SIZE", 5000, minimum=1)
 TRACKING_BATCH_WAIT_MS: int = _env_number("TRACKING_BATCH_WAIT_MS", 200, minimum=0)
 TRACKING_PROGRESS_SECONDS: float = _env_number(

@@ -10,15 +10,18 @@ from operator import or_
 from typing import NamedTuple, cast
 
 from django.core.paginator import EmptyPage, Page, Paginator
+from django.db import connection
 from django.db.models import Count, F, FloatField, Max, Min, Q, Sum, Value
 from django.db.models.functions import Floor
 from django.utils import timezone
 from django.utils.text import smart_split, unescape_string_literal
 
 from tracking.areas import AreaSummary
+from tracking.events import unix_ms
 from tracking.grid import Cell
 from tracking.models import Position, Tracker, TrackerQuerySet, TrackerStatus
 from tracking.positions import LatestPosition
+from tracking.thinning import TrackRow
 
 
 def latest_positions_in_cells(
@@ -197,6 +200,53 @@ def position_pages(
         if len(page) < page_size:
             return
         after = page[-1].timestamp
+
+
+def track_pages(
+    tracker_id: uuid.UUID, *, since: datetime, until: datetime, page_size: int = 5_000
+) -> Iterator[list[TrackRow]]:
+    """``position_pages`` as ``TrackRow``s, for the replay's thinning.
+
+    On PostgreSQL the database hands each time over as microseconds since the
+    epoch, an integer: parsing the text of a day's 86,400 timestamps costs
+    more than everything else the thinning does with them.
+    """
+    if connection.vendor != "postgresql":
+        for page in position_pages(tracker_id, since=since, until=until, page_size=page_size):
+            yield [
+                (unix_ms(row.timestamp), row.latitude, row.longitude, row.speed, row.heading)
+                for row in page
+            ]
+        return
+    table = connection.ops.quote_name(Position._meta.db_table)
+    select = (
+        'SELECT (EXTRACT(EPOCH FROM "timestamp") * 1000000)::int8, latitude, longitude, '
+        f'speed, heading FROM {table} WHERE tracker_id = %s AND "timestamp" <= %s AND '
+    )
+    order = ' ORDER BY "timestamp" LIMIT %s'
+    after: int | None = None
+    with connection.cursor() as cursor:
+        while True:
+            if after is None:
+                cursor.execute(
+                    select + '"timestamp" >= %s' + order, [tracker_id, until, since, page_size]
+                )
+            else:
+                cursor.execute(
+                    select
+                    + "\"timestamp\" > TIMESTAMPTZ 'epoch' + %s * INTERVAL '1 microsecond'"
+                    + order,
+                    [tracker_id, until, after, page_size],
+                )
+            rows = cursor.fetchall()
+            if rows:
+                yield [
+                    (micros // 1000, latitude, longitude, speed, heading)
+                    for micros, latitude, longitude, speed, heading in rows
+                ]
+            if len(rows) < page_size:
+                return
+            after = rows[-1][0]
 
 
 _HEX_DIGITS = frozenset("0123456789abcdef")

@@ -87,50 +87,49 @@ def thin_track(
     pages: Iterable[Sequence[TrackRow]], *, zoom: float, max_points: int
 ) -> ThinnedTrack:
     """Thin positions read a page at a time (oldest first, each time once) for
-    drawing at ``zoom``, keeping at most ``max_points`` of them.
+    drawing at ``zoom``, keeping at most ``max_points`` of them (and every gap's
+    ends, however many).
 
-    When a pixel's tolerance keeps more than ``max_points``, the kept positions
-    are thinned again with twice the tolerance, then four times, until they
-    fit; ``pixel_tolerance`` says how far that may have moved a dropped one.
+    Each position a pixel's tolerance keeps is kept with its importance: the
+    widest tolerance that would still keep it. When there are more than
+    ``max_points``, the tolerance becomes the importance of the first one too
+    many, and only those more important stay: exactly what thinning with that
+    tolerance keeps, found in one pass. ``pixel_tolerance`` says which.
     """
     if max_points < 2:
         raise ValueError("max_points must be at least 2")
     scale = _TILE_PIXELS * 2**zoom
     track = ThinnedTrack()
     kept: list[TrackRow] = []
-    # Where the last page ended: its last position, kept, and projected.
-    anchor: tuple[TrackRow, float, float, float] | None = None
+    importance: list[float] = []
+    # Where the last page ended: its last position (kept) and its longitude unwrapped.
+    anchor: tuple[TrackRow, float] | None = None
     for page in pages:
         if not page:
             continue
         track.stored += len(page)
         rows = list(page) if anchor is None else [anchor[0], *page]
         times = np.fromiter((row[0] for row in rows), dtype=np.float64, count=len(rows))
-        x, y = _project(rows, scale=scale, first_unwrapped=None if anchor is None else anchor[3])
-        keep = _stretches_kept(times, x, y, tolerance=PIXEL_TOLERANCE)
+        x, y = _project(rows, scale=scale, first_unwrapped=None if anchor is None else anchor[1])
+        weights = _importance(times, x, y, floor=PIXEL_TOLERANCE)
         track.gaps += _gaps(times)
         start = 0 if anchor is None else 1
-        kept += [rows[index] for index in np.flatnonzero(keep[start:]) + start]
+        chosen = np.flatnonzero(weights[start:] > PIXEL_TOLERANCE) + start
+        kept += [rows[index] for index in chosen]
+        importance += weights[chosen].tolist()
         last = len(rows) - 1
-        anchor = (rows[last], float(x[last]), float(y[last]), _unwrapped_longitude(rows, x, scale))
-    # Thinning what is kept again adds its tolerance to what was already
-    # allowed: ``pixel_tolerance`` is the sum, a bound on every dropped
-    # position. Past the world's width in pixels only the ends of gaps are
-    # left, and they stay however many they are: so the doubling ends.
-    step = PIXEL_TOLERANCE
-    while len(kept) > max_points and step < 4 * scale:
-        step *= 2
-        track.pixel_tolerance += step
-        kept = _thin_again(kept, scale=scale, tolerance=step)
+        anchor = (rows[last], float(x[last] / scale * 360.0 - 180.0))
+    if len(kept) > max_points:
+        ranked = np.sort(np.asarray(importance))[::-1]
+        tolerance = float(ranked[max_points])
+        if math.isfinite(tolerance):
+            track.pixel_tolerance = tolerance
+            kept = [row for row, weight in zip(kept, importance, strict=True) if weight > tolerance]
+        else:  # the ends of gaps alone are more than the budget: they all stay
+            track.pixel_tolerance = 4.0 * scale
+            kept = [row for row, weight in zip(kept, importance, strict=True) if weight == math.inf]
     track.rows = kept
     return track
-
-
-def _thin_again(rows: list[TrackRow], *, scale: float, tolerance: float) -> list[TrackRow]:
-    times = np.fromiter((row[0] for row in rows), dtype=np.float64, count=len(rows))
-    x, y = _project(rows, scale=scale, first_unwrapped=None)
-    keep = _stretches_kept(times, x, y, tolerance=tolerance)
-    return [rows[index] for index in np.flatnonzero(keep)]
 
 
 def _project(
@@ -155,54 +154,59 @@ def _project(
     return x, y
 
 
-def _unwrapped_longitude(rows: Sequence[TrackRow], x: FloatArray, scale: float) -> float:
-    """The last row's longitude as ``_project`` unwrapped it."""
-    return float(x[len(rows) - 1] / scale * 360.0 - 180.0)
-
-
 def _gaps(times: FloatArray) -> list[tuple[int, int]]:
     steps = np.flatnonzero(np.diff(times) > GAP_MS)
     return [(int(times[index]), int(times[index + 1])) for index in steps]
 
 
-def _stretches_kept(
-    times: FloatArray, x: FloatArray, y: FloatArray, *, tolerance: float
-) -> npt.NDArray[np.bool_]:
-    """Which positions to keep: the ends of the whole, the ends of every gap,
-    the ends of every run of ``_RUN``, and within each stretch between them
-    what the synchronised Douglas-Peucker keeps."""
+def _importance(times: FloatArray, x: FloatArray, y: FloatArray, *, floor: float) -> FloatArray:
+    """Each position's importance in pixels: infinite for the ends of the
+    whole, of every gap and of every run of ``_RUN``; for the rest, the widest
+    tolerance at which the synchronised Douglas-Peucker between those ends
+    keeps it (0 where even ``floor`` drops it)."""
     count = len(times)
-    keep = np.zeros(count, dtype=np.bool_)
-    keep[0] = keep[-1] = True
+    weights = np.zeros(count, dtype=np.float64)
+    forced = np.zeros(count, dtype=np.bool_)
+    forced[0] = forced[-1] = True
     gap_ends = np.flatnonzero(np.diff(times) > GAP_MS)
-    keep[gap_ends] = True
-    keep[gap_ends + 1] = True
-    keep[:: _RUN - 1] = True
-    bounds = np.flatnonzero(keep)
-    _simplify(times, x, y, bounds[:-1], bounds[1:], tolerance * tolerance, keep)
-    return keep
+    forced[gap_ends] = True
+    forced[gap_ends + 1] = True
+    forced[:: _RUN - 1] = True
+    weights[forced] = math.inf
+    bounds = np.flatnonzero(forced)
+    _split(times, x, y, bounds[:-1], bounds[1:], floor=floor, weights=weights)
+    return weights
 
 
-def _simplify(
+def _split(
     times: FloatArray,
     x: FloatArray,
     y: FloatArray,
     starts: npt.NDArray[np.intp],
     ends: npt.NDArray[np.intp],
-    tolerance_squared: float,
-    keep: npt.NDArray[np.bool_],
+    *,
+    floor: float,
+    weights: FloatArray,
 ) -> None:
     """Douglas-Peucker with the synchronised distance, on every stretch
-    ``starts[i]..ends[i]`` (both ends kept already) at once: each round finds,
-    for every stretch still open, its position farthest from where straight
-    motion in time between the stretch's ends puts it, keeps that one if it is
-    farther than the tolerance, and splits the stretch there. A round is a few
-    array operations over every open position, so a track where nearly every
-    position stays costs rounds (about the log of a stretch's length), not a
-    Python step per position."""
+    ``starts[i]..ends[i]`` at once, down to ``floor``.
+
+    Each round finds, for every stretch still open, its position farthest from
+    where straight motion in time between the stretch's ends puts it, and
+    splits the stretch there if that is farther than ``floor``. A round is a
+    few array operations over every open position, so a track where nearly
+    every position stays costs rounds (about the log of a stretch's length),
+    not a Python step per position.
+
+    Which position splits a stretch does not depend on the tolerance, only
+    whether it does: so thinning at a wider tolerance keeps exactly the
+    positions whose distance, and every distance of the splits that made their
+    stretch, is wider. That smallest distance is the position's weight.
+    """
+    ceilings = np.full(len(starts), math.inf)
     while True:
         open_ = ends - starts >= 2
-        starts, ends = starts[open_], ends[open_]
+        starts, ends, ceilings = starts[open_], ends[open_], ceilings[open_]
         if not len(starts):
             return
         lengths = ends - starts - 1
@@ -216,16 +220,18 @@ def _simplify(
         )
         dx = x[inner] - (x[first] + fraction * (x[last] - x[first]))
         dy = y[inner] - (y[first] + fraction * (y[last] - y[first]))
-        distances = dx * dx + dy * dy
-        farthest = np.maximum.reduceat(distances, offsets)
+        squared = dx * dx + dy * dy
+        farthest = np.maximum.reduceat(squared, offsets)
         # The first position of each stretch at its farthest distance.
-        at_farthest = np.flatnonzero(distances == farthest[stretch])
+        at_farthest = np.flatnonzero(squared == farthest[stretch])
         _, first_of_each = np.unique(stretch[at_farthest], return_index=True)
         middles = inner[at_farthest[first_of_each]]
-        split = farthest > tolerance_squared
+        split = farthest > floor * floor
         middles = middles[split]
-        keep[middles] = True
+        weight = np.minimum(np.sqrt(farthest[split]), ceilings[split])
+        weights[middles] = weight
         starts, ends = (
             np.concatenate([starts[split], middles]),
             np.concatenate([middles, ends[split]]),
         )
+        ceilings = np.concatenate([weight, weight])

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from tracking import geofence_views, views
+from tracking import geofence_views, trip_views, views
 from tracking.hub import views as hub_views
 
 app_name = "tracking"
@@ -21,6 +21,11 @@ urlpatterns = [
         name="tracker-positions",
     ),
     path("trackers/<uuid:tracker_id>/track", views.tracker_track, name="tracker-track"),
+    path(
+        "trackers/<uuid:tracker_id>/trips",
+        trip_views.tracker_trips,
+        name="tracker-trips",
+    ),
     path("geofences", geofence_views.geofence_list, name="geofence-list"),
     # The hub itself is a WebSocket route (tracking/hub/routing.py); over HTTP it explains.
     path("signalr", hub_views.hub_over_http),

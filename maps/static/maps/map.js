@@ -375,6 +375,7 @@ const selectionHooks = bindSelection({
   cells: { grid, maxCells: config.maxCells },
   redraw: () => frames.request(),
   replay,
+  tripsUrl: config.tripsUrl,
 });
 
 // --- Events and timers: everything they call exists now -----------------------

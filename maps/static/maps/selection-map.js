@@ -11,6 +11,7 @@ import { coveringSpan } from "./grid.js";
 import { trackerStatus } from "./status.js";
 import { DetailsPanel, formatDegrees, formatHeading, formatWhen } from "./tracker-details.js";
 import { TrailLayer } from "./trail.js";
+import { TripsSection } from "./trips.js";
 import { formatSpeed } from "./ui.js";
 
 /** How near a click must be to a marker to select it, in CSS pixels (a finger is less precise than a mouse). */
@@ -23,6 +24,8 @@ const VISITS_MAX_AGE_MS = 30000;
 const VISITS_AFTER_CROSSING_MS = 1000;
 /** The zoom a flight lands at when the view is too far out for markers: a city. */
 const CITY_ZOOM = 13;
+/** A stop shown from the trips section: streets, so that one can see where it was. */
+const STOP_ZOOM = 16;
 const FOLLOW_PAN_SECONDS = 0.5;
 /** A marker this close to the details panel counts as under it. */
 const PANEL_MARGIN_PIXELS = 16;
@@ -49,6 +52,7 @@ const ZOOM_HANDLERS = ["scrollWheelZoom", "doubleClickZoom", "touchZoom"];
  * @param {() => void} parts.redraw  ask for a frame
  * @param {{active: boolean, buttonFor: (id: string) => "start"|"add"|"in"|"full", replayOrAdd: (id: string) => void}
  *   & EventTarget} parts.replay  the replay (replay.js): what the panel's Replay button does; "change" when it does
+ * @param {string} parts.tripsUrl  GET /api/trackers/{id}/trips, with "{id}" for the tracker's id
  * @returns the test hooks
  */
 export function bindSelection({
@@ -67,12 +71,29 @@ export function bindSelection({
   cells,
   redraw,
   replay,
+  tripsUrl,
 }) {
   const panel = new DetailsPanel(panelRoot, {
     onClose: () => selection.clear(),
     onFollow: (on) => selection.follow(on),
     onReplay: () => {
       if (selection.id !== null) replay.replayOrAdd(selection.id);
+    },
+  });
+  /** The stop last shown from the trips section, ringed on the map. */
+  let stopMarker = null;
+  const trips = new TripsSection(panel.sections, {
+    urlOf: (id) => tripsUrl.replace("{id}", encodeURIComponent(id)),
+    showPlace: (latitude, longitude) => {
+      selection.follow(false); // looking at where it was, not where it is
+      const place = [latitude, nearestLongitude(longitude, map.getCenter().lng)];
+      stopMarker?.remove();
+      // SVG (the map draws on canvas by default), so that map.css styles it.
+      const renderer = window.L.svg({ padding: 0.5 });
+      stopMarker = window.L.circleMarker(place, { renderer, className: "trips-stop-marker", radius: 9, interactive: false });
+      stopMarker.addTo(map);
+      const zoom = Math.max(map.getZoom(), STOP_ZOOM);
+      map.flyTo(centreFor(place, zoom), zoom, { animate: !reducedMotion.matches, duration: FLIGHT_SECONDS });
     },
   });
   const trail = new TrailLayer(map, selected.trail);
@@ -221,6 +242,8 @@ export function bindSelection({
     if (picked) {
       selected.select(detail.id);
       trail.clear();
+      stopMarker?.remove();
+      stopMarker = null;
       onLayer = null;
       layer.setSelected(null);
       revealWanted = false;
@@ -233,10 +256,12 @@ export function bindSelection({
       // Focus in the panel (its close button, say) would be lost with it: give it to the map.
       const hadFocus = panelRoot.contains(document.activeElement);
       panel.hide();
+      trips.hide();
       if (hadFocus) map.getContainer().focus();
       return;
     }
     memberships.refresh(detail.id, VISITS_MAX_AGE_MS);
+    trips.show(detail.id);
     render(); // first: where the panel stands decides where the tracker is in sight
     if (selection.following) centre();
     // A link's view is part of the picture it opens: it is kept, not flown from.
@@ -318,6 +343,8 @@ export function bindSelection({
         selected.tracker !== null &&
         layer.nearest(map.latLngToContainerPoint(placeOf(selected.tracker)), 1) === selected.id,
     }),
+    /** The day the trips section shows and how many trips and stops it drew. */
+    trips: () => trips.drawn(),
   };
 }
 

@@ -127,7 +127,20 @@ export class DetailsPanel {
     this.#visits = element("ol", "details-visits");
     this.#visitsEmpty = element("p", "details-empty");
 
-    root.replaceChildren(header, idLine, actions, this.#note, list, visitsTitle, this.#visits, this.#visitsEmpty);
+    // Sections other modules add below the panel's own (trips.js).
+    this.sections = element("div", "details-sections");
+
+    root.replaceChildren(
+      header,
+      idLine,
+      actions,
+      this.#note,
+      list,
+      visitsTitle,
+      this.#visits,
+      this.#visitsEmpty,
+      this.sections,
+    );
   }
 
   get visible() {

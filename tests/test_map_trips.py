@@ -1,0 +1,148 @@
+"""The details panel's trips and stops, in headless Chromium against the demo:
+a van drove yesterday morning (Helsinki time), stood ten minutes and drove
+on; its panel shows today first, then yesterday's two trips and the stop
+between them; a trip asks the replay to play it, a stop's place is shown on
+the map."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests import support
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+HELSINKI = ZoneInfo("Europe/Helsinki")
+VAN = uuid.UUID("5a1e0000-0000-4000-8000-000000000007")
+SECTION = "#tracker-details .trips"
+DASH = "\N{EN DASH}"
+
+# Run in the demo's database: yesterday 08:00 Helsinki time, drive 10 min east,
+# stand 10 min, drive 10 min north, stored through the ingest path.
+SEED = """
+import json, sys
+from datetime import datetime
+from tests.conftest import event_body
+from tests.test_trips import Route
+from tracking.ingest.sources import RawEvent
+from tracking.ingest.store import ingest_batch
+from tracking.models import Tracker
+start = datetime.fromisoformat({start!r})
+route = Route()
+route.at = start
+route.drive(600, kmh=40, east=1, north=0)
+route.stand(600, jitter_m=8)
+route.drive(600, kmh=40, east=0, north=1)
+events = [
+    RawEvent(body=event_body(tracker_id={van!r}, latitude=p.latitude, longitude=p.longitude,
+             at=p.timestamp, Speed=p.speed, Accuracy=p.accuracy), origin="test")
+    for p in route.positions
+]
+for first in range(0, len(events), 600):
+    ingest_batch(events=events[first:first + 600])
+Tracker.objects.filter(id={van!r}).update(name="Van 7")
+print(json.dumps(route.spots[0]))
+"""
+
+
+@pytest.fixture(scope="module")
+def demo_with_a_van(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
+    """The demo on SQLite, with Van 7's yesterday stored: its URL and where the van stood."""
+    folder: Path = tmp_path_factory.mktemp("trips-demo")
+    env = support.base_env(
+        DATABASE_URL=f"sqlite:///{folder / 'db.sqlite3'}", TRACKING_BATCH_WAIT_MS="100"
+    )
+    migrated = support.manage(["migrate", "-v0"], env=env, timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
+    yesterday = datetime.now(HELSINKI).date() - timedelta(days=1)
+    start = datetime(yesterday.year, yesterday.month, yesterday.day, 8, tzinfo=HELSINKI)
+    seeded = support.manage(
+        ["shell", "-c", SEED.format(start=start.isoformat(), van=str(VAN))], env=env, timeout=120
+    )
+    assert seeded.returncode == 0, seeded.stdout + seeded.stderr
+    spot = json.loads(seeded.stdout.strip().splitlines()[-1])
+    port = support.free_port()
+    command = [
+        *(support.PYTHON, "manage.py", "demo", "--port", str(port)),
+        *("--trackers", "5", "--seed", "5"),
+    ]
+    with support.background(command, env=env, log=folder / "demo.log") as process:
+        support.wait_for_port("127.0.0.1", port, timeout=60, process=process)
+        yield f"http://127.0.0.1:{port}/", spot
+
+
+@pytest.fixture
+def helsinki_page(browser: Any) -> Iterator[Any]:
+    """A tab whose clock is Helsinki's: the day the panel shows is the local day."""
+    context = browser.new_context(
+        viewport={"width": 1280, "height": 800}, timezone_id="Europe/Helsinki", locale="en-GB"
+    )
+    page = context.new_page()
+    page.errors = []
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    yield page
+    context.close()
+
+
+def test_the_panel_shows_a_days_trips_and_stops_and_hands_a_trip_to_the_replay(
+    demo_with_a_van: tuple[str, Any], helsinki_page: Any
+) -> None:
+    url, spot = demo_with_a_van
+    page = helsinki_page
+    page.goto(url + "#13/60.1800/25.0500")
+    page.wait_for_function("window.trackerMap && window.trackerMap.status() === 'live'")
+    page.evaluate(f"window.trackerMap.select('{VAN}')")
+    section = page.locator(SECTION)
+    # Today first: the van has not moved today.
+    section.locator(".trips-date", has_text="Today").wait_for()
+    section.get_by_text("No trips or stops on this day.").wait_for()
+    assert section.get_by_role("button", name="Next day").is_disabled()
+
+    section.get_by_role("button", name="Previous day").click()
+    section.locator(".trips-date", has_text="Yesterday").wait_for()
+    section.locator(".trips-trip").nth(1).wait_for()
+    rows = section.locator(".trips-items > li")
+    assert rows.count() == 3
+    texts = [rows.nth(n).inner_text().replace("\n", " ") for n in range(3)]
+    # A trip from 08:00 to 08:10 of about 6.6 km, the stop from 08:10 to 08:20, the trip on.
+    assert f"08:00 {DASH} 08:10" in texts[0] and "6.6 km" in texts[0] and "10 min" in texts[0]
+    assert "average 40 km/h" in texts[0] and "top 40 km/h" in texts[0]
+    assert f"08:10 {DASH} 08:20" in texts[1] and "Stopped 10 min" in texts[1]
+    assert f"08:20 {DASH} 08:30" in texts[2]
+    summary = section.locator(".trips-summary").inner_text()
+    assert summary.startswith("2 trips · 13.") and summary.endswith(" km in 20 min")
+    drawn = page.evaluate("window.trackerMap.trips()")
+    assert (drawn["trips"], drawn["stops"]) == (2, 1)
+    assert drawn["until"] - drawn["since"] == 86_400_000 - 1
+
+    # A trip asks the replay to play it, with the trip's own times.
+    page.evaluate(
+        """window.replayAsked = [];
+        window.addEventListener("tracker-replay", (e) => window.replayAsked.push(e.detail));"""
+    )
+    section.locator(".trips-trip-button").first.click()
+    (asked,) = page.evaluate("window.replayAsked")
+    assert asked["trackerIds"] == [str(VAN)]
+    assert asked["until"] - asked["since"] == pytest.approx(600_000, abs=10_000)
+
+    # A stop's place brings the map there.
+    section.locator(".trips-place").click()
+    page.wait_for_function(
+        """([lat, lng]) => {
+            const c = window.trackerMap.map.getCenter();
+            return Math.abs(c.lat - lat) < 0.002 && Math.abs(c.lng - lng) < 0.002;
+        }""",
+        arg=spot,
+    )
+    page.locator(".trips-stop-marker").wait_for()
+    page.screenshot(path=str(support.ARTIFACTS / "map-trips-yesterday.png"))
+    section.screenshot(path=str(support.ARTIFACTS / "map-trips-section.png"))
+    assert page.errors == []
