@@ -356,6 +356,16 @@ def test_a_replay_link_reopens_several_trackers_paused_where_it_was(
     thinned = re.fullmatch(r"thinned: (\d+) of 21 positions", notes[1])
     assert thinned and int(thinned[1]) < 21, notes
 
+    # Zoomed in two levels, the tracks are read again for the finer zoom.
+    zoom = page.evaluate("window.trackerMap.map.getZoom()")
+    page.evaluate("(z) => window.trackerMap.map.setZoom(z, { animate: false })", zoom + 2)
+    page.wait_for_function(
+        "(z) => window.trackerMap.replay().trackers.every((t) => t.loaded && t.zoom === z)",
+        arg=zoom + 2,
+        timeout=15_000,
+    )
+    page.evaluate("(z) => window.trackerMap.map.setZoom(z, { animate: false })", zoom)
+
     # Scrubbed and sped up, the URL says so; a reload brings back the same picture.
     later = first.start_ms + 200_000
     scrub(page, later)

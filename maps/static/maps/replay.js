@@ -481,8 +481,8 @@ export class Replay extends EventTarget {
     const ids = Array.isArray(detail?.trackerIds) ? detail.trackerIds.filter((id) => typeof id === "string") : [];
     const opened = this.open({
       trackerIds: ids.map((id) => id.toLowerCase()),
-      since: detail?.since,
-      until: detail?.until,
+      since: Math.round(detail?.since),
+      until: Math.round(detail?.until),
       play: true,
       reveal: true,
     });

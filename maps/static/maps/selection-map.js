@@ -224,7 +224,7 @@ export function bindSelection({
         : null,
       following: selection.following,
       followable: !missing && !replay.active,
-      replay: replay.buttonFor(id),
+      replay: missing ? "none" : replay.buttonFor(id),
       note: missing
         ? "No active tracker has this id: it was made inactive, or the link is wrong."
         : info && !tracker

@@ -22,8 +22,9 @@ import { formatClock } from "./ui.js";
  * @property {Array<{fence: string, when: string, inside: boolean}>|null} visits  latest first; null until read
  * @property {boolean} following
  * @property {boolean} followable     false when there is nothing to follow (no such tracker)
- * @property {"start"|"add"|"in"|"full"} replay  what its Replay button does: open a replay of it, add it to
- *   the open replay, nothing (it is in it) or nothing (the replay has all the trackers it can take)
+ * @property {"start"|"add"|"in"|"full"|"none"} replay  what its Replay button does: open a replay of it, add
+ *   it to the open replay, or nothing (it is in it, the replay has all the trackers it can take, or there
+ *   is no such tracker)
  * @property {string} note            a sentence about the panel's data ("" when none)
  */
 
@@ -42,6 +43,7 @@ const REPLAY_BUTTON = {
   add: { text: "Add to replay", title: "Play its history beside the trackers being replayed", disabled: false },
   in: { text: "In the replay", title: "It is being replayed", disabled: true },
   full: { text: "Replay is full", title: "The replay has all the trackers it can take", disabled: true },
+  none: { text: "Replay", title: "No active tracker has this id", disabled: true },
 };
 
 export class DetailsPanel {
@@ -170,7 +172,7 @@ export class DetailsPanel {
     const replay = REPLAY_BUTTON[view.replay] ?? REPLAY_BUTTON.start;
     setText(this.#replay, replay.text);
     this.#replay.title = replay.title;
-    this.#replay.disabled = replay.disabled || view.note.startsWith("No active");
+    this.#replay.disabled = replay.disabled;
     setText(this.#note, view.note);
     this.#note.hidden = view.note === "";
     this.#showVisits(view.visits);
