@@ -223,6 +223,13 @@ def test_replay_plays_the_stored_route_pauses_scrubs_changes_speed_and_stops_at_
     # Each frame moves the replay by the wall-clock time since the last one, times the speed.
     step = state["lastStep"]
     assert step["wallMs"] > 0 and step["replayMs"] == pytest.approx(10 * step["wallMs"])
+    # The URL follows while it plays (at most once a second).
+    page.wait_for_function(
+        """(ms) => { const found = /@(\\d+)x10$/.exec(window.location.hash);
+                     return found !== null && Number(found[1]) > ms; }""",
+        arg=route.start_ms + 75_000,
+        timeout=15_000,
+    )
     trail = replay_state(page)["trackers"][0]["trail"]
     assert len(trail) >= 4 and [tuple(p) for p in trail[:3]] == route.points[:3]
 
