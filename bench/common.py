@@ -9,6 +9,7 @@ time.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
@@ -19,6 +20,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -157,6 +159,25 @@ def manage(
     args: Sequence[str], *, env: dict[str, str], timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
     return support.manage(args, env=env, timeout=timeout)
+
+
+def run_with_django(
+    module: str, args: Sequence[str], *, env: dict[str, str], timeout: float = 600
+) -> Any:
+    """Run ``python -m module args`` with Django set up on ``env``'s database and
+    read the JSON its last line of output holds; its errors in the exception."""
+    finished = subprocess.run(
+        [PYTHON, "-m", module, *args],
+        cwd=ROOT,
+        env=env | {"DJANGO_SETTINGS_MODULE": "tracker_site.settings"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if finished.returncode != 0:
+        raise RuntimeError(f"{module} {' '.join(args)} failed: {finished.stderr[-2000:]}")
+    return json.loads(finished.stdout.strip().splitlines()[-1])
 
 
 def number(value: float, digits: int = 0) -> str:

@@ -29,7 +29,6 @@ import asyncio
 import json
 import math
 import random
-import subprocess
 import sys
 import time
 import uuid
@@ -59,21 +58,11 @@ def run(*, quick: bool) -> dict[str, Any]:
         if migrated.returncode != 0:
             raise RuntimeError(f"migrate failed: {migrated.stderr}")
         fleet = _fill(database)
-        measured = subprocess.run(
-            [
-                *(common.PYTHON, "-m", "bench.overview", "--measure"),
-                *("--rounds", str(sizes["rounds"]), "--viewers", str(sizes["viewers"])),
-            ],
-            cwd=common.ROOT,
-            env=env | {"DJANGO_SETTINGS_MODULE": "tracker_site.settings"},
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
+        figures: dict[str, Any] = common.run_with_django(
+            "bench.overview",
+            ["--measure", "--rounds", str(sizes["rounds"]), "--viewers", str(sizes["viewers"])],
+            env=env,
         )
-        if measured.returncode != 0:
-            raise RuntimeError(f"the measurement failed: {measured.stderr[-2000:]}")
-    figures: dict[str, Any] = json.loads(measured.stdout.strip().splitlines()[-1])
     return {"trackers": fleet, **sizes, **figures}
 
 

@@ -5,7 +5,7 @@
     python -m bench.run --only ingest,fanout
 
 Each benchmark module (``bench.ingest``, ``bench.geofences``, ``bench.fanout``, ``bench.browser``,
-``bench.overview``, ``bench.track``, ``bench.trips``)
+``bench.overview``, ``bench.track``, ``bench.trips``, ``bench.export``)
 returns its figures; this collects them with the machine and the command that
 produced them. See BENCHMARKS.md for what each figure means.
 """
@@ -24,7 +24,7 @@ from typing import Any
 from bench import common
 from bench.common import Row
 
-BENCHMARKS = ("ingest", "geofences", "fanout", "browser", "overview", "track", "trips")
+BENCHMARKS = ("ingest", "geofences", "fanout", "browser", "overview", "track", "trips", "export")
 
 
 def main(argv: list[str] | None = None) -> int:

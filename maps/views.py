@@ -59,6 +59,8 @@ def map_config() -> dict[str, Any]:
         # A tracker's history thinned for replay (docs/protocol.md §4.10).
         "trackUrl": tracker_url("tracking:tracker-track"),
         "tripsUrl": tracker_url("tracking:tracker-trips"),
+        # ?format=csv|geojson|gpx&since=MS&until=MS: a file of the tracker's positions.
+        "exportUrl": tracker_url("tracking:tracker-export"),
         "trailMinutes": settings.MAP_TRAIL_MINUTES,
         "geofencesUrl": reverse("tracking:geofence-list"),
         "landUrls": land_urls(),

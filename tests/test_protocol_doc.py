@@ -10,13 +10,15 @@ How the doc is read (the doc states the same at its top):
   block: nothing). ```json hub-push holds records the server sends on its own;
   each must be exactly what ``tracking/hub/protocol.py`` writes. ```json
   geofences, ```json visits, ```json positions and ```json track hold what the
-  REST API answers for the fences, visits and positions they show. Other blocks are illustrations and are not read.
+  REST API answers for the fences, visits and positions they show; ```csv
+  export-csv, ```json export-geojson and ```xml export-gpx the files an export
+  answers (checked in tests/test_export_doc.py). Other blocks are illustrations and are not read.
 - Tables by their first header cell: "rejected body", "setting", "latitude"
   (grid cells), "west" (viewports), "server method", "client method",
   "client sends" (broken input), "tracker field" (the tracker object),
   "fence field" and "visit field" (the geofence API), "position field" (a
   tracker's positions), "track field" (a track for replay) and "request" (HTTP
-  answers). Tables with the same first header are read as one.
+  answers; a file's row names its CSV columns or its XML root element). Tables with the same first header are read as one.
 - A code span holding an ALL_CAPS name with an underscore (alone, or as
   ``NAME=value``) names a setting.
 
@@ -34,16 +36,18 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from xml.etree import ElementTree
 
 import orjson
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.http import StreamingHttpResponse
 from django.test import Client, override_settings
 from django.urls import resolve
 from django.utils import timezone
@@ -670,13 +674,35 @@ def test_every_documented_request_is_answered_as_documented(
     with override_settings(MAP_PUBLIC=not private):
         response = client.generic(method, target, headers=headers)
     assert response.status_code == status
+    if isinstance(response, StreamingHttpResponse):
+        content = b"".join(cast(Iterator[bytes], response.streaming_content))
+    else:
+        content = response.content
     if not keys:
-        assert response.content == b""
+        assert content == b""
         return
-    body = response.json()
+    media_type = response["Content-Type"].partition(";")[0]
+    if media_type in FILE_MEDIA_TYPES:  # a file: its row names what it starts with
+        assert (FILE_MEDIA_TYPES[media_type], file_start(media_type, content)) == (
+            row["JSON keys"].partition(":")[0],
+            keys,
+        )
+        return
+    body = orjson.loads(content)
     assert set(body) == set(keys)
     for item in [body] if "status" in body else body.get("trackers", []):
         assert set(item) == set(tracker_keys())
+
+
+# The answers that are files (§4.12), by the word their row in §4.9 starts with.
+FILE_MEDIA_TYPES = {"text/csv": "CSV", "application/gpx+xml": "GPX"}
+
+
+def file_start(media_type: str, content: bytes) -> list[str]:
+    """A CSV's header columns, or an XML document's root element."""
+    if media_type == "text/csv":
+        return content.decode().splitlines()[0].split(",")
+    return [ElementTree.fromstring(content).tag.rpartition("}")[2]]
 
 
 def test_every_api_endpoint_is_documented() -> None:

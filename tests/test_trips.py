@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tracking.selectors import PositionRow
+from tracking.positions import PositionRow
 from tracking.trips import Rules, TripsAndStops, distance_m, trips_and_stops
 
 START = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)

@@ -18,13 +18,13 @@ from importlib import import_module
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from tracking.api_tokens import InvalidToken, bearer_token, usable_token_ids, user_for_token
 
-View = Callable[..., HttpResponse]
+View = Callable[..., HttpResponseBase]
 
 
 def may_view_map(user: Any) -> bool:
@@ -65,7 +65,7 @@ def api_endpoint(*methods: str) -> Callable[[View], View]:
     def wrap(view: View) -> View:
         @csrf_exempt
         @functools.wraps(view)
-        def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def endpoint(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method not in methods:
                 allowed = ", ".join(methods)
                 response = JsonResponse(

@@ -1,4 +1,6 @@
-"""The position the map is told about: made by ingestion, read by the hub; no Django import."""
+"""Positions as they travel between stages, no Django import: the one the map
+is told about (made by ingestion, read by the hub), and a stored one as the
+history readers (trips, export) take it."""
 
 from __future__ import annotations
 
@@ -6,9 +8,22 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from tracking.events import LocationEvent
 from tracking.grid import Cell
+
+
+class PositionRow(NamedTuple):
+    """One stored position as the history readers take it: no model instance
+    (``selectors.position_pages`` reads them)."""
+
+    timestamp: datetime
+    latitude: float
+    longitude: float
+    speed: float | None  # km/h
+    heading: float | None  # degrees
+    accuracy: float | None  # metres
 
 
 @dataclass(frozen=True, slots=True)

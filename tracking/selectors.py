@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterator, Sequence
 from datetime import datetime
 from functools import reduce
 from operator import or_
-from typing import NamedTuple, cast
+from typing import cast
 
 from django.core.paginator import EmptyPage, Page, Paginator
 from django.db import connection
@@ -20,7 +20,7 @@ from tracking.areas import AreaSummary
 from tracking.events import unix_ms
 from tracking.grid import Cell
 from tracking.models import Position, Tracker, TrackerQuerySet, TrackerStatus
-from tracking.positions import LatestPosition
+from tracking.positions import LatestPosition, PositionRow
 from tracking.thinning import TrackRow
 
 
@@ -159,17 +159,6 @@ def positions_between(
     )
     truncated = len(newest_first) > limit
     return newest_first[:limit][::-1], truncated
-
-
-class PositionRow(NamedTuple):
-    """One stored position as the history readers take it: no model instance."""
-
-    timestamp: datetime
-    latitude: float
-    longitude: float
-    speed: float | None
-    heading: float | None
-    accuracy: float | None
 
 
 def position_pages(

@@ -44,28 +44,15 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
+
+from tracking.positions import PositionRow
 
 EARTH_RADIUS_M = 6_371_008.8
 _METRES_PER_DEGREE = EARTH_RADIUS_M * math.pi / 180
 # The window's points are projected on a plane around a reference point; one
 # that far away is re-projected around a new one (the plane stays flat enough).
 _REPROJECT_BEYOND_M = 10_000.0
-
-
-class PositionLike(Protocol):
-    """What a position must have (``selectors.PositionRow`` has it)."""
-
-    @property
-    def timestamp(self) -> datetime: ...
-    @property
-    def latitude(self) -> float: ...
-    @property
-    def longitude(self) -> float: ...
-    @property
-    def speed(self) -> float | None: ...
-    @property
-    def accuracy(self) -> float | None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -310,7 +297,7 @@ class _Detector:
         self.last: _Point | None = None
         self.seq = 0
 
-    def feed(self, position: PositionLike) -> None:
+    def feed(self, position: PositionRow) -> None:
         if self.last is not None and position.timestamp <= self.last.timestamp:
             return  # positions come oldest first, one per moment; anything else is skipped
         self.seq += 1
@@ -438,7 +425,7 @@ def _place(point: _Point) -> Place:
     return Place(point.timestamp, point.latitude, point.longitude)
 
 
-def trips_and_stops(pages: Iterable[Iterable[PositionLike]], rules: Rules) -> TripsAndStops:
+def trips_and_stops(pages: Iterable[Iterable[PositionRow]], rules: Rules) -> TripsAndStops:
     """The trips and stops of positions given oldest first, in pages, each
     list in time order and none overlapping another (a trip may end at the
     moment its stop begins). A position not later than the one before is

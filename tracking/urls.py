@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from tracking import geofence_views, trip_views, views
+from tracking import export_views, geofence_views, trip_views, views
 from tracking.hub import views as hub_views
 
 app_name = "tracking"
@@ -25,6 +25,11 @@ urlpatterns = [
         "trackers/<uuid:tracker_id>/trips",
         trip_views.tracker_trips,
         name="tracker-trips",
+    ),
+    path(
+        "trackers/<uuid:tracker_id>/export",
+        export_views.tracker_export,
+        name="tracker-export",
     ),
     path("geofences", geofence_views.geofence_list, name="geofence-list"),
     # The hub itself is a WebSocket route (tracking/hub/routing.py); over HTTP it explains.

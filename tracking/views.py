@@ -296,7 +296,9 @@ def api_not_found(request: HttpRequest) -> JsonResponse:
             "GET /api/trackers (?q=, ?status=, ?page=, or ?id=UUID), GET /api/trackers/UUID, "
             "GET /api/trackers/UUID/visits (?limit=), GET /api/trackers/UUID/positions "
             "(?since=, ?until=, ?limit=), GET /api/trackers/UUID/track (?since=, ?until=, "
-            "?zoom=), GET /api/trackers/UUID/trips (?since=, ?until=) and GET /api/geofences "
+            "?zoom=), GET /api/trackers/UUID/trips (?since=, ?until=), "
+            "GET /api/trackers/UUID/export (?format=csv|geojson|gpx, ?since=, ?until=) "
+            "and GET /api/geofences "
             "(?bbox=west,south,east,north)."
         },
         status=404,
