@@ -107,14 +107,17 @@ def place_of(state: dict[str, Any], tracker_id: str) -> tuple[float, float]:
 
 
 def wait_for_loaded(page: Any, count: int = 1) -> None:
+    """Until the replay is open with ``count`` trackers, each read and placed (else say where it stands)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     try:
         _wait_for_loaded(page, count)
-    except Exception:
-        print("DEBUG", page.url, page.errors, page.evaluate("window.trackerMap.replay()"))
-        raise
+    except PlaywrightTimeout:
+        state = page.evaluate("window.trackerMap && window.trackerMap.replay()")
+        raise AssertionError(f"the replay did not load at {page.url}: {state}") from None
 
 
-def _wait_for_loaded(page: Any, count: int = 1) -> None:
+def _wait_for_loaded(page: Any, count: int) -> None:
     page.wait_for_function(
         """(count) => {
           const state = window.trackerMap.replay();
@@ -357,6 +360,12 @@ def test_a_replay_link_reopens_several_trackers_paused_where_it_was(
             ]
             for route in (first, second)
         ]
+    if export_url is not None:
+        answer = page.evaluate(
+            "async (url) => { const r = await fetch(url); return [r.status, r.headers.get('content-type')]; }",
+            links[0][0][1],
+        )
+        assert answer == [200, "text/csv; charset=utf-8"]
     # The straight route came thinned (its ends are enough to replay it), and the bar says so.
     notes = page.locator(".replay-tracker-note").all_inner_texts()
     assert notes[0] == "21 positions"
