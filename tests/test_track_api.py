@@ -169,7 +169,7 @@ def test_any_query_gets_a_track_or_a_json_error(client: Client, query: dict[str,
 def test_track_pages_step_by_microsecond_and_agree_with_the_positions_api(
     client: Client, now: datetime
 ) -> None:
-    from tracking.selectors import track_pages
+    from tracking.selectors import position_pages, track_pages
 
     tracker_id = uuid.uuid4()
     # Two reports in the same millisecond, half a millisecond apart, and one a
@@ -186,6 +186,9 @@ def test_track_pages_step_by_microsecond_and_agree_with_the_positions_api(
 
     pages = list(track_pages(tracker_id, since=moments[0], until=moments[-1], page_size=2))
     assert [len(page) for page in pages] == [2, 2, 1]
+    # Read as datetimes, every one is exactly the moment stored, to the microsecond.
+    stored = position_pages(tracker_id, since=moments[0], until=moments[-1], page_size=2)
+    assert [row.timestamp for page in stored for row in page] == moments
     answered = client.get(
         f"/api/trackers/{tracker_id}/positions?since={unix_ms(moments[0])}"
         f"&until={unix_ms(moments[-1]) + 1}"

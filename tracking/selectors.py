@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import reduce
 from operator import or_
 from typing import cast
@@ -172,6 +172,20 @@ def position_pages(
     page costs more than ``page_size`` rows, no transaction or cursor stays
     open between pages, and a caller that streams (an export) holds one page
     in memory."""
+    if connection.vendor == "postgresql":
+        for page in _history_pages(tracker_id, since=since, until=until, page_size=page_size):
+            yield [
+                PositionRow(
+                    _EPOCH + timedelta(microseconds=micros),
+                    latitude,
+                    longitude,
+                    speed,
+                    heading,
+                    accuracy,
+                )
+                for micros, latitude, longitude, speed, heading, accuracy in page
+            ]
+        return
     after: datetime | None = None
     while True:
         rows = Position.objects.filter(tracker_id=tracker_id, timestamp__lte=until)
@@ -180,42 +194,55 @@ def position_pages(
             if after is not None
             else rows.filter(timestamp__gte=since)
         )
-        page = [
+        found = [
             PositionRow(*values)
             for values in rows.order_by("timestamp").values_list(*PositionRow._fields)[:page_size]
         ]
-        if page:
-            yield page
-        if len(page) < page_size:
+        if found:
+            yield found
+        if len(found) < page_size:
             return
-        after = page[-1].timestamp
+        after = found[-1].timestamp
 
 
 def track_pages(
     tracker_id: uuid.UUID, *, since: datetime, until: datetime, page_size: int = 5_000
 ) -> Iterator[list[TrackRow]]:
-    """``position_pages`` as ``TrackRow``s, for the replay's thinning.
-
-    On PostgreSQL the database hands each time over as microseconds since the
-    epoch, an integer: parsing the text of a day's 86,400 timestamps costs
-    more than everything else the thinning does with them.
-    """
-    if connection.vendor != "postgresql":
-        for page in position_pages(tracker_id, since=since, until=until, page_size=page_size):
+    """``position_pages`` as ``TrackRow``s, for the replay's thinning."""
+    if connection.vendor == "postgresql":
+        for page in _history_pages(tracker_id, since=since, until=until, page_size=page_size):
             yield [
-                (unix_ms(row.timestamp), row.latitude, row.longitude, row.speed, row.heading)
-                for row in page
+                (micros // 1000, latitude, longitude, speed, heading)
+                for micros, latitude, longitude, speed, heading, _ in page
             ]
         return
+    for rows in position_pages(tracker_id, since=since, until=until, page_size=page_size):
+        yield [
+            (unix_ms(row.timestamp), row.latitude, row.longitude, row.speed, row.heading)
+            for row in rows
+        ]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _history_pages(
+    tracker_id: uuid.UUID, *, since: datetime, until: datetime, page_size: int
+) -> Iterator[list[tuple[int, float, float, float | None, float | None, float | None]]]:
+    """``position_pages`` on PostgreSQL, each time handed over as microseconds
+    since the epoch: an integer is read for a fraction of what parsing a
+    timestamp's text costs, which was most of the time a day's 86,400
+    positions took to read. Keyset paging on those microseconds; a cursor
+    per page."""
     table = connection.ops.quote_name(Position._meta.db_table)
     select = (
         'SELECT (EXTRACT(EPOCH FROM "timestamp") * 1000000)::int8, latitude, longitude, '
-        f'speed, heading FROM {table} WHERE tracker_id = %s AND "timestamp" <= %s AND '
+        f'speed, heading, accuracy FROM {table} WHERE tracker_id = %s AND "timestamp" <= %s AND '
     )
     order = ' ORDER BY "timestamp" LIMIT %s'
     after: int | None = None
-    with connection.cursor() as cursor:
-        while True:
+    while True:
+        with connection.cursor() as cursor:
             if after is None:
                 cursor.execute(
                     select + '"timestamp" >= %s' + order, [tracker_id, until, since, page_size]
@@ -228,14 +255,11 @@ def track_pages(
                     [tracker_id, until, after, page_size],
                 )
             rows = cursor.fetchall()
-            if rows:
-                yield [
-                    (micros // 1000, latitude, longitude, speed, heading)
-                    for micros, latitude, longitude, speed, heading in rows
-                ]
-            if len(rows) < page_size:
-                return
-            after = rows[-1][0]
+        if rows:
+            yield rows
+        if len(rows) < page_size:
+            return
+        after = rows[-1][0]
 
 
 _HEX_DIGITS = frozenset("0123456789abcdef")
