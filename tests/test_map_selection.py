@@ -507,6 +507,8 @@ def test_on_a_phone_the_details_are_a_sheet_below_the_tracker(
         page.locator(".side-panel-toggle").tap()
         page.wait_for_function(
             "document.getElementById('map').getBoundingClientRect().bottom > 700"
+            # and Leaflet has taken the new size in (a ResizeObserver tells it, a moment later)
+            " && window.trackerMap.map.getSize().y > 650"
         )
         point = page.evaluate(
             """(id) => {

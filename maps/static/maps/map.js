@@ -1,6 +1,6 @@
 // The live tracker map: wires the map, the hub, the cell subscription, the
 // tracker store and canvas layer, the details cache, the geofence layer, the
-// trackers' fences, the crossing notices, the selected tracker and the page's controls.
+// trackers' fences, the crossing notices, the selected tracker, the replay and the page's controls.
 // Each section uses only what the sections above it declared, callbacks
 // included; the event handlers and timers start at the end, once all exist.
 
@@ -16,6 +16,7 @@ import { LiveHub, STATUS as CONNECTION } from "./hub.js";
 import { FenceMemberships } from "./memberships.js";
 import { NoticeBoard } from "./notices.js";
 import { OverviewLayer, OverviewSubscription, overviewRequest } from "./overview.js";
+import { Replay } from "./replay.js";
 import { SelectedTracker } from "./selected.js";
 import { Selection } from "./selection.js";
 import { bindSelection } from "./selection-map.js";
@@ -24,7 +25,7 @@ import { FLASH_MS, TrackerLayer } from "./tracker-layer.js";
 import { TrackerList } from "./tracker-list.js";
 import { TrackerStore } from "./trackers.js";
 import { formatClock, formatSpeed, statusBadge, toggle, tooltip } from "./ui.js";
-import { applySelection, bindViewHash, parseViewHash } from "./view-hash.js";
+import { applySelection, bindViewHash, parseReplayHash, parseViewHash } from "./view-hash.js";
 
 const L = window.L;
 
@@ -59,6 +60,8 @@ const start = parseViewHash(window.location.hash) ?? {
   tracker: null,
   follow: false,
 };
+// Read now: the first writes of the hash (the selection's) would drop it.
+const startReplay = parseReplayHash(window.location.hash);
 const map = L.map("map", { preferCanvas: true, worldCopyJump: true, minZoom: 2, maxZoom: 19 });
 map.setView([start.latitude, start.longitude], start.zoom);
 addLandOutline(map, config.landUrls);
@@ -76,7 +79,6 @@ const selected = new SelectedTracker({
   positionsUrlOf: (id) => config.trackerPositionsUrl.replace("{id}", encodeURIComponent(id)),
   trailMinutes: config.trailMinutes,
 });
-bindViewHash(map, wrapLongitude, selection);
 
 // --- Trackers ----------------------------------------------------------------
 
@@ -88,6 +90,26 @@ const layer = new TrackerLayer({ trackers: () => store.values(), headingOf, thre
 function nameOf(id) {
   return details.get(id)?.name || `Tracker ${id.slice(0, 8)}`;
 }
+
+// --- Replay: trackers' history played on the map, the live markers hidden meanwhile --
+
+const replay = new Replay({
+  map,
+  root: document.getElementById("replay-bar"),
+  panel: document.getElementById("tracker-details"),
+  shell,
+  selection,
+  trackUrlOf: (id) => config.trackUrl.replace("{id}", encodeURIComponent(id)),
+  // The export endpoint's URL, where the server has one (the links are left out without it).
+  exportUrlOf: typeof config.exportUrl === "string" ? (id) => config.exportUrl.replace("{id}", encodeURIComponent(id)) : null,
+  nameOf: (id) => {
+    details.want([id]);
+    return nameOf(id);
+  },
+  staleAgeMs: (statusRule.onlineSeconds + 1) * 1000,
+});
+layer.setReplay(() => (replay.active ? replay.markers() : null));
+bindViewHash(map, wrapLongitude, selection, replay);
 
 // --- Tracker list (tracker-list.js), on the shared selection (above) ----------
 
@@ -161,8 +183,8 @@ let hoveredId = null;
 let pointer = null;
 
 function refreshTooltip() {
-  // The selected tracker's details are in its panel already.
-  const tracker = hoveredId && hoveredId !== selection.id && store.get(hoveredId);
+  // The selected tracker's details are in its panel already; a replayed marker is not where the live one is.
+  const tracker = !replay.active && hoveredId && hoveredId !== selection.id && store.get(hoveredId);
   if (!tracker || !pointer) {
     if (tip.visible) tip.hide();
     return;
@@ -207,13 +229,15 @@ function drawFrame() {
     const added = store.applyPending();
     if (added.length) details.want(added);
   }
+  const replaying = replay.frame();
   const animating = layer.redraw();
   badge.setCount(overviewLayer.total ?? layer.visibleCount());
   refreshTooltip();
-  return animating;
+  return animating || replaying;
 }
 
 const frames = new FrameLoop(drawFrame, { maxGapMs: FRAME_MAX_GAP_MS });
+replay.addEventListener("redraw", () => frames.request());
 details.addEventListener("loaded", () => frames.request());
 memberships.addEventListener("changed", (event) => {
   if (event.detail === hoveredId) refreshTooltip();
@@ -350,6 +374,7 @@ const selectionHooks = bindSelection({
     hub.status === CONNECTION.live && subscription.keptKeys().has(cellKey(cellOf(grid, latitude, longitude))),
   cells: { grid, maxCells: config.maxCells },
   redraw: () => frames.request(),
+  replay,
   tripsUrl: config.tripsUrl,
 });
 
@@ -382,6 +407,7 @@ fences.refresh();
 hub.start();
 trackerList.start();
 applySelection(selection, start);
+if (startReplay) replay.applyHash(startReplay);
 
 // --- Test hooks (read-only) --------------------------------------------------
 
@@ -401,5 +427,8 @@ window.trackerMap = Object.freeze({
   selected: () => selection.id,
   list: () => trackerList.state(),
   overview: () => ({ level: overviewSubscription.level, total: overviewLayer.total, areas: overviewLayer.drawn() }),
+  /** The ids of the markers drawn (the replayed ones while a replay is open). */
+  drawn: () => layer.drawnIds(),
+  replay: () => replay.state(),
   ...selectionHooks,
 });

@@ -177,12 +177,12 @@ export class SelectedTracker extends EventTarget {
 }
 
 /** GET a JSON answer: {status, body} (status 0 and an error when the request failed). */
-async function getJson(url) {
+export async function getJson(url, timeoutMs = READ_TIMEOUT_MS) {
   try {
     const response = await fetch(url, {
       headers: { Accept: "application/json" },
       credentials: "same-origin",
-      signal: AbortSignal.timeout(READ_TIMEOUT_MS),
+      signal: AbortSignal.timeout(timeoutMs),
     });
     const body = response.ok ? await response.json() : null;
     return { status: response.status, body, error: null };

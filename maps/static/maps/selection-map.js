@@ -2,7 +2,8 @@
 // selection then gets its details panel, its trail, its highlighted marker
 // (drawn even outside the watched cells), a flight to it when it is out of
 // sight, and "Follow", which keeps the map centred on it until the map is
-// dragged. Escape or the panel's close button clears the selection.
+// dragged. Escape or the panel's close button clears the selection. While a
+// replay plays (replay.js) the map neither flies to nor follows the live tracker.
 
 import { formatAge } from "./ages.js";
 import { nearestLongitude } from "./geo.js";
@@ -49,6 +50,8 @@ const ZOOM_HANDLERS = ["scrollWheelZoom", "doubleClickZoom", "touchZoom"];
  * @param {(latitude: number, longitude: number) => boolean} parts.isWatched  whether the hub sends positions there now
  * @param {{grid: ReturnType<import("./grid.js").gridOf>, maxCells: number}} parts.cells
  * @param {() => void} parts.redraw  ask for a frame
+ * @param {{active: boolean, buttonFor: (id: string) => "start"|"add"|"in"|"full", replayOrAdd: (id: string) => void}
+ *   & EventTarget} parts.replay  the replay (replay.js): what the panel's Replay button does; "change" when it does
  * @param {string} parts.tripsUrl  GET /api/trackers/{id}/trips, with "{id}" for the tracker's id
  * @returns the test hooks
  */
@@ -67,11 +70,15 @@ export function bindSelection({
   isWatched,
   cells,
   redraw,
+  replay,
   tripsUrl,
 }) {
   const panel = new DetailsPanel(panelRoot, {
     onClose: () => selection.clear(),
     onFollow: (on) => selection.follow(on),
+    onReplay: () => {
+      if (selection.id !== null) replay.replayOrAdd(selection.id);
+    },
   });
   /** The stop last shown from the trips section, ringed on the map. */
   let stopMarker = null;
@@ -154,6 +161,7 @@ export function bindSelection({
 
   /** Bring the tracker into sight if it is not (or as soon as its position is known): fly to it, or pan it from under the panel. */
   function reveal() {
+    if (replay.active) return; // the replay's marker is the one in sight, not the live one
     const tracker = selected.tracker;
     revealWanted = tracker === null;
     if (!tracker) return;
@@ -171,7 +179,7 @@ export function bindSelection({
   /** Keep the followed tracker in the middle, at the zoom the operator chose: a short pan, or a flight when it is out of sight. */
   function centre() {
     const tracker = selected.tracker;
-    if (!tracker || flying) return;
+    if (!tracker || flying || replay.active) return;
     if (!map.getBounds().contains(placeOf(tracker))) {
       flyTo(tracker, map.getZoom());
       return;
@@ -215,7 +223,8 @@ export function bindSelection({
           }))
         : null,
       following: selection.following,
-      followable: !missing,
+      followable: !missing && !replay.active,
+      replay: missing ? "none" : replay.buttonFor(id),
       note: missing
         ? "No active tracker has this id: it was made inactive, or the link is wrong."
         : info && !tracker
@@ -275,6 +284,11 @@ export function bindSelection({
     } else if (what === "missing") {
       selection.follow(false); // nothing to follow
     }
+    render();
+  });
+
+  replay.addEventListener("change", () => {
+    if (replay.active) selection.follow(false); // the live tracker is not on the map meanwhile
     render();
   });
 

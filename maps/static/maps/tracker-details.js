@@ -1,6 +1,6 @@
 // The selected tracker's details panel (<section id="tracker-details">): name,
 // id (copyable), status, position, speed, heading, last update, the geofences
-// it is in and its latest visits, a Follow toggle and a close button. Built
+// it is in and its latest visits, a Follow toggle, a Replay button and a close button. Built
 // once with createElement and textContent; each update changes only the texts
 // that changed, so nothing flickers while the tracker reports every second.
 
@@ -22,6 +22,9 @@ import { formatClock } from "./ui.js";
  * @property {Array<{fence: string, when: string, inside: boolean}>|null} visits  latest first; null until read
  * @property {boolean} following
  * @property {boolean} followable     false when there is nothing to follow (no such tracker)
+ * @property {"start"|"add"|"in"|"full"|"none"} replay  what its Replay button does: open a replay of it, add
+ *   it to the open replay, or nothing (it is in it, the replay has all the trackers it can take, or there
+ *   is no such tracker)
  * @property {string} note            a sentence about the panel's data ("" when none)
  */
 
@@ -35,12 +38,21 @@ const ROWS = [
   ["fences", "Geofences"],
 ];
 
+const REPLAY_BUTTON = {
+  start: { text: "Replay", title: "Play its history on the map (live updates pause meanwhile)", disabled: false },
+  add: { text: "Add to replay", title: "Play its history beside the trackers being replayed", disabled: false },
+  in: { text: "In the replay", title: "It is being replayed", disabled: true },
+  full: { text: "Replay is full", title: "The replay has all the trackers it can take", disabled: true },
+  none: { text: "Replay", title: "No active tracker has this id", disabled: true },
+};
+
 export class DetailsPanel {
   #root;
   #title;
   #idText;
   #copy;
   #follow;
+  #replay;
   #note;
   #visits;
   #visitsEmpty;
@@ -56,8 +68,9 @@ export class DetailsPanel {
    * @param {object} actions
    * @param {() => void} actions.onClose
    * @param {(on: boolean) => void} actions.onFollow
+   * @param {() => void} actions.onReplay  open a replay of it, or add it to the open one
    */
-  constructor(root, { onClose, onFollow }) {
+  constructor(root, { onClose, onFollow, onReplay }) {
     this.#root = root;
     root.classList.add("tracker-details");
     root.setAttribute("aria-labelledby", "tracker-details-title");
@@ -84,6 +97,12 @@ export class DetailsPanel {
     this.#follow = element("button", "details-follow");
     this.#follow.type = "button";
     this.#follow.addEventListener("click", () => onFollow(this.#follow.getAttribute("aria-pressed") !== "true"));
+
+    this.#replay = element("button", "details-replay");
+    this.#replay.type = "button";
+    this.#replay.addEventListener("click", () => onReplay());
+    const actions = element("div", "details-actions");
+    actions.append(this.#follow, this.#replay);
 
     this.#note = element("p", "details-note");
     this.#note.setAttribute("role", "status");
@@ -116,7 +135,7 @@ export class DetailsPanel {
     root.replaceChildren(
       header,
       idLine,
-      this.#follow,
+      actions,
       this.#note,
       list,
       visitsTitle,
@@ -150,6 +169,10 @@ export class DetailsPanel {
     this.#follow.disabled = !view.followable;
     setText(this.#follow, view.following ? "Following" : "Follow");
     this.#follow.title = view.following ? "Stop keeping the map centred on it" : "Keep the map centred on it";
+    const replay = REPLAY_BUTTON[view.replay] ?? REPLAY_BUTTON.start;
+    setText(this.#replay, replay.text);
+    this.#replay.title = replay.title;
+    this.#replay.disabled = replay.disabled;
     setText(this.#note, view.note);
     this.#note.hidden = view.note === "";
     this.#showVisits(view.visits);
@@ -194,13 +217,15 @@ export class DetailsPanel {
   }
 }
 
-function element(tag, className = "") {
+/** A new element of `tag` with a class name, for the panels built here and in the replay bar. */
+export function element(tag, className = "") {
   const node = document.createElement(tag);
   if (className) node.className = className;
   return node;
 }
 
-function setText(node, text) {
+/** Set a node's text only when it changes (no flicker, no needless layout). */
+export function setText(node, text) {
   if (node.textContent !== text) node.textContent = text;
 }
 

@@ -53,6 +53,7 @@ export const TrackerLayer = L.Layer.extend({
     this._source = source;
     this._hoveredId = null;
     this._selected = null;
+    this._replay = null;
     this._drawn = { ids: [], xs: new Float32Array(0), ys: new Float32Array(0), count: 0 };
     this._visibleCount = 0;
   },
@@ -124,6 +125,22 @@ export const TrackerLayer = L.Layer.extend({
     this.redraw();
   },
 
+  /**
+   * Draw the replay's markers in place of the live ones (null: the live ones again). `replay()` gives,
+   * at each drawing, the replayed trackers where they were (each with the colour of its trail as a
+   * ring) and the selected one among them, if it is one.
+   * @param {(() => {trackers: Array<import("./trackers.js").Tracker & {ring?: string}>, selected: any}) | null} replay
+   */
+  setReplay(replay) {
+    this._replay = replay;
+    this.redraw();
+  },
+
+  /** The ids of the markers the last drawing put on the canvas (in or near the view). */
+  drawnIds() {
+    return this._drawn.ids.slice(0, this._drawn.count);
+  },
+
   /** How many markers the last drawing put inside the view. */
   visibleCount() {
     return this._visibleCount;
@@ -144,11 +161,13 @@ export const TrackerLayer = L.Layer.extend({
     const buckets = Object.fromEntries(DRAW_ORDER.map((status) => [status, []]));
     const flashes = [];
     let hovered = null;
-    const selected = this._selected;
+    const replay = this._replay ? this._replay() : null;
+    const selected = replay ? replay.selected : this._selected;
     let selectedMarker = null;
+    const rings = [];
     let selectedFlashUntil = 0; // a crossing flashes the map's own copy of the tracker
 
-    const trackers = Array.from(this._source.trackers());
+    const trackers = replay ? replay.trackers.filter((tracker) => tracker !== selected) : Array.from(this._source.trackers());
     if (selected) trackers.push(selected);
     const ids = new Array(trackers.length);
     const xs = new Float32Array(trackers.length);
@@ -179,6 +198,7 @@ export const TrackerLayer = L.Layer.extend({
       if (isSelected) selectedMarker = { ...marker, status: status === STATUS.offline ? STATUS.stale : status };
       else buckets[status].push(marker);
       if (tracker.flashUntil > nowFrame) flashes.push(marker);
+      if (tracker.ring) rings.push(marker);
       if (tracker.id === this._hoveredId) hovered = marker;
       ids[count] = tracker.id;
       xs[count] = x;
@@ -196,6 +216,7 @@ export const TrackerLayer = L.Layer.extend({
     ctx.clearRect(0, 0, this._canvas.width, this._canvas.height);
     for (const name of DRAW_ORDER) stampBucket(ctx, buckets[name], name, this._sprites);
     ctx.setTransform(this._ratio, 0, 0, this._ratio, 0, 0);
+    for (const marker of rings) drawRing(ctx, marker);
     for (const marker of flashes) drawFlash(ctx, marker, (marker.tracker.flashUntil - nowFrame) / FLASH_MS);
     if (selectedMarker) drawSelected(ctx, selectedMarker, this._sprites);
     if (hovered) drawHover(ctx, hovered);
@@ -323,6 +344,15 @@ function drawSelected(ctx, { x, y, heading, status }, sprites) {
   ctx.setTransform(1, 0, 0, 1, 0, 0);
   ctx.drawImage(sprite, Math.round(x * ratio - sprite.width / 2), Math.round(y * ratio - sprite.height / 2));
   ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
+}
+
+/** A replayed tracker's ring, in the colour of its trail. */
+function drawRing(ctx, { x, y, tracker }) {
+  ctx.lineWidth = 3;
+  ctx.strokeStyle = tracker.ring;
+  ctx.beginPath();
+  ctx.arc(x, y, 11, 0, Math.PI * 2);
+  ctx.stroke();
 }
 
 function drawHover(ctx, { x, y }) {
