@@ -17,7 +17,7 @@ import http.client
 import json
 import time
 import uuid
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -26,7 +26,6 @@ from bench import common
 from bench.common import Row, number
 
 POSITIONS = 86_400
-DAY_START_MS = 1_795_651_200_000  # 2026-11-26T00:00:00Z
 ZOOMS = (10, 13, 16, 18)
 QUICK = {"rounds": 5}
 FULL = {"rounds": 21}
@@ -48,9 +47,12 @@ FROM generate_series(0, %(count)s - 1) AS s,
 
 def run(*, quick: bool) -> dict[str, Any]:
     rounds = (QUICK if quick else FULL)["rounds"]
-    folder = common.RESULTS / "track"
+    folder = common.RESULTS / "work" / "track"
     folder.mkdir(parents=True, exist_ok=True)
     tracker = uuid.uuid4()
+    # Yesterday (UTC): a fresh database has the partitions of the last days.
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    day_start_ms = int((today - timedelta(days=1)).timestamp() * 1000)
     with common.scratch_postgres_database() as database:
         env = common.base_env(DATABASE_URL=database, LOG_LEVEL="WARNING", DEBUG="1")
         migrated = common.manage(["migrate", "-v0"], env=env, timeout=180)
@@ -62,7 +64,7 @@ def run(*, quick: bool) -> dict[str, Any]:
                 [tracker],
             )
             connection.execute(
-                _GENERATE, {"tracker": tracker, "start": DAY_START_MS, "count": POSITIONS}
+                _GENERATE, {"tracker": tracker, "start": day_start_ms, "count": POSITIONS}
             )
             connection.execute("ANALYZE tracking_position")
         port = common.free_port()
@@ -71,16 +73,18 @@ def run(*, quick: bool) -> dict[str, Any]:
         ) as daphne:
             common.wait_for_port("127.0.0.1", port, timeout=60, process=daphne)
             figures = {
-                str(zoom): _measure(port, tracker, zoom=zoom, rounds=rounds, log=folder)
+                str(zoom): _measure(port, tracker, since=day_start_ms, zoom=zoom, rounds=rounds)
                 for zoom in ZOOMS
             }
     return {"positions": POSITIONS, "rounds": rounds, "zooms": figures}
 
 
-def _measure(port: int, tracker: uuid.UUID, *, zoom: int, rounds: int, log: Path) -> dict[str, Any]:
+def _measure(
+    port: int, tracker: uuid.UUID, *, since: int, zoom: int, rounds: int
+) -> dict[str, Any]:
     path = (
-        f"/api/trackers/{tracker}/track?since={DAY_START_MS}"
-        f"&until={DAY_START_MS + POSITIONS * 1000 - 1}&zoom={zoom}"
+        f"/api/trackers/{tracker}/track?since={since}"
+        f"&until={since + POSITIONS * 1000 - 1}&zoom={zoom}"
     )
     seconds: list[float] = []
     body: dict[str, Any] = {}

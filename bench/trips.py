@@ -36,7 +36,13 @@ from bench.common import Row, number
 QUICK = {"days": 1, "rounds": 3}
 FULL = {"days": 7, "rounds": 3}
 TRACKER = uuid.UUID("7a1b0000-0000-4000-8000-00000000b00c")
-START = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+def _start(days: int) -> datetime:
+    """The midnight (UTC) ``days`` whole days before today's: inside the days
+    of history a fresh database has partitions for."""
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(days=days)
 
 
 def run(*, quick: bool) -> dict[str, Any]:
@@ -46,11 +52,13 @@ def run(*, quick: bool) -> dict[str, Any]:
         migrated = common.manage(["migrate", "-v0"], env=env, timeout=180)
         if migrated.returncode != 0:
             raise RuntimeError(f"migrate failed: {migrated.stderr}")
-        stored = _fill(database, days=sizes["days"])
+        start = _start(sizes["days"] + 1)
+        stored = _fill(database, start=start, days=sizes["days"])
         measured = subprocess.run(
             [
                 *(common.PYTHON, "-m", "bench.trips", "--measure"),
                 *("--days", str(sizes["days"]), "--rounds", str(sizes["rounds"])),
+                *("--start", start.isoformat()),
             ],
             cwd=common.ROOT,
             env=env | {"DJANGO_SETTINGS_MODULE": "tracker_site.settings"},
@@ -65,7 +73,7 @@ def run(*, quick: bool) -> dict[str, Any]:
     return {"positions": stored, **sizes, **figures}
 
 
-def _fill(database: str, *, days: int) -> int:
+def _fill(database: str, *, start: datetime, days: int) -> int:
     """The tracker and its positions, one a second for ``days``; how many."""
     seconds = days * 86_400
     with psycopg.connect(database) as connection:
@@ -88,13 +96,13 @@ def _fill(database: str, *, days: int) -> int:
                    NULL, 5.0, now()
             FROM generate_series(0, %(last)s) AS s
             """,
-            {"tracker": TRACKER, "start": START, "last": seconds - 1},
+            {"tracker": TRACKER, "start": start, "last": seconds - 1},
         )
         connection.execute("ANALYZE tracking_position")
     return seconds
 
 
-def measure(*, days: int, rounds: int) -> dict[str, Any]:
+def measure(*, start: datetime, days: int, rounds: int) -> dict[str, Any]:
     """Run with Django set up: the requests, timed, and the peak memory they took."""
     import resource
 
@@ -104,8 +112,8 @@ def measure(*, days: int, rounds: int) -> dict[str, Any]:
     from django.test import Client
 
     client = Client(HTTP_HOST="localhost")
-    since = int(START.timestamp() * 1000)
-    until = int((START + timedelta(days=days)).timestamp() * 1000) - 1
+    since = int(start.timestamp() * 1000)
+    until = int((start + timedelta(days=days)).timestamp() * 1000) - 1
     url = f"/api/trackers/{TRACKER}/trips?since={since}&until={until}"
     client.get(f"/api/trackers/{TRACKER}")  # connect and warm up before the baseline
     before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -157,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--days", type=int, default=QUICK["days"], help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, default=QUICK["rounds"], help=argparse.SUPPRESS)
+    parser.add_argument("--start", type=datetime.fromisoformat, help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.measure:
-        print(json.dumps(measure(days=arguments.days, rounds=arguments.rounds)))
+        print(
+            json.dumps(measure(start=arguments.start, days=arguments.days, rounds=arguments.rounds))
+        )
         return 0
     figures = run(quick=not arguments.full)
     for row in rows(figures):
