@@ -56,7 +56,7 @@ def map_config() -> dict[str, Any]:
         "trackerUrl": tracker_url("tracking:tracker-detail"),
         "trackerVisitsUrl": tracker_url("tracking:tracker-visits"),
         "trackerPositionsUrl": tracker_url("tracking:tracker-positions"),
-        # A tracker's history thinned for replay (docs/protocol.md §4.10).
+        # A tracker's history thinned for replay (docs/protocol.md §4.8).
         "trackUrl": tracker_url("tracking:tracker-track"),
         "tripsUrl": tracker_url("tracking:tracker-trips"),
         # ?format=csv|geojson|gpx&since=MS&until=MS: a file of the tracker's positions.

@@ -1,4 +1,4 @@
-"""docs/protocol.md §4.12 held to the code: the example files are exactly
+"""docs/protocol.md §4.10 held to the code: the example files are exactly
 what an export of the example positions answers."""
 
 from __future__ import annotations

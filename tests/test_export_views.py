@@ -1,4 +1,4 @@
-"""GET /api/trackers/{id}/export (docs/protocol.md §4.12): a tracker's
+"""GET /api/trackers/{id}/export (docs/protocol.md §4.10): a tracker's
 positions over a range as CSV, GeoJSON or GPX, read back by the parsers a
 user would open them with, and streamed a page at a time."""
 

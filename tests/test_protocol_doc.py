@@ -694,7 +694,7 @@ def test_every_documented_request_is_answered_as_documented(
         assert set(item) == set(tracker_keys())
 
 
-# The answers that are files (§4.12), by the word their row in §4.9 starts with.
+# The answers that are files (§4.10), by the word their row in §4.12 starts with.
 FILE_MEDIA_TYPES = {"text/csv": "CSV", "application/gpx+xml": "GPX"}
 
 

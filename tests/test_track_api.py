@@ -1,4 +1,4 @@
-"""GET /api/trackers/{id}/track (docs/protocol.md §4.10): a tracker's history
+"""GET /api/trackers/{id}/track (docs/protocol.md §4.8): a tracker's history
 thinned for replay, through the real ingest path."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GET /api/trackers/{id}/trips (docs/protocol.md §4.11): a tracker's trips and
+"""GET /api/trackers/{id}/trips (docs/protocol.md §4.9): a tracker's trips and
 stops over a range, from positions stored through the real ingest path."""
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def test_a_trip_across_midnight_is_cut_at_the_days_edge(client: Client) -> None:
     assert datetime.fromtimestamp(trip["start"]["timestamp"] / 1000, tz=UTC) == START
 
 
-# --- docs/protocol.md §4.11 -------------------------------------------------------------------
+# --- docs/protocol.md §4.9 -------------------------------------------------------------------
 
 
 def documented_day() -> tuple[uuid.UUID, Route]:

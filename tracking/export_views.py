@@ -1,5 +1,5 @@
 """``GET /api/trackers/{id}/export``: a tracker's positions over a range as a
-file (docs/protocol.md §4.12), streamed a page at a time.
+file (docs/protocol.md §4.10), streamed a page at a time.
 
 A month of one tracker at 1 Hz is 2.6 million positions, so the file is
 never whole in memory: the positions are read a page at a time

@@ -5,7 +5,7 @@ that follow each other: ``start()``, then ``page(rows)`` for each page of
 positions in time order, then ``end()``. Nothing is kept between pages but
 whether a row came before, so an export of any length costs the memory of
 one page (the endpoint, ``tracking/export_views.py``, streams the pieces as
-they come). docs/protocol.md §4.12 describes the files.
+they come). docs/protocol.md §4.10 describes the files.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """``GET /api/trackers/{id}/trips``: a tracker's trips and stops over a time
-range (docs/protocol.md §4.11), computed from its history as it is read, a
+range (docs/protocol.md §4.9), computed from its history as it is read, a
 page at a time (``tracking/trips.py``)."""
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ export const SPEEDS = [1, 2, 5, 10, 25, 50, 100];
 export const MAX_REPLAY_TRACKERS = 6;
 /** The replayed trackers' trail colours, in the order they join; apart from the live trail's blue and each other. */
 export const TRAIL_COLOURS = ["#d6336c", "#e8590c", "#2f9e44", "#7048e8", "#0c8599", "#a61e4d"];
-/** The longest range the track endpoint answers (docs/protocol.md §4.10). */
+/** The longest range the track endpoint answers (docs/protocol.md §4.8). */
 export const MAX_RANGE_MS = 7 * 24 * 3600 * 1000;
 /**
  * A silence longer than this is a gap in the data (the track endpoint names each one): the tracker
@@ -197,7 +197,7 @@ export class ReplayTrack {
 }
 
 /**
- * @typedef {object} TrackAnswer  what GET /api/trackers/{id}/track says (docs/protocol.md §4.10), checked
+ * @typedef {object} TrackAnswer  what GET /api/trackers/{id}/track says (docs/protocol.md §4.8), checked
  * @property {ReplayTrack} track
  * @property {number} stored    positions stored in the range
  * @property {boolean} thinned

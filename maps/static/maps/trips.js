@@ -1,6 +1,6 @@
 // The details panel's "Trips and stops" section: the selected tracker's trips
 // and stops of one day (the browser's local day, today first), read from
-// GET /api/trackers/{id}/trips (docs/protocol.md §4.11), with a day picker.
+// GET /api/trackers/{id}/trips (docs/protocol.md §4.9), with a day picker.
 // A trip is a button that asks the replay to play it (the window event
 // "tracker-replay"); a stop's place is a button that shows it on the map.
 // Built with createElement and textContent only.
