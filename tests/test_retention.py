@@ -167,7 +167,7 @@ def test_while_another_process_prunes_a_pass_is_skipped_not_waited_for(
     assert (retention.partition_name(date(2034, 1, 1)), 1) in report.dropped
 
 
-@pytest.mark.skipif(connection.vendor == "postgresql", reason="SQLite's chunks")
+@pytest.mark.sqlite
 @pytest.mark.django_db
 @override_settings(TRACKING_HISTORY_DAYS=10)
 def test_old_rows_go_a_chunk_per_step_and_newer_rows_stay(

@@ -101,11 +101,19 @@ def _env_number(
         value: float = int(raw) if integer else float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be {kind}, got {raw!r}") from None
-    if not math.isfinite(value) or value < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {raw!r}")
-    if value > maximum:
-        raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {raw!r}")
+    if not (math.isfinite(value) and minimum <= value <= maximum):
+        allowed = (
+            f"of at least {_plain(minimum)}"
+            if math.isinf(maximum)
+            else f"from {_plain(minimum)} to {_plain(maximum)}"
+        )
+        raise ImproperlyConfigured(f"{name} must be {kind} {allowed}, got {raw!r}")
     return value
+
+
+def _plain(number: float) -> str:
+    """A bound as a person writes it: 1000000, 0.5 (no exponent, no ".0")."""
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
 
 
 def _env_list(name: str, default: str) -> list[str]:

@@ -23,6 +23,7 @@ from tracking.ingest.sources import EventSource, SourceConfigurationError
 from tracking.ingest.sources.jsonl import JsonlSource
 from tracking.ingest.sources.simulator import SimulatorSource
 from tracking.ingest.store import register_trackers
+from tracking.management.database import require_migrated
 from tracking.management.simulator_options import (
     add_simulator_arguments,
     fleet_from_options,
@@ -60,6 +61,9 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1")
+        # A database that is down is waited out (the pipeline retries); one
+        # that was never migrated would only fail every batch.
+        require_migrated(outage_waited=True)
         pipeline = Pipeline(publish=publish_locations)
         source = self._source(options, pipeline)
         announce(role="consume_events")

@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
 from tracking import retention
+from tracking.management.database import require_migrated
 
 
 class Command(BaseCommand):
@@ -29,6 +30,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        require_migrated()
         now = timezone.now()
         report = retention.plan(now=now) if options["dry_run"] else retention.prune(now=now)
         for line in report.lines():
