@@ -7,6 +7,7 @@ the map."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -112,11 +113,14 @@ def test_the_panel_shows_a_days_trips_and_stops_and_hands_a_trip_to_the_replay(
     rows = section.locator(".trips-items > li")
     assert rows.count() == 3
     texts = [rows.nth(n).inner_text().replace("\n", " ") for n in range(3)]
-    # A trip from 08:00 to 08:10 of about 6.6 km, the stop from 08:10 to 08:20, the trip on.
-    assert f"08:00 {DASH} 08:10" in texts[0] and "6.6 km" in texts[0] and "10 min" in texts[0]
+    # A trip from 08:00 to 08:10 of about 6.6 km, the stop from 08:10 to 08:20, the trip on
+    # (clock times to the second, as the rest of the map writes them).
+    assert re.search(f"08:00:0\\d {DASH} 08:(09:5|10:0)\\d", texts[0]), texts[0]
+    assert "6.6 km" in texts[0] and "10 min" in texts[0]
     assert "average 40 km/h" in texts[0] and "top 40 km/h" in texts[0]
-    assert f"08:10 {DASH} 08:20" in texts[1] and "Stopped 10 min" in texts[1]
-    assert f"08:20 {DASH} 08:30" in texts[2]
+    assert re.search(f"08:(09:5|10:0)\\d {DASH} 08:(19:5|20:0)\\d", texts[1]), texts[1]
+    assert "Stopped 10 min" in texts[1]
+    assert re.search(f"08:(19:5|20:0)\\d {DASH} 08:(29:5|30:0)\\d", texts[2]), texts[2]
     summary = section.locator(".trips-summary").inner_text()
     assert summary.startswith("2 trips · 13.") and summary.endswith(" km in 20 min")
     drawn = page.evaluate("window.trackerMap.trips()")
@@ -146,3 +150,122 @@ def test_the_panel_shows_a_days_trips_and_stops_and_hands_a_trip_to_the_replay(
     page.screenshot(path=str(support.ARTIFACTS / "map-trips-yesterday.png"))
     section.screenshot(path=str(support.ARTIFACTS / "map-trips-section.png"))
     assert page.errors == []
+
+
+# A day as QA saw it (Helsinki time, today): a trip from 04:18:20 to 04:20:40 (140 s),
+# a stop, and a trip from 04:59:38 to 05:03:43; the trips answer is the page's, so the
+# clock times are exactly these.
+def _helsinki_today_ms(hour: int, minute: int, second: int) -> int:
+    today = datetime.now(HELSINKI).date()
+    moment = datetime(today.year, today.month, today.day, hour, minute, second, tzinfo=HELSINKI)
+    return int(moment.timestamp() * 1000)
+
+
+def _qa_day() -> dict[str, Any]:
+    def trip(since: int, until: int, metres: float) -> dict[str, Any]:
+        seconds = (until - since) / 1000
+        return {
+            "start": {"timestamp": since, "latitude": 60.17, "longitude": 24.95},
+            "end": {"timestamp": until, "latitude": 60.18, "longitude": 24.98},
+            "distanceMetres": metres,
+            "durationSeconds": seconds,
+            "averageSpeed": metres / seconds * 3.6,
+            "topSpeed": 36.0,
+        }
+
+    first = (_helsinki_today_ms(4, 18, 20), _helsinki_today_ms(4, 20, 40))
+    second = (_helsinki_today_ms(4, 59, 38), _helsinki_today_ms(5, 3, 43))
+    return {
+        "trips": [trip(*first, 1400.0), trip(*second, 2450.0)],
+        "stops": [
+            {
+                "latitude": 60.18,
+                "longitude": 24.98,
+                "from": first[1],
+                "until": second[0],
+                "durationSeconds": (second[0] - first[1]) / 1000,
+            }
+        ],
+    }
+
+
+# The listed clock times, as the rest of the map writes them (to the second).
+QA_TIMES = {
+    "en-US": [
+        f"04:18:20 AM {DASH} 04:20:40 AM",
+        f"04:20:40 AM {DASH} 04:59:38 AM",
+        f"04:59:38 AM {DASH} 05:03:43 AM",
+    ],
+    "en-GB": [
+        f"04:18:20 {DASH} 04:20:40",
+        f"04:20:40 {DASH} 04:59:38",
+        f"04:59:38 {DASH} 05:03:43",
+    ],
+    "fi-FI": [
+        f"04.18.20 {DASH} 04.20.40",
+        f"04.20.40 {DASH} 04.59.38",
+        f"04.59.38 {DASH} 05.03.43",
+    ],
+}
+
+# How many lines each row's times take (one per distinct line box of its text).
+LINES_OF_TIMES = """() => [...document.querySelectorAll("#tracker-details .trips-items .trips-when")].map((el) => {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size;
+})"""
+
+
+@pytest.mark.parametrize(
+    ("locale", "width", "height"),
+    [("en-US", 1400, 900), ("en-GB", 1400, 900), ("fi-FI", 1400, 900), ("en-US", 1280, 800)],
+)
+def test_trip_times_are_to_the_second_on_one_line_and_agree_with_the_replay(
+    demo_with_a_van: tuple[str, Any], browser: Any, locale: str, width: int, height: int
+) -> None:
+    url, _ = demo_with_a_van
+    context = browser.new_context(
+        viewport={"width": width, "height": height},
+        timezone_id="Europe/Helsinki",
+        locale=locale,
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    day = _qa_day()
+    page.route(
+        f"**/api/trackers/{VAN}/trips?**",
+        lambda route: route.fulfill(
+            status=200, content_type="application/json", body=json.dumps(day)
+        ),
+    )
+    try:
+        page.goto(url + "#13/60.1800/25.0500")
+        page.wait_for_function("window.trackerMap && window.trackerMap.status() === 'live'")
+        page.evaluate(f"window.trackerMap.select('{VAN}')")
+        section = page.locator(SECTION)
+        section.locator(".trips-trip").nth(1).wait_for()
+        # Every row's times on one line at the panel's width.
+        assert page.evaluate(LINES_OF_TIMES) == [1, 1, 1]
+        whens = section.locator(".trips-items .trips-when")
+        assert [whens.nth(n).inner_text() for n in range(3)] == QA_TIMES[locale]
+        # The 140 s trip reads as 2 minutes, the other as 4; the stop as its 39 minutes.
+        whats = [section.locator(".trips-what").nth(n).inner_text() for n in range(3)]
+        assert whats == ["1.4 km · 2 min", "Stopped 39 min", "2.5 km · 4 min"]
+        name = f"map-trips-times-{locale}-{width}"
+        section.screenshot(path=str(support.ARTIFACTS / f"{name}.png"))
+
+        # The trip opens a replay from its listed start: the range's From is that
+        # minute (or second), which the listed time begins with.
+        section.locator(".trips-trip-button").nth(1).click()
+        since_input = page.locator("#replay-range input").first
+        page.wait_for_function(
+            "(el) => el.value.includes('T04:59')", arg=since_input.element_handle(), timeout=10_000
+        )
+        since_clock = since_input.input_value().split("T")[1]
+        listed = QA_TIMES["en-GB"][2].split(" ")[0]
+        assert listed.startswith(since_clock), (since_clock, listed)
+        page.screenshot(path=str(support.ARTIFACTS / f"{name}-replay.png"))
+        assert errors == []
+    finally:
+        context.close()

@@ -3,7 +3,11 @@
 // GET /api/trackers/{id}/trips (docs/protocol.md §4.9), with a day picker.
 // A trip is a button that asks the replay to play it (the window event
 // "tracker-replay"); a stop's place is a button that shows it on the map.
-// Built with createElement and textContent only.
+// Built with createElement and textContent only. Clock times are the map's
+// own (formatClock, to the second), so a trip's listed start and end agree
+// with its duration and with the replay it opens.
+
+import { formatClock } from "./ui.js";
 
 /** Today's list is read again this often while it is shown (a trip may be under way). */
 const TODAY_EVERY_MS = 60000;
@@ -193,16 +197,19 @@ export class TripsSection {
     button.type = "button";
     button.title = "Replay this trip on the map";
     const when = element("span", "trips-when");
-    when.textContent = `${clock(trip.start.timestamp)} – ${clock(trip.end.timestamp)}`;
+    when.textContent = `${formatClock(trip.start.timestamp)} – ${formatClock(trip.end.timestamp)}`;
     const what = element("span", "trips-what");
     what.textContent = `${formatDistance(trip.distanceMetres)} · ${formatSpan(trip.durationSeconds)}`;
+    // The times and the distance share a line when it is wide enough; the times never break.
+    const head = element("span", "trips-head");
+    head.append(when, what);
     const speeds = element("span", "trips-speeds");
     const top = trip.topSpeed === null ? "" : ` · top ${Math.round(trip.topSpeed)} km/h`;
     speeds.textContent = `average ${Math.round(trip.averageSpeed)} km/h${top}`;
     const play = element("span", "trips-play");
     play.setAttribute("aria-hidden", "true");
     play.textContent = "▶";
-    button.append(play, when, what, speeds);
+    button.append(play, head, speeds);
     button.addEventListener("click", () => {
       window.dispatchEvent(
         new CustomEvent("tracker-replay", {
@@ -218,7 +225,7 @@ export class TripsSection {
   #stopItem(stop) {
     const item = element("li", "trips-stop");
     const when = element("span", "trips-when");
-    when.textContent = `${clock(stop.from)} – ${clock(stop.until)}`;
+    when.textContent = `${formatClock(stop.from)} – ${formatClock(stop.until)}`;
     const what = element("span", "trips-what");
     what.textContent = `Stopped ${formatSpan(stop.durationSeconds)}`;
     const place = element("button", "trips-place");
@@ -265,12 +272,6 @@ export function dayName(midnight, nowMs = Date.now()) {
   if (midnight === today) return "Today";
   if (midnight === startOfDay(today - DAY_MS / 2)) return "Yesterday";
   return new Date(midnight).toLocaleDateString([], { weekday: "short", day: "numeric", month: "short" });
-}
-
-/** "08:10": a trip's or stop's clock time, to the nearest minute (08:09:56 is 08:10). */
-function clock(ms) {
-  const minute = Math.round(ms / 60000) * 60000;
-  return new Date(minute).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
 /** "850 m", "6.6 km", "123 km". */
