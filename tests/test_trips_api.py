@@ -232,10 +232,19 @@ def test_the_documented_trips_are_answered_as_documented(client: Client) -> None
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"TRACKING_STOP_RADIUS_M": "1"}, "TRACKING_STOP_RADIUS_M must be a number from 5 to 10000, got '1'"),
+        (
+            {"TRACKING_STOP_RADIUS_M": "1"},
+            "TRACKING_STOP_RADIUS_M must be a number from 5 to 10000, got '1'",
+        ),
         ({"TRACKING_STOP_MIN_SECONDS": "five minutes"}, "TRACKING_STOP_MIN_SECONDS must be a"),
-        ({"TRACKING_TRIP_MIN_DISTANCE_M": "-1"}, "TRACKING_TRIP_MIN_DISTANCE_M must be a number from 1 to"),
-        ({"TRACKING_TRIP_GAP_SECONDS": "inf"}, "TRACKING_TRIP_GAP_SECONDS must be a number from 1 to 86400, got 'inf'"),
+        (
+            {"TRACKING_TRIP_MIN_DISTANCE_M": "-1"},
+            "TRACKING_TRIP_MIN_DISTANCE_M must be a number from 1 to",
+        ),
+        (
+            {"TRACKING_TRIP_GAP_SECONDS": "inf"},
+            "TRACKING_TRIP_GAP_SECONDS must be a number from 1 to 86400, got 'inf'",
+        ),
     ],
 )
 def test_a_wrong_trips_setting_stops_the_process_naming_it(
