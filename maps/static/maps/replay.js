@@ -447,12 +447,15 @@ export class Replay extends EventTarget {
   #showBar() {
     const clock = this.clock;
     if (!clock) return;
-    const trackers = Array.from(this.#replayed.values(), (replayed) => ({
+    const replayedNow = Array.from(this.#replayed.values());
+    const empty = (replayed) => replayed.track !== null && (replayed.stored === 0 || replayed.track.length === 0);
+    const trackers = replayedNow.map((replayed) => ({
       id: replayed.id,
       name: this.#nameOf(replayed.id),
       colour: replayed.colour,
       note: noteOf(replayed),
-      exports: this.#exportsOf(replayed.id, clock),
+      // Nothing to download from a range it has no positions in.
+      exports: empty(replayed) ? [] : this.#exportsOf(replayed.id, clock),
     }));
     this.#bar.show({
       playing: clock.playing,
@@ -463,6 +466,8 @@ export class Replay extends EventTarget {
       clock: formatReplayClock(clock.at),
       trackers,
       note: this.#note,
+      // Nothing to play while every track read is empty (one still being read may have some).
+      playable: !replayedNow.every(empty),
     });
   }
 
