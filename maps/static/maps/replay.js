@@ -170,6 +170,7 @@ export class Replay extends EventTarget {
     this.#revealWanted = reveal;
     for (const id of ids) this.#join(id);
     if (play) this.play();
+    this.dispatchEvent(new Event("open"));
     this.#changed();
     return true;
   }
