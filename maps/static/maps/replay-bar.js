@@ -19,6 +19,7 @@ import { element, setText } from "./tracker-details.js";
  * @property {Array<{id: string, name: string, colour: string, note: string,
  *   exports: Array<{label: string, href: string}>}>} trackers
  * @property {string} note     a sentence about the range ("" when none)
+ * @property {string} hint     where the replay started, when not at the range's start ("" when none)
  * @property {boolean} playable  whether there is anything to play (not while every track read is empty)
  */
 
@@ -38,6 +39,7 @@ export class ReplayBar {
   #to;
   #list;
   #note;
+  #hint;
   #range = "";
   #trackersKey = "";
 
@@ -133,8 +135,11 @@ export class ReplayBar {
     this.#note.setAttribute("role", "status");
     this.#note.hidden = true;
 
+    this.#hint = element("p", "replay-hint");
+    this.#hint.hidden = true;
+
     this.onRemove = onRemove;
-    root.replaceChildren(head, controls, range, this.#note);
+    root.replaceChildren(head, controls, this.#hint, range, this.#note);
     // The bar's height, for the details panel to end above it where the bar goes under the panel (map.css).
     const keepHeight = () => {
       const height = root.hidden ? 0 : Math.ceil(root.getBoundingClientRect().height);
@@ -170,6 +175,8 @@ export class ReplayBar {
     if (this.#speed.value !== String(view.speed)) this.#speed.value = String(view.speed);
     setText(this.#note, view.note);
     this.#note.hidden = view.note === "";
+    setText(this.#hint, view.hint ?? "");
+    this.#hint.hidden = !view.hint;
     this.#showTrackers(view.trackers);
     this.#root.hidden = false;
   }
