@@ -196,16 +196,27 @@ def test_replay_plays_the_stored_route_pauses_scrubs_changes_speed_and_stops_at_
     page.evaluate("(id) => window.trackerMap.select(id)", route.id)
     wait_for_panel(page, "Courier 21")
 
-    # The details panel's Replay opens the bar on the last hour, paused at its start.
+    # The details panel's Replay opens the bar on the last hour, paused at its first position in it
+    # (20 minutes into the hour: the bar says so).
     page.click(".details-replay")
     wait_for_loaded(page)
+    page.wait_for_function("(ms) => window.trackerMap.replay().at === ms", arg=route.start_ms)
     state = replay_state(page)
     assert state["until"] - state["since"] == 3_600_000
     assert state["since"] < route.start_ms and route.end_ms < state["until"]
-    assert (state["playing"], state["at"], state["speed"]) == (False, state["since"], 1)
+    assert (state["playing"], state["at"], state["speed"]) == (False, route.start_ms, 1)
+    assert place_of(state, route.id) == route.points[0]
+    assert not state["trackers"][0]["place"]["waiting"]
+    hint = page.locator(".replay-hint").inner_text()
+    minutes = round((route.start_ms - state["since"]) / 60_000)
+    assert hint.startswith("Started at the first position") and f"first {minutes} min" in hint
     assert page.locator(".replay-paused").inner_text() == "live updates paused"
     assert page.locator(".details-replay").inner_text() == "In the replay"
+    support.ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(support.ARTIFACTS / "map-replay-first-position.png"))
     # Before its first position in the range it waits there, faded.
+    scrub(page, state["since"])
+    state = replay_state(page)
     assert place_of(state, route.id) == route.points[0]
     assert state["trackers"][0]["place"]["waiting"]
     assert page.evaluate("window.trackerMap.drawn()") == [route.id]
@@ -803,4 +814,102 @@ def test_any_replay_hash_reads_as_a_replay_that_can_be_played_or_none(
     navigate()
     page.evaluate("() => { window.location.hash = '#15/60.1740/24.9390'; }")
     assert page.evaluate("window.trackerMap.status()") == "live"
+    assert page.errors == []
+
+
+REPLAY_CONTROLS = (".replay-play", ".replay-scrub", ".replay-speed", ".replay-close")
+WIDE_ONLY_CONTROLS = (
+    ".replay-date:nth-of-type(1) input",
+    ".replay-date:nth-of-type(2) input",
+    ".replay-preset[data-preset='hour']",
+)
+
+
+def unreachable_controls(page: Any, selectors: list[str]) -> list[str]:
+    """The controls whose centre is off the screen or under something else (what a click there would miss)."""
+    missed: list[str] = page.evaluate(
+        """(selectors) => selectors.flatMap((selector) =>
+          Array.from(document.querySelectorAll(selector)).flatMap((control, n) => {
+            const box = control.getBoundingClientRect();
+            const x = box.left + box.width / 2, y = box.top + box.height / 2;
+            const inside = x >= 0 && y >= 0 && x < window.innerWidth && y < window.innerHeight;
+            const hit = inside ? document.elementFromPoint(x, y) : null;
+            return hit !== null && (hit === control || control.contains(hit)) ? [] : [`${selector} #${n}`];
+          }))""",
+        selectors,
+    )
+    return missed
+
+
+@pytest.mark.parametrize(
+    "width,height", [(1400, 900), (1024, 768), (900, 700), (800, 600), (768, 1024), (390, 844)]
+)
+def test_the_replay_bar_controls_can_be_reached_at_every_width_with_the_panel_open(
+    live: LiveDemo, reports: Reports, start: datetime, browser: Any, width: int, height: int
+) -> None:
+    first = store_route(live, reports, f"Courier {width} one", start, 60.1712, 24.9322)
+    second = store_route(live, reports, f"Courier {width} two", start, 60.1716, 24.9352)
+    phone = width < 700
+    context = browser.new_context(
+        viewport={"width": width, "height": height}, has_touch=phone, device_scale_factor=1
+    )
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    try:
+        since, until = first.start_ms - 60_000, first.end_ms + 60_000
+        link = replay_hash(first, since, until, first.start_ms + 90_000, 1, second)
+        open_map(page, live.url + HELSINKI_VIEW + f"/t={first.id}{link}")
+        wait_for_panel(page, f"Courier {width} one")
+        wait_for_loaded(page, 2)
+        frames_pass(page, 3)
+        selectors = [*REPLAY_CONTROLS, ".replay-remove", ".replay-export"]
+        selectors += [".replay-range-toggle"] if phone else list(WIDE_ONLY_CONTROLS)
+        support.ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(support.ARTIFACTS / f"map-replay-bar-{width}x{height}.png"))
+        assert page.locator(".replay-remove").count() == 2
+        assert unreachable_controls(page, selectors) == []
+        # The panel's own controls are not under the bar either.
+        assert unreachable_controls(page, [".details-close", ".details-replay"]) == []
+        # Each tracker's remove button stays beside its downloads, never on a line of its own.
+        for row in page.locator(".replay-tracker").all():
+            link, remove = row.locator(".replay-export").last, row.locator(".replay-remove")
+            link_box, remove_box = link.bounding_box(), remove.bounding_box()
+            assert (
+                link_box["y"]
+                < remove_box["y"] + remove_box["height"] / 2
+                < link_box["y"] + link_box["height"]
+            )
+        # The badge says it is a replay, and live again once the replay is closed; no live
+        # crossing notices are drawn over the bar meanwhile.
+        assert page.locator("[data-status-text]").inner_text() == "Replay"
+        assert (
+            page.evaluate("getComputedStyle(document.getElementById('notices')).display") == "none"
+        )
+        page.locator(".replay-close").click()
+        page.wait_for_function("document.getElementById('replay-bar').hidden")
+        assert page.locator("[data-status-text]").inner_text() == "Live"
+        assert errors == []
+    finally:
+        context.close()
+
+
+def test_a_range_with_no_positions_offers_nothing_to_play_or_download(
+    live: LiveDemo, reports: Reports, start: datetime, page: Any
+) -> None:
+    route = store_route(live, reports, "Courier 29", start, 60.1718, 24.9362)
+    since, until = route.start_ms - 3_600_000, route.start_ms - 600_000
+    link = replay_hash(route, since, until, since, 1)
+    open_map(page, live.url + HELSINKI_VIEW + f"/t={route.id}{link}")
+    wait_for_panel(page, "Courier 29")
+    wait_for_loaded(page)
+    page.locator(".replay-tracker-note", has_text="no positions in this range").wait_for()
+    assert page.locator(".replay-play").is_disabled()
+    assert page.locator(".replay-export").count() == 0
+    page.screenshot(path=str(support.ARTIFACTS / "map-replay-empty-range.png"))
+    # A range with its positions: playable and downloadable again.
+    page.click(".replay-preset[data-preset='hour']")
+    wait_for_loaded(page)
+    page.locator(".replay-export").first.wait_for()
+    assert page.locator(".replay-play").is_enabled()
     assert page.errors == []

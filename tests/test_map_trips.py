@@ -269,3 +269,25 @@ def test_trip_times_are_to_the_second_on_one_line_and_agree_with_the_replay(
         assert errors == []
     finally:
         context.close()
+
+
+def test_a_stops_ring_goes_when_a_trip_then_replays(
+    demo_with_a_van: tuple[str, Any], helsinki_page: Any
+) -> None:
+    url, _spot = demo_with_a_van
+    page = helsinki_page
+    page.goto(url + "#13/60.1800/25.0500")
+    page.wait_for_function("window.trackerMap && window.trackerMap.status() === 'live'")
+    page.evaluate(f"window.trackerMap.select('{VAN}')")
+    section = page.locator(SECTION)
+    section.locator(".trips-date", has_text="Today").wait_for()
+    section.get_by_role("button", name="Previous day").click()
+    section.locator(".trips-trip").nth(1).wait_for()
+    # The stop looked at is ringed; the trip after it then replayed, the ring goes with the live map.
+    section.locator(".trips-place").click()
+    page.locator(".trips-stop-marker").wait_for()
+    section.locator(".trips-trip-button").nth(1).click()
+    page.wait_for_function("window.trackerMap.replay().active")
+    assert page.locator(".trips-stop-marker").count() == 0
+    page.screenshot(path=str(support.ARTIFACTS / "map-trips-replay-no-ring.png"))
+    assert page.errors == []

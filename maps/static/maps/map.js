@@ -238,6 +238,7 @@ function drawFrame() {
 
 const frames = new FrameLoop(drawFrame, { maxGapMs: FRAME_MAX_GAP_MS });
 replay.addEventListener("redraw", () => frames.request());
+replay.addEventListener("change", () => badge.setReplay(replay.active));
 details.addEventListener("loaded", () => frames.request());
 memberships.addEventListener("changed", (event) => {
   if (event.detail === hoveredId) refreshTooltip();

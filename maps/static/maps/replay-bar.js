@@ -19,6 +19,8 @@ import { element, setText } from "./tracker-details.js";
  * @property {Array<{id: string, name: string, colour: string, note: string,
  *   exports: Array<{label: string, href: string}>}>} trackers
  * @property {string} note     a sentence about the range ("" when none)
+ * @property {string} hint     where the replay started, when not at the range's start ("" when none)
+ * @property {boolean} playable  whether there is anything to play (not while every track read is empty)
  */
 
 const PRESETS = [
@@ -37,6 +39,7 @@ export class ReplayBar {
   #to;
   #list;
   #note;
+  #hint;
   #range = "";
   #trackersKey = "";
 
@@ -132,8 +135,17 @@ export class ReplayBar {
     this.#note.setAttribute("role", "status");
     this.#note.hidden = true;
 
+    this.#hint = element("p", "replay-hint");
+    this.#hint.hidden = true;
+
     this.onRemove = onRemove;
-    root.replaceChildren(head, controls, range, this.#note);
+    root.replaceChildren(head, controls, this.#hint, range, this.#note);
+    // The bar's height, for the details panel to end above it where the bar goes under the panel (map.css).
+    const keepHeight = () => {
+      const height = root.hidden ? 0 : Math.ceil(root.getBoundingClientRect().height);
+      document.documentElement.style.setProperty("--replay-bar-height", `${height}px`);
+    };
+    new ResizeObserver(keepHeight).observe(root);
   }
 
   get visible() {
@@ -145,6 +157,8 @@ export class ReplayBar {
     setText(this.#play, view.playing ? "❚❚ Pause" : "▶ Play");
     this.#play.setAttribute("aria-label", view.playing ? "Pause the replay" : "Play the replay");
     this.#play.dataset.playing = String(view.playing);
+    this.#play.disabled = !view.playable;
+    this.#play.title = view.playable ? "" : "No positions in this range to play";
     setText(this.#clock, view.clock);
     this.#clock.dateTime = new Date(view.at).toISOString();
     const range = `${view.since}-${view.until}`;
@@ -161,6 +175,8 @@ export class ReplayBar {
     if (this.#speed.value !== String(view.speed)) this.#speed.value = String(view.speed);
     setText(this.#note, view.note);
     this.#note.hidden = view.note === "";
+    setText(this.#hint, view.hint ?? "");
+    this.#hint.hidden = !view.hint;
     this.#showTrackers(view.trackers);
     this.#root.hidden = false;
   }
@@ -191,6 +207,7 @@ export class ReplayBar {
       const detail = element("span", "replay-tracker-note");
       detail.textContent = note;
       item.append(swatch, label, detail);
+      const actions = element("span", "replay-tracker-actions");
       if (exports.length) {
         const links = element("span", "replay-exports");
         links.setAttribute("aria-label", `Download ${name}'s positions of the range`);
@@ -202,7 +219,7 @@ export class ReplayBar {
           link.title = `Download ${name}'s positions of the range as ${format}`;
           links.append(link);
         }
-        item.append(links);
+        actions.append(links);
       }
       if (trackers.length > 1) {
         const remove = element("button", "replay-remove");
@@ -211,8 +228,9 @@ export class ReplayBar {
         remove.setAttribute("aria-label", `Take ${name} out of the replay`);
         remove.title = "Take it out of the replay";
         remove.addEventListener("click", () => this.onRemove(id));
-        item.append(remove);
+        actions.append(remove);
       }
+      if (actions.childElementCount) item.append(actions);
       return item;
     });
     this.#list.replaceChildren(...items);

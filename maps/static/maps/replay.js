@@ -33,6 +33,8 @@ const READ_TIMEOUT_MS = 30000;
 const REVEAL_MARGIN = 36;
 /** A replay opened on a short track does not zoom in further than this. */
 const REVEAL_MAX_ZOOM = 17;
+/** How long before a replay's first position its range may start with nothing said about it. */
+const FIRST_POSITION_HINT_MS = 5 * 60_000;
 const EXPORT_FORMATS = [
   ["CSV", "csv"],
   ["GeoJSON", "geojson"],
@@ -86,6 +88,10 @@ export class Replay extends EventTarget {
   #lastFrameAt = null;
   #lastHashAt = 0;
   #note = "";
+  /** Said when the replay went to its first position, long after the range's start ("" when not). */
+  #hint = "";
+  /** Whether the replay is to start at the first position in the range once the tracks are read (opened with no `at`). */
+  #toFirst = false;
   /** Whether the map is to be fitted to the tracks once they are read (a replay opened here, not by a link). */
   #revealWanted = false;
   #panel;
@@ -123,7 +129,7 @@ export class Replay extends EventTarget {
       onRange: (since, until) => this.setRange(since, until),
       onPreset: (name) => {
         const { since, until } = presetRange(name);
-        this.setRange(since, until);
+        this.setRange(since, until, { toFirst: true });
       },
       onRemove: (id) => this.remove(id),
       onClose: () => this.close(),
@@ -153,23 +159,27 @@ export class Replay extends EventTarget {
 
   /**
    * Open a replay (in place of any open one), paused at `at` unless `play`; with `reveal`, the map is
-   * fitted to the tracks once they are read (a link keeps the view it has).
+   * fitted to the tracks once they are read (a link keeps the view it has). With no `at`, it starts at
+   * the first position in the range once the tracks are read (not minutes of nothing before it).
    * @param {{trackerIds: string[], since: number, until: number, at?: number, speed?: number, play?: boolean,
    *   reveal?: boolean}} what
    * @returns {boolean} false (and nothing changes) when it is not a replay that can be played
    */
-  open({ trackerIds, since, until, at = since, speed = this.clock?.speed ?? 1, play = false, reveal = false }) {
+  open({ trackerIds, since, until, at, speed = this.clock?.speed ?? 1, play = false, reveal = false }) {
     const ids = [...new Set(trackerIds)].filter((id) => TRACKER_ID.test(id)).slice(0, MAX_REPLAY_TRACKERS);
     if (ids.length === 0 || !isReplayRange(since, until)) return false;
     for (const replayed of this.#replayed.values()) replayed.trail.remove();
     this.#replayed.clear();
-    this.clock = new ReplayClock({ since, until, at, speed });
+    this.clock = new ReplayClock({ since, until, at: at ?? since, speed });
     this.active = true;
     this.#shell.dataset.replay = "on";
     this.#note = "";
+    this.#hint = "";
+    this.#toFirst = at === undefined;
     this.#revealWanted = reveal;
     for (const id of ids) this.#join(id);
     if (play) this.play();
+    this.dispatchEvent(new Event("open"));
     this.#changed();
     return true;
   }
@@ -238,8 +248,8 @@ export class Replay extends EventTarget {
     this.#changed();
   }
 
-  /** Another range (paused): the tracks are read again. */
-  setRange(since, until) {
+  /** Another range (paused): the tracks are read again; with `toFirst` (a preset), from its first position. */
+  setRange(since, until, { toFirst = false } = {}) {
     if (!this.clock) return;
     if (!isReplayRange(since, until)) {
       this.#note = "The range must start before it ends and last at most 7 days.";
@@ -248,7 +258,10 @@ export class Replay extends EventTarget {
       return;
     }
     this.#note = "";
+    this.#hint = "";
     this.clock.setRange(since, until);
+    this.#toFirst = toFirst;
+    if (toFirst) this.clock.seek(since);
     for (const replayed of this.#replayed.values()) this.#read(replayed);
     this.#changed();
   }
@@ -397,11 +410,33 @@ export class Replay extends EventTarget {
     replayed.thinned = read.thinned;
     replayed.zoom = zoom;
     replayed.trail.reset();
+    if (this.#toFirst && Array.from(this.#replayed.values()).every((each) => each.reading === null)) {
+      this.#toFirst = false;
+      this.#startAtFirstPosition();
+    }
     if (this.#revealWanted && Array.from(this.#replayed.values()).every((each) => each.reading === null)) {
       this.#revealWanted = false;
       this.#reveal();
     }
     this.#redraw();
+  }
+
+  /** To the first position in the range (when it is ahead); the bar says so when the range starts long before it. */
+  #startAtFirstPosition() {
+    const clock = this.clock;
+    if (!clock) return;
+    let first = Infinity;
+    for (const { track } of this.#replayed.values()) {
+      const point = track?.points.find((each) => each.timestamp >= clock.since && each.timestamp <= clock.until);
+      if (point) first = Math.min(first, point.timestamp);
+    }
+    if (!Number.isFinite(first) || first <= clock.at) return;
+    clock.seek(first);
+    if (first - clock.since >= FIRST_POSITION_HINT_MS) {
+      const minutes = Math.round((first - clock.since) / 60_000);
+      this.#hint = `Started at the first position, ${formatReplayClock(first)}: nothing in the range's first ${minutes.toLocaleString()} min.`;
+    }
+    this.#changed();
   }
 
   /** Fit the map to the tracks, in the part of it that the bar and the details panel leave in sight. */
@@ -447,12 +482,15 @@ export class Replay extends EventTarget {
   #showBar() {
     const clock = this.clock;
     if (!clock) return;
-    const trackers = Array.from(this.#replayed.values(), (replayed) => ({
+    const replayedNow = Array.from(this.#replayed.values());
+    const empty = (replayed) => replayed.track !== null && (replayed.stored === 0 || replayed.track.length === 0);
+    const trackers = replayedNow.map((replayed) => ({
       id: replayed.id,
       name: this.#nameOf(replayed.id),
       colour: replayed.colour,
       note: noteOf(replayed),
-      exports: this.#exportsOf(replayed.id, clock),
+      // Nothing to download from a range it has no positions in.
+      exports: empty(replayed) ? [] : this.#exportsOf(replayed.id, clock),
     }));
     this.#bar.show({
       playing: clock.playing,
@@ -463,6 +501,9 @@ export class Replay extends EventTarget {
       clock: formatReplayClock(clock.at),
       trackers,
       note: this.#note,
+      hint: this.#hint,
+      // Nothing to play while every track read is empty (one still being read may have some).
+      playable: !replayedNow.every(empty),
     });
   }
 

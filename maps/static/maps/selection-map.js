@@ -51,7 +51,7 @@ const ZOOM_HANDLERS = ["scrollWheelZoom", "doubleClickZoom", "touchZoom"];
  * @param {{grid: ReturnType<import("./grid.js").gridOf>, maxCells: number}} parts.cells
  * @param {() => void} parts.redraw  ask for a frame
  * @param {{active: boolean, buttonFor: (id: string) => "start"|"add"|"in"|"full", replayOrAdd: (id: string) => void}
- *   & EventTarget} parts.replay  the replay (replay.js): what the panel's Replay button does; "change" when it does
+ *   & EventTarget} parts.replay  the replay (replay.js): what the panel's Replay button does; "change" when it does, "open" when one opens
  * @param {string} parts.tripsUrl  GET /api/trackers/{id}/trips, with "{id}" for the tracker's id
  * @returns the test hooks
  */
@@ -95,6 +95,11 @@ export function bindSelection({
       const zoom = Math.max(map.getZoom(), STOP_ZOOM);
       map.flyTo(centreFor(place, zoom), zoom, { animate: !reducedMotion.matches, duration: FLIGHT_SECONDS });
     },
+  });
+  // A replay opening (the trip's, say) is the map now: the ring of a stop looked at before goes.
+  replay.addEventListener("open", () => {
+    stopMarker?.remove();
+    stopMarker = null;
   });
   const trail = new TrailLayer(map, selected.trail);
   const reducedMotion = window.matchMedia("(prefers-reduced-motion: reduce)");

@@ -13,12 +13,24 @@ export function statusBadge(root) {
   const detail = root.querySelector("[data-status-detail]");
   const count = root.querySelector("[data-status-count]");
   let lastCount = -1;
+  let replaying = false;
+  const showState = () => {
+    text.textContent = replaying ? "Replay" : (STATUS_TEXT[root.dataset.state] ?? root.dataset.state);
+  };
   return {
     setState(state, message = "") {
       root.dataset.state = state;
-      text.textContent = STATUS_TEXT[state] ?? state;
+      showState();
       detail.textContent = message;
       detail.hidden = message === "";
+    },
+    /** While a replay is open the badge says so (its count is of the trackers replayed), live again after. */
+    setReplay(on) {
+      if (on === replaying) return;
+      replaying = on;
+      if (on) root.dataset.replay = "on";
+      else delete root.dataset.replay;
+      showState();
     },
     setDetail(message) {
       detail.textContent = message;
