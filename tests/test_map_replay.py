@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from tests import support
 from tests.test_map_fences import LiveDemo, hub, live, open_map, wait_for_tracker
+from tests.test_map_page import module_url
 from tests.test_map_selection import Reports, new_tracker, reports, wait_for_panel
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.redis, pytest.mark.postgres]
@@ -604,9 +605,8 @@ def test_the_replay_clock_and_track_play_in_time_between_positions(
 ) -> None:
     open_map(page, live.url + HELSINKI_VIEW)
     answers = page.evaluate(
-        """async () => {
-          const base = document.querySelector('script[type="module"][src$="/map.js"]').src;
-          const m = await import(new URL("replay-clock.js", base).href);
+        """async (url) => {
+          const m = await import(url);
           const p = (timestamp, latitude, longitude) => ({ timestamp, latitude, longitude, speed: null, heading: null });
           const track = new m.ReplayTrack([
             p(60000, 60.001, 24.0), p(0, 60.0, 24.0), p(60000, 60.5, 25.0),
@@ -648,7 +648,8 @@ def test_the_replay_clock_and_track_play_in_time_between_positions(
             inputs: [m.fromLocalInput(m.toLocalInput(now)) === now, m.fromLocalInput("yesterday"), m.fromLocalInput("")],
             ranges: [m.isReplayRange(0, 1), m.isReplayRange(5, 5), m.isReplayRange(0, 7 * 86400000), m.isReplayRange(0, 7 * 86400000 + 1), m.isReplayRange(0.5, 9)],
           };
-        }"""
+        }""",
+        module_url(page, "replay-clock.js"),
     )
     assert answers["length"] == 5  # one position per timestamp, in time order
     assert answers["places"] == [
@@ -696,9 +697,8 @@ def test_the_replay_clock_and_track_play_in_time_between_positions(
 UUID = "5b0e2c1d-7f3a-4e8b-9c6d-2a1f0e9d8c7b"
 OTHER = "0d1c2b3a-4f5e-4d6c-8b7a-9f8e7d6c5b4a"
 
-PARSE = """async (hashes) => {
-  const base = document.querySelector('script[type="module"][src$="/map.js"]').src;
-  const { parseReplayHash, parseViewHash, formatViewHash } = await import(new URL("view-hash.js", base).href);
+PARSE = """async ({ url, hashes }) => {
+  const { parseReplayHash, parseViewHash, formatViewHash } = await import(url);
   return hashes.map((hash) => {
     const replay = parseReplayHash(hash);
     const view = parseViewHash(hash);
@@ -706,6 +706,14 @@ PARSE = """async (hashes) => {
     return { replay, view, again };
   });
 }"""
+
+
+def parsed(page: Any, hashes: list[str]) -> list[dict[str, Any]]:
+    """What view-hash.js reads of each hash, and of it written back."""
+    answers: list[dict[str, Any]] = page.evaluate(
+        PARSE, {"url": module_url(page, "view-hash.js"), "hashes": hashes}
+    )
+    return answers
 
 
 def test_replay_links_are_read_and_old_links_unchanged(live: LiveDemo, page: Any) -> None:
@@ -724,7 +732,7 @@ def test_replay_links_are_read_and_old_links_unchanged(live: LiveDemo, page: Any
         view,
         f"{view}/t={UUID}/follow",
     ]
-    answers = page.evaluate(PARSE, hashes)
+    answers = parsed(page, hashes)
     replays = [answer["replay"] for answer in answers]
     assert replays[0] == {"trackers": [UUID], "since": 1000, "until": 5000, "at": 2000, "speed": 10}
     assert replays[1] == {
@@ -785,11 +793,11 @@ def test_any_replay_hash_reads_as_a_replay_that_can_be_played_or_none(
     )
     @given(hashes=st.lists(near_replay_hash(), min_size=1, max_size=20))
     def read(hashes: list[str]) -> None:
-        for hash_, answer in zip(hashes, page.evaluate(PARSE, hashes), strict=True):
+        for hash_, answer in zip(hashes, parsed(page, hashes), strict=True):
             replay = answer["replay"]
             without = "/".join(part for part in hash_.split("/") if not part.startswith("replay="))
             # A replay part never changes how the rest of the link reads.
-            assert answer["view"] == page.evaluate(PARSE, [without])[0]["view"]
+            assert answer["view"] == parsed(page, [without])[0]["view"]
             if replay is None:
                 continue
             assert 0 <= replay["since"] < replay["until"] <= replay["since"] + 7 * 86_400_000

@@ -93,15 +93,20 @@ def helsinki_page(browser: Any) -> Iterator[Any]:
     context.close()
 
 
+def van_selected(page: Any, url: str) -> Any:
+    """The map open on the van's town, live, the van selected: its trips section."""
+    page.goto(url + "#13/60.1800/25.0500")
+    page.wait_for_function("window.trackerMap && window.trackerMap.status() === 'live'")
+    page.evaluate(f"window.trackerMap.select('{VAN}')")
+    return page.locator(SECTION)
+
+
 def test_the_panel_shows_a_days_trips_and_stops_and_hands_a_trip_to_the_replay(
     demo_with_a_van: tuple[str, Any], helsinki_page: Any
 ) -> None:
     url, spot = demo_with_a_van
     page = helsinki_page
-    page.goto(url + "#13/60.1800/25.0500")
-    page.wait_for_function("window.trackerMap && window.trackerMap.status() === 'live'")
-    page.evaluate(f"window.trackerMap.select('{VAN}')")
-    section = page.locator(SECTION)
+    section = van_selected(page, url)
     # Today first: the van has not moved today.
     section.locator(".trips-date", has_text="Today").wait_for()
     section.get_by_text("No trips or stops on this day.").wait_for()
@@ -240,10 +245,7 @@ def test_trip_times_are_to_the_second_on_one_line_and_agree_with_the_replay(
         ),
     )
     try:
-        page.goto(url + "#13/60.1800/25.0500")
-        page.wait_for_function("window.trackerMap && window.trackerMap.status() === 'live'")
-        page.evaluate(f"window.trackerMap.select('{VAN}')")
-        section = page.locator(SECTION)
+        section = van_selected(page, url)
         section.locator(".trips-trip").nth(1).wait_for()
         # Every row's times on one line at the panel's width.
         assert page.evaluate(LINES_OF_TIMES) == [1, 1, 1]
@@ -276,10 +278,7 @@ def test_a_stops_ring_goes_when_a_trip_then_replays(
 ) -> None:
     url, _spot = demo_with_a_van
     page = helsinki_page
-    page.goto(url + "#13/60.1800/25.0500")
-    page.wait_for_function("window.trackerMap && window.trackerMap.status() === 'live'")
-    page.evaluate(f"window.trackerMap.select('{VAN}')")
-    section = page.locator(SECTION)
+    section = van_selected(page, url)
     section.locator(".trips-date", has_text="Today").wait_for()
     section.get_by_role("button", name="Previous day").click()
     section.locator(".trips-trip").nth(1).wait_for()
